@@ -1,0 +1,138 @@
+"""The reader interface every checkpoint format implements, and detection of a file's format by content.
+
+Readers must import without torch: they parse bytes (zip, pickle opcodes, JSON headers, SSTables, HDF5)
+and return numpy arrays only when asked for data.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ptools.errors import PtoolsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the file says about one tensor, without reading its data."""
+
+    key: str  # flat key, '.'-joined path inside the checkpoint ("model.encoder.0.weight")
+    dtype: str  # numpy-style name: float32, float16, bfloat16, int64, bool, string, ...
+    shape: tuple[int, ...]
+    nbytes: int  # bytes of this tensor's view (numel * itemsize); 0 for strings of unknown size
+    storage: str | None = None  # storage identity: equal values mean shared (tied) memory
+    storage_offset: int = 0  # element offset into that storage
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # format-specific details
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class CheckpointReader(abc.ABC):
+    """One open checkpoint. Construct through `open_checkpoint`; use as a context manager."""
+
+    format: str = "unknown"  # short name shown to users: "torch-zip", "safetensors", "tf-bundle", ...
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @abc.abstractmethod
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor, in file order."""
+
+    def structure(self) -> Any:
+        """The nested object the file holds (dicts/lists with TensorInfo leaves and plain values).
+
+        Flat formats return {key: TensorInfo}.
+        """
+        return {t.key: t for t in self.tensors()}
+
+    def metadata(self) -> dict[str, Any]:
+        """Format-level facts worth showing (safetensors __metadata__, torch byteorder, TF version...)."""
+        return {}
+
+    def findings(self) -> list[dict[str, Any]]:
+        """Security findings (unsafe globals and where they are); empty for formats that cannot run code."""
+        return []
+
+    @abc.abstractmethod
+    def read(self, key: str) -> np.ndarray:
+        """The data of one tensor as a numpy array (memory-mapped where the format allows)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors())
+
+
+Sniffer = Callable[[Path, bytes], bool]
+Opener = Callable[[Path], CheckpointReader]
+
+# (name, sniffer, opener), tried in order. A sniffer sees the path and the first 4 KiB and must not raise.
+_FORMATS: list[tuple[str, Sniffer, Opener]] = []
+_builtin_loaded = False
+
+
+def register_format(name: str, sniffer: Sniffer, opener: Opener) -> None:
+    """Add a format. Readers register themselves from `ptools.checkpoint.formats`."""
+    _FORMATS.append((name, sniffer, opener))
+
+
+def _load_builtin_formats() -> None:
+    global _builtin_loaded
+    if not _builtin_loaded:
+        _builtin_loaded = True
+        import ptools.checkpoint.formats  # noqa: F401  (registers every reader)
+
+
+def diagnose_not_a_checkpoint(path: Path, head: bytes) -> str:
+    """A specific reason for files that are clearly not checkpoints at all."""
+    if not head:
+        return "empty file (0 bytes)"
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull`)"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        return "an HTML/XML page, not a checkpoint (the download probably returned an error page)"
+    return "unrecognised format (not a PyTorch, safetensors, TensorFlow or Keras checkpoint)"
+
+
+def open_checkpoint(path: str | Path) -> CheckpointReader:
+    """Detect the format by content (never by extension) and open the file."""
+    _load_builtin_formats()
+    path = Path(path)
+    if not path.exists() and not _has_sibling_bundle(path):
+        raise PtoolsError(f"{path}: no such file")
+    head = b""
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError as e:
+            raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
+    for _name, sniffer, opener in _FORMATS:
+        if sniffer(path, head):
+            return opener(path)
+    raise PtoolsError(f"{path}: {diagnose_not_a_checkpoint(path, head)}")
+
+
+def _has_sibling_bundle(path: Path) -> bool:
+    # TF checkpoints are named by a prefix with no file of that exact name (model.ckpt -> model.ckpt.index).
+    return Path(str(path) + ".index").exists()

@@ -1,0 +1,11 @@
+"""`ptools convert` (lands with its own issue)."""
+
+from __future__ import annotations
+
+from ptools.cli._common import not_implemented
+
+HELP = "Not implemented yet."
+
+
+def convert_command() -> None:
+    not_implemented("convert")
