@@ -1,0 +1,318 @@
+"""TensorFlow SAME/VALID window arithmetic in pure Python (no torch): output sizes, pad pairs, transposed-conv crops.
+
+Every function works on one spatial dimension; the `*2d` helpers apply it to H and W independently, so
+non-square kernels, strides and dilations need nothing special. The rules follow TensorFlow's
+`GetWindowedOutputSizeVerbose` and Keras' transposed-conv output-length rule (see TF_FORMATS.md section 6).
+PyTorch's own formulas (`torch_*_output`) are here too, so the CLI can show what a PyTorch layer gives
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ptools.errors import PtoolsError
+
+PadMode = Literal["same", "valid"]
+PAD_MODES: tuple[str, ...] = ("same", "valid")
+IntOrPair = int | Sequence[int]
+
+
+@dataclass(frozen=True)
+class Window1d:
+    """One spatial dimension of a conv or pool under TF padding: output length and the zero/-inf pads."""
+
+    input: int
+    kernel: int
+    stride: int
+    dilation: int
+    padding: str
+    output: int
+    pad_before: int
+    pad_after: int
+
+    @property
+    def effective_kernel(self) -> int:
+        return effective_kernel(self.kernel, self.dilation)
+
+    @property
+    def pad_total(self) -> int:
+        return self.pad_before + self.pad_after
+
+    @property
+    def symmetric(self) -> bool:
+        return self.pad_before == self.pad_after
+
+
+@dataclass(frozen=True)
+class Transpose1d:
+    """One spatial dimension of a TF/Keras transposed conv, relative to the full (padding=0) result.
+
+    `full` is the length of `conv_transpose(x, stride=s, padding=0)`; TF keeps `full[crop_before :
+    crop_before + output]`. `crop_after` is negative when TF's output is longer than the full result
+    (VALID with stride > kernel, or output_padding): those trailing cells hold only the bias.
+    """
+
+    input: int
+    kernel: int
+    stride: int
+    dilation: int
+    padding: str
+    output_padding: int | None
+    output: int
+    full: int
+    crop_before: int
+
+    @property
+    def crop_after(self) -> int:
+        return self.full - self.crop_before - self.output
+
+
+@dataclass(frozen=True)
+class Window2d:
+    """H and W windows of a 2-D conv or pool."""
+
+    h: Window1d
+    w: Window1d
+
+    @property
+    def output(self) -> tuple[int, int]:
+        return (self.h.output, self.w.output)
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right))."""
+        return ((self.h.pad_before, self.h.pad_after), (self.w.pad_before, self.w.pad_after))
+
+    @property
+    def torch_pad(self) -> tuple[int, int, int, int]:
+        """The same pads in `torch.nn.functional.pad` order: (left, right, top, bottom)."""
+        return (self.w.pad_before, self.w.pad_after, self.h.pad_before, self.h.pad_after)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.h.symmetric and self.w.symmetric
+
+
+@dataclass(frozen=True)
+class Transpose2d:
+    """H and W of a 2-D transposed conv."""
+
+    h: Transpose1d
+    w: Transpose1d
+
+    @property
+    def output(self) -> tuple[int, int]:
+        return (self.h.output, self.w.output)
+
+    @property
+    def crop(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) cropped from the full result (negative: zero-extended)."""
+        return ((self.h.crop_before, self.h.crop_after), (self.w.crop_before, self.w.crop_after))
+
+
+def effective_kernel(kernel: int, dilation: int = 1) -> int:
+    """Span of a dilated kernel: (k - 1) * d + 1."""
+    return (kernel - 1) * dilation + 1
+
+
+def pair(value: IntOrPair, name: str = "value") -> tuple[int, int]:
+    """An int or a 2-sequence as (h, w)."""
+    if isinstance(value, int):
+        return (value, value)
+    values = tuple(value)
+    if len(values) != 2 or not all(isinstance(v, int) for v in values):
+        raise PtoolsError(f"{name} must be an integer or a pair of integers, got {value!r}")
+    return (values[0], values[1])
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PtoolsError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_mode(padding: str) -> None:
+    if padding not in PAD_MODES:
+        raise PtoolsError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+def conv_window(input: int, kernel: int, stride: int = 1, dilation: int = 1, padding: PadMode = "same") -> Window1d:
+    """TF conv (and pool) arithmetic for one dimension.
+
+    SAME: out = ceil(in / s); the total pad makes the last window end on the last padded cell, and its
+    odd pixel goes after (bottom/right). VALID: no pad; a kernel wider than the input is an error.
+    """
+    _check_positive(input=input, kernel=kernel, stride=stride, dilation=dilation)
+    _check_mode(padding)
+    k_eff = effective_kernel(kernel, dilation)
+    if padding == "valid":
+        if k_eff > input:
+            raise PtoolsError(
+                f"kernel {kernel} (spans {k_eff} with dilation {dilation}) is larger than the input {input}: "
+                "VALID padding has no output",
+                hint="use a smaller kernel or SAME padding",
+            )
+        return Window1d(input, kernel, stride, dilation, padding, (input - k_eff) // stride + 1, 0, 0)
+    out = -(-input // stride)
+    total = max((out - 1) * stride + k_eff - input, 0)
+    return Window1d(input, kernel, stride, dilation, padding, out, total // 2, total - total // 2)
+
+
+def pool_window(
+    input: int, kernel: int, stride: int | None = None, padding: PadMode = "same", dilation: int = 1
+) -> Window1d:
+    """TF pooling: the conv rule, with the stride defaulting to the window (as in Keras and torch.nn)."""
+    return conv_window(input, kernel, kernel if stride is None else stride, dilation, padding)
+
+
+def transpose_output_length(
+    input: int,
+    kernel: int,
+    stride: int = 1,
+    dilation: int = 1,
+    padding: PadMode = "same",
+    output_padding: int | None = None,
+) -> int:
+    """Keras' transposed-conv output length (the `output_shape` TF's conv2d_transpose is called with)."""
+    k_eff = effective_kernel(kernel, dilation)
+    if padding == "valid":
+        extra = max(k_eff, stride) - k_eff if output_padding is None else output_padding
+        return (input - 1) * stride + k_eff + extra
+    if output_padding is None:
+        return input * stride
+    return (input - 1) * stride + k_eff % 2 + output_padding
+
+
+def transpose_window(
+    input: int,
+    kernel: int,
+    stride: int = 1,
+    dilation: int = 1,
+    padding: PadMode = "same",
+    output_padding: int | None = None,
+) -> Transpose1d:
+    """TF/Keras transposed conv for one dimension: output length and the crop from the full result.
+
+    TF computes the transposed conv as the gradient of a forward conv whose input has the output length
+    L, so the crop before is that forward conv's pad before. The combination must be consistent (the
+    forward conv of L gives back the input length), as TF and Keras require.
+    """
+    _check_positive(input=input, kernel=kernel, stride=stride, dilation=dilation)
+    _check_mode(padding)
+    if output_padding is not None:
+        if isinstance(output_padding, bool) or not isinstance(output_padding, int) or output_padding < 0:
+            raise PtoolsError(f"output_padding must be a non-negative integer, got {output_padding!r}")
+        if output_padding >= stride:
+            raise PtoolsError(
+                f"output_padding {output_padding} must be smaller than the stride {stride} (Keras rejects it)"
+            )
+    length = transpose_output_length(input, kernel, stride, dilation, padding, output_padding)
+    forward = conv_window(length, kernel, stride, dilation, padding) if length >= 1 else None
+    if forward is None or forward.output != input:
+        raise PtoolsError(
+            f"output_padding {output_padding} with kernel {kernel}, stride {stride}, dilation {dilation} and "
+            f"{padding.upper()} padding gives an output of {length}, whose forward conv is not {input} long: "
+            "TF rejects this combination",
+            hint="pick another output_padding (or none)",
+        )
+    full = (input - 1) * stride + effective_kernel(kernel, dilation)
+    return Transpose1d(input, kernel, stride, dilation, padding, output_padding, length, full, forward.pad_before)
+
+
+def conv2d_window(
+    input: IntOrPair, kernel: IntOrPair, stride: IntOrPair = 1, dilation: IntOrPair = 1, padding: PadMode = "same"
+) -> Window2d:
+    """`conv_window` for (H, W), each dimension on its own."""
+    i, k, s, d = pair(input, "input"), pair(kernel, "kernel"), pair(stride, "stride"), pair(dilation, "dilation")
+    return Window2d(*(conv_window(i[n], k[n], s[n], d[n], padding) for n in range(2)))
+
+
+def pool2d_window(
+    input: IntOrPair,
+    kernel: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: PadMode = "same",
+    dilation: IntOrPair = 1,
+) -> Window2d:
+    """`pool_window` for (H, W); the stride defaults to the kernel."""
+    k = pair(kernel, "kernel")
+    return conv2d_window(input, k, k if stride is None else stride, dilation, padding)
+
+
+def transpose2d_window(
+    input: IntOrPair,
+    kernel: IntOrPair,
+    stride: IntOrPair = 1,
+    dilation: IntOrPair = 1,
+    padding: PadMode = "same",
+    output_padding: IntOrPair | None = None,
+) -> Transpose2d:
+    """`transpose_window` for (H, W)."""
+    i, k, s, d = pair(input, "input"), pair(kernel, "kernel"), pair(stride, "stride"), pair(dilation, "dilation")
+    op = (None, None) if output_padding is None else pair(output_padding, "output_padding")
+    return Transpose2d(*(transpose_window(i[n], k[n], s[n], d[n], padding, op[n]) for n in range(2)))
+
+
+# PyTorch's formulas, to show what a torch.nn layer does without importing torch.
+
+
+def torch_conv_output(input: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """`nn.Conv2d` output length for a symmetric `padding=` (0 or less means no output)."""
+    return (input + 2 * padding - effective_kernel(kernel, dilation)) // stride + 1
+
+
+def torch_pool_output(
+    input: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
+) -> int:
+    """`nn.MaxPool2d` / `nn.AvgPool2d` output length; with ceil_mode the last window must start inside the
+    input or the left padding (torch's `pooling_output_shape`)."""
+    span = input + 2 * padding - effective_kernel(kernel, dilation)
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= input + padding:
+        out -= 1
+    return out
+
+
+def torch_transpose_output(
+    input: int, kernel: int, stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1
+) -> int:
+    """`nn.ConvTranspose2d` output length."""
+    return (input - 1) * stride - 2 * padding + effective_kernel(kernel, dilation) + output_padding
+
+
+def torch_conv_padding(window: Window1d) -> int | None:
+    """The symmetric `nn.Conv2d(padding=p)` that reproduces TF's windows exactly, or None (odd pad total)."""
+    return window.pad_before if window.symmetric else None
+
+
+def torch_pool_padding(window: Window1d) -> tuple[int, bool] | None:
+    """(padding, ceil_mode) for `nn.MaxPool2d` / `nn.AvgPool2d(count_include_pad=False)` that reproduces
+    TF's windows, or None.
+
+    TF's extra pixel after can often be had with ceil_mode=True, which lets the last window run past the
+    input; padded cells are then ignored exactly as TF ignores them. torch caps padding at half the kernel.
+    """
+    p = window.pad_before
+    if 2 * p > window.kernel:
+        return None
+    for ceil_mode in (False, True):
+        out = torch_pool_output(window.input, window.kernel, window.stride, p, window.dilation, ceil_mode)
+        if out == window.output:
+            return (p, ceil_mode)
+    return None
+
+
+def torch_transpose_padding(window: Transpose1d) -> tuple[int, int] | None:
+    """(padding, output_padding) for `nn.ConvTranspose2d` that reproduces TF's result, or None.
+
+    PyTorch crops `padding` from both ends of the full result and then appends `output_padding` cells, so
+    it must crop TF's `crop_before`; output_padding must be below max(stride, dilation).
+    """
+    p = window.crop_before
+    op = window.output - window.full + 2 * p
+    if 0 <= op < max(window.stride, window.dilation):
+        return (p, op)
+    return None
