@@ -1,0 +1,167 @@
+"""DefectDataset: one API over the seed layout, label folders and CSV manifests, returning CPU tensors.
+
+Sample contract (S = image_size, C = num_classes = len(labels) + 1):
+  normal (3,S,S) float32 [-1,1]; defect (3,S,S) float32 [-1,1]; mask (1,S,S) float32 {0,1} (zeros when
+  no mask is known; see has_mask); defect_labels (C,) multi-hot with channel 0 = 0; normal_labels (C,)
+  = [1,0,...,0]; control (C,S,S): each defect label's channel holds the mask (the whole channel = 1 for
+  an image-level label without mask), channel 0 = 1 - union of the defect channels; index (int);
+  has_mask (bool tensor).
+
+Randomness is a pure function of (seed, epoch, index): the unpaired normal drawn from the pool and the
+augmentation parameters. A key is an int (epoch = `dataset.epoch`, set by `set_epoch`) or an
+`(index, epoch)` tuple, which is what `make_loader`'s sampler yields, so persistent workers (which hold
+a stale copy of the dataset) still draw per epoch, and a sample does not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ptools.data.imageio import load_mask, load_rgb
+from ptools.data.layouts import DatasetIndex, Sample, scan
+from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, normalize, paired_augment
+from ptools.errors import PtoolsError
+
+NORMAL_CHANNEL = "normal"
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A well-spread 63-bit seed from small integers (splitmix64 steps), cheap enough per sample."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & _MASK64)) & _MASK64
+        h = (h + 0x9E3779B97F4A7C15) & _MASK64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h ^= h >> 31
+    return h >> 1
+
+
+class DefectDataset(Dataset):
+    """Defect samples with their normal partner, mask, labels and control map (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 128,
+        augment: bool = False,
+        layout: str = "auto",
+        seed: int = 0,
+        labels: list[str] | None = None,
+    ) -> None:
+        if image_size < 8:
+            raise PtoolsError(f"image size {image_size} is too small (need >= 8)")
+        self.index: DatasetIndex = scan(root, layout)
+        self.root = Path(root)
+        self.layout = self.index.layout
+        self.image_size = image_size
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.paired = self.index.paired
+        # `labels` pins the channel order (e.g. to a checkpoint's) instead of the scan's sorted order.
+        self.labels: list[str] = list(labels) if labels is not None else list(self.index.labels)
+        unknown = sorted({n for s in self.index.samples for n in s.labels} - set(self.labels))
+        if unknown:
+            raise PtoolsError(f"{root}: labels {', '.join(unknown)} are not among {', '.join(self.labels)}")
+        self.samples: list[Sample] = self.index.samples
+        self.normals: list[Path] = self.index.normals
+        if not self.samples:
+            raise PtoolsError(f"{root}: no usable defect samples", hint="run `ptools dataset check` on it")
+        if not self.paired and not self.normals:
+            raise PtoolsError(f"{root}: no normal images to pair the defects with")
+        self.num_classes = len(self.labels) + 1
+        self._channel = {name: i + 1 for i, name in enumerate(self.labels)}
+        self._transform = paired_augment(image_size) if augment else None
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Control-map channel names: "normal" then the defect labels."""
+        return [NORMAL_CHANNEL, *self.labels]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for int keys (the loader's sampler passes the epoch with each index instead)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def normal_for(self, index: int, epoch: int) -> Path:
+        """The normal image of sample `index` in `epoch`: its partner, or a draw from the pool."""
+        sample = self.samples[index]
+        if sample.normal is not None:
+            return sample.normal
+        return self.normals[mix_seed(self.seed, epoch, index, 1) % len(self.normals)]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+        if index < 0:
+            index += len(self.samples)
+        sample = self.samples[index]
+        size = self.image_size
+        load_size = round(size * AUGMENT_SOURCE_FACTOR) if self._transform is not None else size
+        # Each file is decoded exactly once, straight to its working size.
+        defect = torch.from_numpy(load_rgb(sample.defect, load_size)).permute(2, 0, 1)
+        normal = torch.from_numpy(load_rgb(self.normal_for(index, epoch), load_size)).permute(2, 0, 1)
+        mask = None if sample.mask is None else torch.from_numpy(load_mask(sample.mask, load_size))[None]
+        if self._transform is not None:
+            with torch.random.fork_rng(devices=[]):  # never disturb the caller's global RNG
+                torch.manual_seed(mix_seed(self.seed, epoch, index, 2))
+                if self.paired:
+                    images, mask = apply_paired(self._transform, {"normal": normal, "defect": defect}, mask)
+                    normal, defect = images["normal"], images["defect"]
+                else:  # unrelated images: the normal gets its own crop
+                    images, mask = apply_paired(self._transform, {"defect": defect}, mask)
+                    defect = images["defect"]
+                    normal = apply_paired(self._transform, {"normal": normal}, None)[0]["normal"]
+        has_mask = mask is not None
+        mask_f = mask.to(torch.float32) if mask is not None else torch.zeros(1, size, size)
+        return {
+            "normal": normalize(normal.contiguous()),
+            "defect": normalize(defect.contiguous()),
+            "mask": mask_f,
+            "defect_labels": self.label_vector(sample.labels),
+            "normal_labels": self.label_vector(()),
+            "control": self.control_map(sample.labels, mask_f if has_mask else None),
+            "index": index,
+            "has_mask": torch.tensor(has_mask),
+        }
+
+    def label_vector(self, labels: tuple[str, ...] | list[str]) -> torch.Tensor:
+        """Multi-hot (C,) vector; no defect label means the normal class (channel 0)."""
+        vec = torch.zeros(self.num_classes)
+        if not labels:
+            vec[0] = 1.0
+        for name in labels:
+            vec[self._channel[name]] = 1.0
+        return vec
+
+    def control_map(self, labels: tuple[str, ...] | list[str], mask: torch.Tensor | None) -> torch.Tensor:
+        """(C,S,S): the mask in each label's channel (ones without a mask), channel 0 = 1 - their union."""
+        size = self.image_size
+        control = torch.zeros(self.num_classes, size, size)
+        for name in labels:
+            if mask is None:
+                control[self._channel[name]] = 1.0
+            else:
+                control[self._channel[name]] = mask[0]
+        control[0] = 1.0 - control[1:].amax(dim=0) if self.num_classes > 1 else 1.0
+        return control
+
+    def label_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.labels, 0)
+        for s in self.samples:
+            for name in s.labels:
+                counts[name] += 1
+        return counts
+
+
+def numpy_image(t: torch.Tensor) -> np.ndarray:
+    """A (3,H,W) [-1,1] tensor as an (H,W,3) uint8 array, for saving and previews."""
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
