@@ -1,27 +1,220 @@
-"""`ptools dataset preview|check|synth` (lands with the data issue)."""
+"""`ptools dataset synth|check|preview`: make, validate and look at defect datasets."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from ptools.cli._common import not_implemented
+from ptools.cli._common import ForceOpt, JsonOpt, SeedOpt
+from ptools.cli._output import emit_json, info, stderr_console, stdout_console
+from ptools.errors import ExitCode, PtoolsError
 
-app = typer.Typer(help="Defect datasets: synthesize, validate, preview.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from ptools.data.check import CheckReport
+
+LAYOUTS_HELP = (
+    "Layouts (detected): seed ROOT/LABEL/{normal,defect,defect_segmentation}/NAME.* paired by stem; "
+    "folders ROOT/normal/* + ROOT/LABEL/* (masks optional in ROOT/LABEL/masks/); "
+    "csv manifest path,labels[,mask] (labels ;-separated)."
+)
+MAX_TABLE_ROWS = 40
+
+app = typer.Typer(
+    help=f"Defect datasets: synthesize, validate, preview. {LAYOUTS_HELP}",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+LayoutOpt = Annotated[str, typer.Option("--layout", help="auto|seed|folders|csv.")]
 
 
 @app.command("synth")
-def synth_command() -> None:
-    """Not implemented yet."""
-    not_implemented("dataset synth")
+def synth_command(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (seed layout).")],
+    n: Annotated[int, typer.Option("--n", help="Number of defect samples (labels in turn).")] = 1000,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 128,
+    labels: Annotated[str, typer.Option("--labels", help="Comma-separated defect kinds.")] = "scratch,crack,spot,stain",
+    seed: SeedOpt = 0,
+    image_format: Annotated[str, typer.Option("--format", help="png|jpg for the images (masks are png).")] = "png",
+    workers: Annotated[int, typer.Option("--workers", help="Processes (0: this one; output is the same).")] = 0,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace DIR if an earlier synth made it.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate the built-in synthetic defect set: textured surfaces, defects with exact masks, normals."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ptools.data.synth import resolve_labels, synthesize
+
+    names = resolve_labels(labels.split(","))
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+        disable=json_out,
+    ) as bar:
+        task = bar.add_task("synth", total=n)
+        root = synthesize(
+            directory,
+            n=n,
+            size=size,
+            labels=names,
+            seed=seed,
+            force=force,
+            ext=image_format,
+            workers=workers,
+            progress=lambda k: bar.advance(task, k),
+        )
+    seconds = time.perf_counter() - start
+    counts = {name: len(range(i, n, len(names))) for i, name in enumerate(names)}
+    if json_out:
+        emit_json(
+            "dataset.synth",
+            {
+                "root": root,
+                "n": n,
+                "size": size,
+                "labels": names,
+                "seed": seed,
+                "format": image_format,
+                "counts": counts,
+                "seconds": round(seconds, 3),
+            },
+        )
+        return
+    stdout_console().print(
+        f"wrote {n} samples ({', '.join(f'{k} {v}' for k, v in counts.items())}) of {size} px to {root} "
+        f"in {seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("check")
-def check_command() -> None:
-    """Not implemented yet."""
-    not_implemented("dataset check")
+def check_command(
+    root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset folder or CSV manifest.")],
+    layout: LayoutOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a dataset (never modifies it). Exit 1 when problems are found, 2 when ROOT is not a dataset."""
+    from ptools.data.check import check_dataset
+
+    report = check_dataset(root, layout)
+    if json_out:
+        emit_json(
+            "dataset.check",
+            {
+                "root": report.root,
+                "layout": report.layout,
+                "ok": report.ok,
+                "paired": report.paired,
+                "labels": report.labels,
+                "counts": report.counts,
+                "normals": report.normals,
+                "samples": report.samples,
+                "files_checked": report.files_checked,
+                "balance": report.balance,
+                "problem_kinds": report.kinds(),
+                "problems": report.problems,
+            },
+        )
+    else:
+        _print_check(report)
+    if not report.ok:
+        raise typer.Exit(ExitCode.FINDINGS)
+
+
+def _print_check(report: CheckReport) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    console.print(
+        f"{report.root}: {report.layout} layout, {report.samples} usable defect samples, {report.normals} normal "
+        f"images, {report.files_checked} files decoded",
+        highlight=False,
+        soft_wrap=True,
+    )
+    counts = Table(title="labels", title_justify="left")
+    counts.add_column("channel", justify="right")
+    counts.add_column("label")
+    counts.add_column("samples", justify="right")
+    counts.add_column("share", justify="right")
+    total = sum(report.counts.values()) or 1
+    counts.add_row("0", "normal", str(report.normals), "")
+    for i, (name, count) in enumerate(report.counts.items(), start=1):
+        counts.add_row(str(i), name, str(count), f"{100 * count / total:.0f}%")
+    console.print(counts)
+    if report.balance is not None:
+        console.print(f"balance (smallest / largest label): {report.balance:.2f}", highlight=False)
+    if not report.problems:
+        console.print("[green]no problems found[/green]")
+        return
+    table = Table(title=f"{len(report.problems)} problems", title_justify="left")
+    for col in ("severity", "kind", "path", "detail"):
+        table.add_column(col, overflow="fold")
+    for p in report.problems[:MAX_TABLE_ROWS]:
+        colour = "red" if p.severity == "error" else "yellow"
+        table.add_row(f"[{colour}]{p.severity}[/{colour}]", p.kind, p.path, p.detail)
+    console.print(table)
+    if len(report.problems) > MAX_TABLE_ROWS:
+        console.print(f"... and {len(report.problems) - MAX_TABLE_ROWS} more (all of them with --json)")
+    summary = ", ".join(f"{k} {v}" for k, v in report.kinds().items())
+    console.print(f"by kind: {summary}", highlight=False)
 
 
 @app.command("preview")
-def preview_command() -> None:
-    """Not implemented yet."""
-    not_implemented("dataset preview")
+def preview_command(
+    root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset folder or CSV manifest.")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples (rows).")] = 4,
+    seed: SeedOpt = 0,
+    label: Annotated[str | None, typer.Option("--label", help="Only samples with this label.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="PNG to write (default preview.png; none with --terminal).")
+    ] = None,
+    terminal: Annotated[bool, typer.Option("--terminal", help="Draw the grid in the terminal.")] = False,
+    augmented: Annotated[bool, typer.Option("--augmented", help="Show what the augmentation produces.")] = False,
+    size: Annotated[int, typer.Option("--size", help="Tile side in pixels.")] = 128,
+    layout: LayoutOpt = "auto",
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Render samples as rows of normal | defect | mask | overlay | control map."""
+    from ptools.files import atomic_path, check_output_path
+
+    if out is None and not terminal:
+        out = Path("preview.png")
+    if out is not None:
+        check_output_path(out, force)  # fail before decoding anything
+    if terminal and json_out:
+        raise PtoolsError("--terminal and --json both write to stdout; pick one")
+
+    from ptools.data.preview import HalfBlockImage, render_preview
+
+    preview = render_preview(root, n=n, seed=seed, label=label, augmented=augmented, image_size=size, layout=layout)
+    if out is not None:
+        with atomic_path(out, force) as tmp:
+            preview.image.save(tmp, format="PNG")
+    if json_out:
+        emit_json(
+            "dataset.preview",
+            {
+                "root": root,
+                "out": out,
+                "size": list(preview.image.size),
+                "columns": ["normal", "defect", "mask", "overlay", "control"],
+                "labels": preview.labels,
+                "augmented": augmented,
+                "samples": preview.rows,
+            },
+        )
+        return
+    if terminal:
+        stdout_console().print(HalfBlockImage(preview.image))
+    if out is not None:
+        info(f"wrote {out} ({preview.image.width}x{preview.image.height}, {len(preview.indices)} samples)")
