@@ -13,6 +13,21 @@ from ptools.checkpoint.base import register_format
 #   register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
 _ = register_format
 
+from ptools.checkpoint import safetensors_reader, torch_legacy, torch_zip  # noqa: E402  (no torch at import)
+
+register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
+register_format("torch-zip", torch_zip.sniff, torch_zip.open_reader)  # TorchScript archives too
+register_format("torch-legacy", torch_legacy.sniff_legacy, torch_legacy.TorchLegacyReader)
+register_format("pickle", torch_legacy.sniff_pickle, torch_legacy.PickleReader)
+
+from ptools.checkpoint import keras_h5  # noqa: E402  (h5py is imported only when a file is opened)
+
+register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
+register_format("keras-h5", keras_h5.sniff_h5, keras_h5.open_reader)
+
 from ptools.checkpoint import tf_bundle  # noqa: E402  (numpy only; data shards are opened lazily)
 
 register_format("tf-bundle", tf_bundle.sniff, tf_bundle.open_reader)
+
+# Last: any other zip gets a specific error (truncated, or a zip holding no checkpoint) instead of "unrecognised".
+register_format("zip", torch_zip.sniff_any_zip, torch_zip.open_reader)

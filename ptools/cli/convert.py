@@ -1,11 +1,181 @@
-"""`ptools convert` (lands with its own issue)."""
+"""`ptools convert`: a TF/Keras checkpoint to a PyTorch state_dict (.safetensors or .pt), without TensorFlow."""
 
 from __future__ import annotations
 
-from ptools.cli._common import not_implemented
+from pathlib import Path
+from typing import Annotated, Any
 
-HELP = "Not implemented yet."
+import typer
+
+from ptools.cli._common import ForceOpt, JsonOpt
+from ptools.errors import ExitCode, PtoolsError
+
+HELP = (
+    "Convert a TensorFlow checkpoint (prefix, .index, folder) or Keras file (.h5, .keras, .weights.h5) to a "
+    "PyTorch state_dict (.safetensors streamed, or .pt), without TensorFlow. Names: --map rules, then "
+    "heuristics (kernel->weight, /->.), then --model/--template matching by order, role and shape. "
+    "Exit 1 if a target key is unfilled, a shape mismatches or --check-output exceeds the tolerance."
+)
 
 
-def convert_command() -> None:
-    not_implemented("convert")
+def convert_command(
+    src: Annotated[Path, typer.Argument(help="TF prefix/.index/folder, or a Keras .h5/.keras/.weights.h5 file.")],
+    dst: Annotated[
+        Path | None, typer.Argument(help="Output .safetensors or .pt (omit with --dry-run).", show_default=False)
+    ] = None,
+    map_file: Annotated[
+        Path | None, typer.Option("--map", help="Rules file (.json/.toml): regex on source names -> PyTorch names.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Target model factory package.module:Factory (or file.py:Factory).")
+    ] = None,
+    template: Annotated[
+        Path | None, typer.Option("--template", help="Reference state_dict (.pt/.safetensors) to match against.")
+    ] = None,
+    include_optimizer: Annotated[
+        bool, typer.Option("--include-optimizer", help="Also write optimizer slots and counters.")
+    ] = False,
+    ema: Annotated[bool, typer.Option("--ema", help="Use ExponentialMovingAverage shadows where present.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every tensor's CRC32C (TF bundles).")] = False,
+    check_output: Annotated[
+        bool, typer.Option("--check-output", help="Run --model on --input and compare with --expected.")
+    ] = False,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Input activations (.npy, or .npz for several inputs), NHWC ok.")
+    ] = None,
+    expected: Annotated[
+        Path | None, typer.Option("--expected", help="Reference outputs from TF (.npy, or .npz for several).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Max abs error for --check-output.")] = 1e-4,
+    forget_bias: Annotated[
+        float, typer.Option("--forget-bias", help="TF1 LSTMCell forget_bias folded into the f-gate bias.")
+    ] = 1.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only, write nothing.")] = False,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    from ptools.convert.api import ConvertOptions, plan, report
+    from ptools.files import check_output_path
+
+    if model and template:
+        raise PtoolsError("--model and --template are exclusive", hint="pick one target")
+    if check_output and (not model or input_file is None or expected is None):
+        raise PtoolsError("--check-output needs --model, --input and --expected")
+    if dst is None and not dry_run:
+        raise PtoolsError("missing DST", hint="give an output .safetensors/.pt path, or pass --dry-run")
+    if dst is not None and not dry_run:
+        if dst.suffix.lower() not in (".safetensors", ".pt", ".pth", ".bin"):
+            raise PtoolsError(f"{dst}: unknown output type {dst.suffix or '(none)'}", hint="use .safetensors or .pt")
+        check_output_path(dst, force)
+    opts = ConvertOptions(map_file, model, template, include_optimizer, ema, verify, forget_bias)
+    p = plan(src, opts)
+    written = False
+    if dst is not None and not dry_run and p.ok:
+        from ptools.convert.writer import write_state_dict
+
+        meta = {"format": "pt", "converted_by": "ptools", "source": Path(src).name}
+        write_state_dict(dst, p.out_tensors(), force=force, metadata=meta)
+        written = True
+    doc = report(p, dst if not dry_run else None, written)
+    check: dict[str, Any] | None = None
+    if check_output:
+        from ptools.convert.verify import check_model_output
+
+        assert input_file is not None and expected is not None
+        check = check_model_output(p, input_file, expected, tolerance)
+        doc["check_output"] = check
+    failed = not p.ok or (check is not None and not check["ok"])
+    if json_out:
+        from ptools.cli._output import emit_json
+
+        emit_json("convert", doc)
+    else:
+        _render(doc)
+    if failed:
+        raise typer.Exit(ExitCode.FINDINGS)
+
+
+def _shape(s: list[int]) -> str:
+    return "(" + ",".join(str(d) for d in s) + ")"
+
+
+def _render(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from ptools.cli._output import stdout_console
+
+    con = stdout_console()
+    src = doc["source"]
+    table = Table(title=f"{src['path']} ({src['format']}, {src['tensors']} tensors)", title_justify="left")
+    for col in ("source", "target", "transform", "before", "after", "match"):
+        table.add_column(col, overflow="fold")
+    for row in doc["tensors"]:
+        source = ", ".join(row["source"]) or "-"
+        target = row["target"] or f"[red]{row['proposed']}[/red]"
+        match = row["match"] or ""
+        style = "red" if match in ("unmatched", "shape-mismatch") else None
+        table.add_row(
+            source,
+            target,
+            row["transform"],
+            _shape(row["shape_before"]),
+            _shape(row["shape_after"]),
+            match,
+            style=style,
+        )
+    con.print(table)
+    if doc["notes"]:
+        notes = Table(title="settings to change on the PyTorch side", title_justify="left")
+        notes.add_column("layer")
+        notes.add_column("setting")
+        notes.add_column("what to do", overflow="fold")
+        for n in doc["notes"]:
+            notes.add_row(n["layer"], n["setting"], n["message"])
+        con.print(notes)
+    for title, rows in (
+        ("unfilled target keys", [f"{u['key']} {_shape(u['shape'])}" for u in doc["unfilled_target"]]),
+        ("unmatched source tensors", [", ".join(s) for s in doc["unmatched_source"]]),
+        (
+            "shape mismatches",
+            [
+                f"{', '.join(m['source'])} -> {m['target']}: converted {_shape(m['converted_shape'])}"
+                f", target {_shape(m['target_shape'])}"
+                for m in doc["shape_mismatch"]
+            ],
+        ),
+        (
+            "ambiguous",
+            [
+                f"{', '.join(a.get('source', []))}: {a.get('reason')}; candidates {', '.join(a.get('candidates', []))}"
+                for a in doc["ambiguous"]
+            ],
+        ),
+        ("duplicate target names", [f"{d['target']} <- {d['sources']}" for d in doc["duplicates"]]),
+    ):
+        if rows:
+            con.print(f"[bold]{title}[/bold] ({len(rows)}):", highlight=False)
+            for r in rows[:50]:
+                con.print(f"  {r}", highlight=False, markup=False)
+            if len(rows) > 50:
+                con.print(f"  ... {len(rows) - 50} more", highlight=False)
+    if doc["skipped"]:
+        roles: dict[str, int] = {}
+        for s in doc["skipped"]:
+            roles[s["role"]] = roles.get(s["role"], 0) + 1
+        con.print(
+            "skipped: "
+            + ", ".join(f"{n} {r}" for r, n in roles.items())
+            + " (--include-optimizer / --ema to use them)",
+            highlight=False,
+        )
+    check = doc.get("check_output")
+    if check:
+        verdict = "[green]ok[/green]" if check["ok"] else "[red]too large[/red]"
+        con.print(
+            f"check-output: max abs error {check['max_abs_error']:.3g} (tolerance {check['tolerance']:g}) {verdict}",
+            highlight=False,
+        )
+    if doc["written"]:
+        con.print(f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)", highlight=False)
+    elif doc["output"] and not doc["ok"]:
+        con.print(f"[red]not written[/red]: {doc['output']} (fix the mapping: --map rules, or a matching --model)")

@@ -1,0 +1,410 @@
+"""Keras weight files without TensorFlow: legacy `.h5`, Keras 3 `.weights.h5` and `.keras` archives (h5py).
+
+Every tensor gets a Keras-style key `layer/var` (`conv/kernel`, `lstm/lstm_cell/bias`), the same names a
+TF2 object graph or a tf.keras `.h5` uses, so the converter treats all sources alike. Keras 3 files store
+only ordinal variable indices (`layers/conv2d/vars/0`), so names come from the layer class (config.json
+or the group name) and the class's documented variable order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.errors import PtoolsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# Variables in `_trainable_variables + _non_trainable_variables` order (Layer.save_own_variables).
+_CONV = ["kernel", "bias"]
+VAR_NAMES: dict[str, list[str]] = {
+    "Conv1D": _CONV,
+    "Conv2D": _CONV,
+    "Conv3D": _CONV,
+    "Conv1DTranspose": _CONV,
+    "Conv2DTranspose": _CONV,
+    "Conv3DTranspose": _CONV,
+    "Dense": _CONV,
+    "DepthwiseConv1D": ["depthwise_kernel", "bias"],
+    "DepthwiseConv2D": ["depthwise_kernel", "bias"],
+    "SeparableConv1D": ["depthwise_kernel", "pointwise_kernel", "bias"],
+    "SeparableConv2D": ["depthwise_kernel", "pointwise_kernel", "bias"],
+    "BatchNormalization": ["gamma", "beta", "moving_mean", "moving_variance"],
+    "LayerNormalization": ["gamma", "beta"],
+    "GroupNormalization": ["gamma", "beta"],
+    "Embedding": ["embeddings"],
+    "PReLU": ["alpha"],
+    "LSTMCell": ["kernel", "recurrent_kernel", "bias"],
+    "GRUCell": ["kernel", "recurrent_kernel", "bias"],
+    "SimpleRNNCell": ["kernel", "recurrent_kernel", "bias"],
+}
+_RNN_CELLS = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell"}
+_RNN_LAYERS = ["LSTM", "GRU", "SimpleRNN"]
+
+
+def to_snake_case(name: str) -> str:
+    """Keras 3's group naming: `Conv2DTranspose` -> `conv2d_transpose`, `ReLU` -> `re_lu`."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_SNAKE_TO_CLASS = {to_snake_case(c): c for c in [*VAR_NAMES, *_RNN_LAYERS]}
+
+
+@dataclass
+class KerasLayer:
+    """One layer as the file describes it: its class and settings (when a config is present)."""
+
+    name: str
+    class_name: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    weights: list[str] = field(default_factory=list)  # tensor keys, in the layer's variable order
+    input_shape: tuple[int | None, ...] | None = None  # from build_config / inbound keras tensors
+
+
+def _require_h5py() -> Any:
+    try:
+        import h5py
+    except ImportError:
+        raise PtoolsError(
+            "reading Keras .h5/.keras files needs h5py", hint="install ptools[keras] (pip install 'ptools[keras]')"
+        ) from None
+    return h5py
+
+
+def _attr_list(group: Any, name: str) -> list[str] | None:
+    """A string-list attribute, joining Keras' chunked form (`name0`, `name1`, ... for attrs > 64 KB)."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    elif f"{name}0" in group.attrs:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values.extend(group.attrs[f"{name}{i}"])
+            i += 1
+    else:
+        return None
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _strip_suffix(name: str) -> str:
+    return re.sub(r":\d+$", "", name)
+
+
+def _snake_class(group_name: str) -> str | None:
+    base = re.sub(r"_\d+$", "", group_name)
+    return _SNAKE_TO_CLASS.get(base) or _SNAKE_TO_CLASS.get(group_name)
+
+
+def _config_layers(model_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not model_config:
+        return []
+    cfg = model_config.get("config", {})
+    layers = cfg.get("layers", []) if isinstance(cfg, dict) else cfg
+    return [layer for layer in layers if isinstance(layer, dict)]
+
+
+def _input_shape(layer_cfg: dict[str, Any]) -> tuple[int | None, ...] | None:
+    bc = layer_cfg.get("build_config") or {}
+    shape = bc.get("input_shape")
+    if isinstance(shape, list) and shape and all(d is None or isinstance(d, int) for d in shape):
+        return tuple(shape)
+    return None
+
+
+class KerasReader(CheckpointReader):
+    """Legacy `.h5`, Keras 3 `.weights.h5` or `.keras` zip, read through h5py (file-like for the zip)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        h5py = _require_h5py()
+        self._zip: zipfile.ZipFile | None = None
+        self.model_config: dict[str, Any] | None = None
+        self.keras_version: str | None = None
+        try:
+            if zipfile.is_zipfile(path):
+                self._zip = zipfile.ZipFile(path)
+                names = set(self._zip.namelist())
+                if "model.weights.h5" not in names:
+                    hint = "saved with weights_format='npz'?" if "model.weights.npz" in names else None
+                    raise PtoolsError(f"{path}: .keras archive without model.weights.h5", hint=hint)
+                if "config.json" in names:
+                    self.model_config = json.loads(self._zip.read("config.json"))
+                if "metadata.json" in names:
+                    self.keras_version = json.loads(self._zip.read("metadata.json")).get("keras_version")
+                # h5py reads from a seekable file object; Keras stores members uncompressed, so no temp file.
+                self._h5 = h5py.File(self._zip.open("model.weights.h5"), "r")
+                self.format = "keras-v3"
+            else:
+                self._h5 = h5py.File(path, "r")
+        except PtoolsError:
+            self.close()
+            raise
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            self.close()
+            raise PtoolsError(f"{path}: corrupt or unreadable Keras file ({e})") from None
+        self._datasets: dict[str, Any] = {}  # key -> h5py dataset
+        self._infos: list[TensorInfo] = []
+        self._layers: list[KerasLayer] = []
+        try:
+            self._index()
+        except (OSError, ValueError, KeyError) as e:
+            self.close()
+            raise PtoolsError(f"{path}: corrupt Keras file ({type(e).__name__}: {e})") from None
+
+    # -- indexing ---------------------------------------------------------------------------------
+    def _index(self) -> None:
+        f = self._h5
+        if self.model_config is None and "model_config" in f.attrs:
+            raw = f.attrs["model_config"]
+            self.model_config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        if self.keras_version is None and "keras_version" in f.attrs:
+            kv = f.attrs["keras_version"]
+            self.keras_version = kv.decode() if isinstance(kv, bytes) else str(kv)
+        if self._zip is None:
+            if "layer_names" in f.attrs or "layer_names0" in f.attrs:
+                self.format = "keras-h5"
+                self._index_legacy(f, role="weight")
+            elif "model_weights" in f:
+                self.format = "keras-h5"
+                self._index_legacy(f["model_weights"], role="weight")
+            elif "layers" in f or "vars" in f:
+                self.format = "keras-v3"
+            else:
+                raise PtoolsError(
+                    f"{self.path}: HDF5 file without Keras weights (no layer_names, model_weights or layers)"
+                )
+            if "optimizer_weights" in f:
+                self._index_optimizer(f["optimizer_weights"])
+        if self.format == "keras-v3":
+            self._index_v3(f)
+
+    def _add(self, key: str, ds: Any, role: str, layer: str, extra: dict[str, Any] | None = None) -> str:
+        base, n = key, 1
+        while key in self._datasets:  # nested models can repeat inner names; keep every tensor
+            n += 1
+            key = f"{base}_{n}"
+        self._datasets[key] = ds
+        dtype = str(ds.dtype)
+        if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+            dtype = "bfloat16"
+        shape = tuple(int(d) for d in ds.shape)
+        nbytes = int(ds.dtype.itemsize) * int(ds.size) if ds.dtype.kind != "O" else 0
+        info = {"role": role, "layer": layer, "h5_path": ds.name, **(extra or {})}
+        self._infos.append(TensorInfo(key=key, dtype=dtype, shape=shape, nbytes=nbytes, extra=info))
+        return key
+
+    def _index_legacy(self, group: Any, role: str) -> None:
+        layer_names = _attr_list(group, "layer_names") or []
+        cfg_by_name = {lc.get("config", {}).get("name", lc.get("name")): lc for lc in _config_layers(self.model_config)}
+        for lname in layer_names:
+            if lname not in group:
+                raise PtoolsError(f"{self.path}: layer {lname!r} listed in layer_names but missing from the file")
+            lgroup = group[lname]
+            lcfg = cfg_by_name.get(lname, {})
+            layer = KerasLayer(lname, lcfg.get("class_name"), lcfg.get("config", {}), input_shape=_input_shape(lcfg))
+            for wname in _attr_list(lgroup, "weight_names") or []:
+                if wname not in lgroup:
+                    raise PtoolsError(f"{self.path}: weight {lname}/{wname} listed in weight_names but missing")
+                clean = _strip_suffix(wname)
+                key = clean if clean.startswith(lname + "/") or "/" in clean else f"{lname}/{clean}"
+                layer.weights.append(self._add(key, lgroup[wname], role, lname))
+            self._layers.append(layer)
+
+    def _index_optimizer(self, group: Any) -> None:
+        names = _attr_list(group, "weight_names") or []
+        for wname in names:
+            if wname in group:
+                clean = _strip_suffix(wname)
+                role = "counter" if re.search(r"(^|/)(iter|iterations|iteration)$", clean) else "optimizer"
+                self._add(f"optimizer/{clean}", group[wname], role, "optimizer")
+
+    def _index_v3(self, f: Any) -> None:
+        cfg_layers = _config_layers(self.model_config)
+        cfg_by_name = {lc.get("config", {}).get("name", lc.get("name")): lc for lc in cfg_layers}
+        layers_group = f.get("layers") or f.get("_layer_checkpoint_dependencies")
+        groups = list(layers_group.keys()) if layers_group is not None else []
+        # Without attrs['name'] (older Keras 3), pair groups with config layers of the same class in order.
+        unnamed = [lc for lc in cfg_layers]
+        if cfg_layers:
+            order = sorted(groups, key=lambda g: _group_order(g, cfg_layers))
+        else:  # no config: datasets are written in model order, so their file offsets give that order
+            order = sorted(groups, key=lambda g: (_first_offset(layers_group[g]), g))
+        for gname in order:
+            g = layers_group[gname]
+            vars_g = g.get("vars")
+            lname = _attr_str(vars_g, "name") if vars_g is not None else None
+            cls = _snake_class(gname)
+            lcfg: dict[str, Any] = cfg_by_name.get(lname, {}) if lname else {}
+            if not lcfg:
+                for lc in unnamed:
+                    if lc.get("class_name") == cls:
+                        lcfg = lc
+                        break
+            if lcfg in unnamed:
+                unnamed.remove(lcfg)
+            lname = lname or lcfg.get("config", {}).get("name") or gname
+            cls = lcfg.get("class_name", cls)
+            layer = KerasLayer(lname, cls, lcfg.get("config", {}), input_shape=_input_shape(lcfg))
+            self._index_v3_vars(g, lname, cls, layer.config, layer, prefix=lname)
+            self._layers.append(layer)
+        if "vars" in f and len(f["vars"]):
+            for i, ds_name in enumerate(_numeric(f["vars"])):
+                self._add(f"model/vars/{i}", f["vars"][ds_name], "weight", "model")
+        if "optimizer" in f and "vars" in f["optimizer"]:
+            for ds_name in _numeric(f["optimizer"]["vars"]):
+                role = "counter" if ds_name == "0" else "optimizer"
+                self._add(f"optimizer/vars/{ds_name}", f["optimizer"]["vars"][ds_name], role, "optimizer")
+
+    def _index_v3_vars(
+        self, g: Any, lname: str, cls: str | None, cfg: dict[str, Any], layer: KerasLayer, prefix: str
+    ) -> None:
+        vars_g = g.get("vars")
+        if vars_g is not None and len(vars_g):
+            names = _var_names(cls, cfg, len(vars_g))
+            for i, ds_name in enumerate(_numeric(vars_g)):
+                vname = names[i] if names else f"vars/{ds_name}"
+                layer.weights.append(self._add(f"{prefix}/{vname}", vars_g[ds_name], "weight", lname))
+        for sub in g:
+            if sub == "vars":
+                continue
+            child = g[sub]
+            if not hasattr(child, "keys"):
+                continue
+            sub_vars = child.get("vars")
+            sub_name = _attr_str(sub_vars, "name") if sub_vars is not None else None
+            sub_cls = _RNN_CELLS.get(cls or "") if sub == "cell" else _snake_class(sub)
+            # Keep the legacy/TF naming for RNN cells (`lstm/lstm_cell/kernel`).
+            sub_prefix = f"{prefix}/{sub_name or sub}"
+            self._index_v3_vars(child, lname, sub_cls, cfg, layer, prefix=sub_prefix)
+
+    # -- CheckpointReader ---------------------------------------------------------------------------
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def layers(self) -> list[KerasLayer]:
+        """Layers in model order with class and config where the file has them."""
+        return list(self._layers)
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"container": "zip" if self._zip else "hdf5"}
+        if self.keras_version:
+            meta["keras_version"] = self.keras_version
+        if self.model_config:
+            meta["model_class"] = self.model_config.get("class_name")
+            meta["layers"] = len(_config_layers(self.model_config))
+        return meta
+
+    def read_raw(self, key: str) -> tuple[np.ndarray, str]:
+        """Stored values; bfloat16 datasets (attr dtype='bfloat16') come back as their uint16 bits."""
+        import numpy as np
+
+        if key not in self._datasets:
+            raise PtoolsError(f"{self.path}: no tensor {key!r}")
+        ds = self._datasets[key]
+        try:
+            arr = np.asarray(ds[()])
+        except (OSError, ValueError) as e:
+            raise PtoolsError(f"{self.path}: cannot read {key} ({e})") from None
+        if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+            return arr.view(np.uint16), "bfloat16"
+        return arr, str(arr.dtype)
+
+    def read(self, key: str) -> np.ndarray:
+        """Values numpy computes with: bfloat16 widened to float32 (exact)."""
+        import numpy as np
+
+        arr, name = self.read_raw(key)
+        if name == "bfloat16":
+            return (arr.astype(np.uint32) << 16).view(np.float32)
+        return arr
+
+    def close(self) -> None:
+        h5 = getattr(self, "_h5", None)
+        if h5 is not None:
+            try:
+                h5.close()
+            except Exception:  # noqa: BLE001 - closing a half-open file must not mask the real error
+                pass
+        if self._zip is not None:
+            self._zip.close()
+
+
+def _attr_str(group: Any, name: str) -> str | None:
+    if group is None or name not in group.attrs:
+        return None
+    v = group.attrs[name]
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _numeric(group: Any) -> list[str]:
+    """Dataset names sorted numerically ("10" after "9", not after "1")."""
+    return sorted(group.keys(), key=lambda k: (0, int(k)) if k.isdigit() else (1, k))
+
+
+def _group_order(gname: str, cfg_layers: list[dict[str, Any]]) -> tuple[int, int, str]:
+    # h5 groups are stored alphabetically; model order is the config order of that class, then suffix.
+    m = re.match(r"^(.*?)(?:_(\d+))?$", gname)
+    base, n = (m.group(1), int(m.group(2) or 0)) if m else (gname, 0)
+    cls = _SNAKE_TO_CLASS.get(base)
+    positions = [i for i, lc in enumerate(cfg_layers) if lc.get("class_name") == cls]
+    pos = positions[n] if n < len(positions) else 10**6
+    return (pos, n, gname)
+
+
+def _first_offset(group: Any) -> int:
+    offsets: list[int] = []
+
+    def visit(_name: str, obj: Any) -> None:
+        if hasattr(obj, "id") and hasattr(obj.id, "get_offset"):
+            off = obj.id.get_offset()
+            if off is not None:
+                offsets.append(int(off))
+
+    group.visititems(visit)
+    return min(offsets, default=2**62)
+
+
+def _var_names(cls: str | None, cfg: dict[str, Any], count: int) -> list[str] | None:
+    names = list(VAR_NAMES.get(cls or "", []))
+    if not names:
+        return None
+    if cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization"):
+        if cfg.get("scale") is False:
+            names.remove("gamma")
+        if cfg.get("center") is False:
+            names.remove("beta")
+    elif "bias" in names and cfg.get("use_bias") is False:
+        names.remove("bias")
+    if len(names) == count + 1 and names[-1] == "bias" and not cfg:
+        names.pop()  # no config to say use_bias=False, but bias is always stored last
+    if len(names) != count:
+        return None
+    return names
+
+
+def sniff_h5(path: Path, head: bytes) -> bool:
+    """HDF5 superblock at 0, 512, 1024, ... (a user block may precede it); we only see the first 4 KiB."""
+    return any(head[off : off + 8] == HDF5_MAGIC for off in (0, 512, 1024, 2048))
+
+
+def sniff_keras_zip(path: Path, head: bytes) -> bool:
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names)
+
+
+def open_reader(path: Path) -> KerasReader:
+    return KerasReader(path)

@@ -1,0 +1,1 @@
+"""TF/Keras checkpoints -> PyTorch state_dicts: layout transposes, name mapping, writing, verification."""

@@ -1,0 +1,672 @@
+"""Layout rules TF/Keras -> PyTorch per layer kind (numpy only), with the settings PyTorch must change.
+
+Every rule here was checked numerically against Keras outputs (see tests/convert and TF_FORMATS.md §5).
+A rule returns `Item`s whose data is computed lazily, so the writer holds one tensor in memory at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ptools.convert.source import LayerMeta, SourceTensor
+
+# -- pure array transforms ------------------------------------------------------------------------
+
+
+def conv_kernel(k: np.ndarray) -> np.ndarray:
+    """Conv1D/2D/3D (..., in, out) -> (out, in, ...); Conv*Transpose (..., out, in) -> (in, out, ...): same axes."""
+    n = k.ndim
+    return np.ascontiguousarray(k.transpose(n - 1, n - 2, *range(n - 2)))
+
+
+def depthwise_kernel(k: np.ndarray) -> np.ndarray:
+    """(kh, kw, C, M) -> (C*M, 1, kh, kw); output channel c*M + m, as Conv2d(C, C*M, groups=C) expects."""
+    *spatial, c, m = k.shape
+    return conv_kernel(k.reshape(*spatial, 1, c * m))
+
+
+def dense_kernel(k: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(k.T)
+
+
+def dense_after_flatten(k: np.ndarray, pre_shape: tuple[int, ...]) -> np.ndarray:
+    """Rows in NHWC flatten order (H, W, C) -> NCHW order (C, H, W), then transpose for nn.Linear."""
+    out = k.shape[1]
+    spatial, c = tuple(pre_shape[:-1]), pre_shape[-1]
+    r = k.reshape(*spatial, c, out)
+    r = r.transpose(len(spatial), *range(len(spatial)), len(spatial) + 1)
+    return np.ascontiguousarray(r.reshape(-1, out).T)
+
+
+def swap_gates_zr(w: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Keras GRU gates z, r, h -> PyTorch r, z, n along `axis`."""
+    z, r, h = np.split(w, 3, axis=axis)
+    return np.ascontiguousarray(np.concatenate([r, z, h], axis=axis))
+
+
+def tf1_lstm_reorder(w: np.ndarray, axis: int = 0) -> np.ndarray:
+    """TF1 LSTMCell gates i, j, f, o -> PyTorch i, f, g(=j), o."""
+    i, j, f, o = np.split(w, 4, axis=axis)
+    return np.ascontiguousarray(np.concatenate([i, f, j, o], axis=axis))
+
+
+PERMUTE_NAMES = {1: "permute(2,1,0)", 2: "permute(3,2,0,1)", 3: "permute(4,3,0,1,2)"}
+
+# -- items and notes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One PyTorch tensor to write: where it comes from and how."""
+
+    target: str  # proposed PyTorch key, before matching
+    sources: tuple[str, ...]  # canonical source keys ( () for synthetic tensors )
+    transform: str
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+    dtype: str
+    make: Callable[[], np.ndarray]
+    layer: str
+    role: str  # last name part of the target: weight, bias, running_mean, weight_ih_l0, ...
+    synthetic: bool = False  # no source tensor (LSTM bias_hh zeros, num_batches_tracked)
+    raw: Callable[[], np.ndarray] | None = None  # the untransformed source, for a --map transform override
+
+
+@dataclass
+class Note:
+    """A setting the PyTorch side must change to reproduce the TF layer."""
+
+    layer: str
+    setting: str
+    value: Any
+    message: str
+
+
+def _item(
+    prefix: str,
+    role: str,
+    src: SourceTensor | None,
+    fn: Callable[[np.ndarray], np.ndarray],
+    transform: str,
+    shape_after: tuple[int, ...],
+    layer: str,
+    dtype: str | None = None,
+    srcs: tuple[SourceTensor, ...] = (),
+) -> Item:
+    all_src = srcs or ((src,) if src is not None else ())
+    if src is not None:
+        make = lambda: fn(src.load())  # noqa: E731
+    else:
+        make = lambda: fn(np.empty(0))  # noqa: E731
+    return Item(
+        target=f"{prefix}.{role}" if prefix else role,
+        sources=tuple(s.key for s in all_src),
+        transform=transform,
+        shape_before=tuple(src.shape) if src is not None else (),
+        shape_after=tuple(shape_after),
+        dtype=dtype or (src.dtype if src is not None else "float32"),
+        make=make,
+        layer=layer,
+        role=role,
+        synthetic=src is None,
+        raw=src.load if src is not None else None,
+    )
+
+
+def _copy(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _permuted_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    n = len(shape)
+    return (shape[n - 1], shape[n - 2], *shape[: n - 2])
+
+
+def _kernel_item(prefix: str, t: SourceTensor, layer: str) -> Item:
+    if len(t.shape) == 2:
+        return _item(prefix, "weight", t, dense_kernel, "transpose", (t.shape[1], t.shape[0]), layer)
+    if len(t.shape) in (3, 4, 5):
+        return _item(prefix, "weight", t, conv_kernel, PERMUTE_NAMES[len(t.shape) - 2], _permuted_shape(t.shape), layer)
+    return _item(prefix, "weight", t, _copy, "copy", t.shape, layer)
+
+
+# -- per-layer kinds -----------------------------------------------------------------------------------
+
+CONV_CLASSES = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+NORM_VARS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+NAME_HEURISTICS = {
+    "kernel": "weight",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+    "embeddings": "weight",
+    "depthwise_kernel": "weight",
+    "alpha": "weight",
+}
+
+
+def infer_class(layer: str, vars_: dict[str, SourceTensor]) -> str | None:
+    """The Keras class a group of TF variables most likely came from (no config in TF bundles)."""
+    names = set(vars_)
+    k = vars_.get("kernel")
+    if {"depthwise_kernel", "pointwise_kernel"} <= names:
+        return "SeparableConv2D" if len(vars_["depthwise_kernel"].shape) == 4 else "SeparableConv1D"
+    if "depthwise_kernel" in names:
+        return "DepthwiseConv2D" if len(vars_["depthwise_kernel"].shape) == 4 else "DepthwiseConv1D"
+    if "moving_mean" in names or "moving_variance" in names:
+        return "BatchNormalization"
+    if names and names <= {"gamma", "beta"}:
+        return "LayerNormalization"
+    if "embeddings" in names:
+        return "Embedding"
+    if "alpha" in names:
+        return "PReLU"
+    if "recurrent_kernel" in names:
+        rk = vars_["recurrent_kernel"].shape
+        if len(rk) == 2 and rk[1] == 4 * rk[0]:
+            return "LSTM"
+        if len(rk) == 2 and rk[1] == 3 * rk[0]:
+            return "GRU"
+        return "SimpleRNN"
+    if k is not None:
+        last = layer.rsplit("/", 1)[-1]
+        if len(k.shape) == 2 and last in ("lstm_cell", "basic_lstm_cell") and k.shape[1] % 4 == 0:
+            return "TF1LSTMCell"
+        transposed = "transpose" in last or "deconv" in last
+        return (
+            {2: "Dense", 3: "Conv1D", 4: "Conv2D", 5: "Conv3D"}.get(len(k.shape), None)
+            if not transposed
+            else ({3: "Conv1DTranspose", 4: "Conv2DTranspose", 5: "Conv3DTranspose"}.get(len(k.shape)))
+        )
+    return None
+
+
+@dataclass
+class LayerOptions:
+    flatten_shape: tuple[int, ...] | None = None  # pre-Flatten (H, W, C) for the first Dense after a Flatten
+    forget_bias: float = 1.0  # TF1 LSTMCell forget_bias (a runtime constant, not stored)
+
+
+def convert_layer(
+    meta: LayerMeta, vars_: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    """Items (PyTorch tensors) and notes for one layer. `vars_` maps var path inside the layer -> tensor."""
+    cls = meta.class_name
+    if cls is None or cls not in KNOWN_CLASSES:
+        inferred = infer_class(meta.name, {v.rsplit("/", 1)[-1]: t for v, t in vars_.items()})
+        if inferred and (cls is None or cls not in KNOWN_CLASSES):
+            cls = inferred
+            meta.class_inferred = meta.class_name is None
+            if meta.class_name is None:
+                meta.class_name = inferred
+    leaf = {v.rsplit("/", 1)[-1]: t for v, t in vars_.items()}
+    fn = _RULES.get(cls or "", _generic)
+    return fn(meta, leaf, prefix, opts)
+
+
+def _settings_notes(meta: LayerMeta, torch_cls: str) -> list[Note]:
+    notes: list[Note] = []
+    cfg = meta.config
+    padding = cfg.get("padding")
+    strides = tuple(cfg.get("strides") or (1,))
+    kernel = tuple(cfg.get("kernel_size") or ())
+    dilation = tuple(cfg.get("dilation_rate") or (1,))
+    if padding == "same" and "Transpose" in (meta.class_name or ""):
+        notes.append(
+            Note(
+                meta.name,
+                "padding",
+                "same",
+                f"TF SAME transposed conv: {torch_cls}(padding=0) then crop "
+                "(extra row/column cropped bottom/right) - nn.ConvTranspose2d padding/output_padding cannot "
+                "express it when kernel-stride is odd",
+            )
+        )
+    elif padding == "same":
+        sym = all(s == 1 for s in strides) and all(
+            ((k - 1) * d) % 2 == 0 for k, d in zip(kernel, dilation * len(kernel))
+        )
+        if sym:
+            notes.append(
+                Note(meta.name, "padding", "same", f"TF SAME with stride 1: {torch_cls}(padding='same') is exact")
+            )
+        else:
+            notes.append(
+                Note(
+                    meta.name,
+                    "padding",
+                    "same",
+                    "TF SAME padding is asymmetric here (extra pad bottom/right):"
+                    " use ptools.nn.Conv2dSame (not padding=k//2)",
+                )
+            )
+    if cfg.get("use_bias") is False:
+        notes.append(Note(meta.name, "bias", False, f"{torch_cls}(bias=False): the TF layer has no bias"))
+    if cfg.get("data_format") == "channels_first":
+        notes.append(
+            Note(meta.name, "data_format", "channels_first", "channels_first model: activations are NCHW already")
+        )
+    if cfg.get("groups", 1) not in (1, None):
+        notes.append(Note(meta.name, "groups", cfg["groups"], f"{torch_cls}(groups={cfg['groups']})"))
+    if any(d != 1 for d in dilation):
+        notes.append(Note(meta.name, "dilation", list(dilation), f"{torch_cls}(dilation={tuple(dilation)})"))
+    return notes
+
+
+def _conv(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items = []
+    if "kernel" in v:
+        items.append(_kernel_item(prefix, v["kernel"], meta.name))
+    if "bias" in v:
+        items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
+    k = v.get("kernel")
+    nd = len(k.shape) - 2 if k is not None else 2
+    torch_cls = ("ConvTranspose" if "Transpose" in (meta.class_name or "") else "Conv") + f"{nd}d"
+    notes = _settings_notes(meta, torch_cls)
+    if "bias" not in v and meta.config.get("use_bias") is None:
+        notes.append(Note(meta.name, "bias", False, f"{torch_cls}(bias=False): no bias stored for this layer"))
+    return items + _leftovers(meta, v, prefix, {"kernel", "bias"}), notes
+
+
+def _depthwise(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    notes: list[Note] = []
+    dk = v.get("depthwise_kernel")
+    if dk is not None:
+        *sp, c, m = dk.shape
+        items.append(
+            _item(prefix, "weight", dk, depthwise_kernel, "depthwise(reshape C*M, permute)", (c * m, 1, *sp), meta.name)
+        )
+        notes.append(
+            Note(
+                meta.name,
+                "groups",
+                c,
+                f"Conv{len(sp)}d({c}, {c * m}, groups={c}): depth_multiplier {m}, output channel c*M+m",
+            )
+        )
+    if "bias" in v:
+        items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
+    notes += _settings_notes(meta, f"Conv{len(dk.shape) - 2 if dk is not None else 2}d")
+    return items + _leftovers(meta, v, prefix, {"depthwise_kernel", "bias"}), notes
+
+
+def _separable(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    dk, pk = v.get("depthwise_kernel"), v.get("pointwise_kernel")
+    dprefix = f"{prefix}.depthwise" if prefix else "depthwise"
+    pprefix = f"{prefix}.pointwise" if prefix else "pointwise"
+    notes: list[Note] = []
+    if dk is not None:
+        *sp, c, m = dk.shape
+        items.append(
+            _item(
+                dprefix, "weight", dk, depthwise_kernel, "depthwise(reshape C*M, permute)", (c * m, 1, *sp), meta.name
+            )
+        )
+        notes.append(
+            Note(
+                meta.name,
+                "structure",
+                "separable",
+                f"two modules: depthwise Conv{len(sp)}d({c}, {c * m}, "
+                f"groups={c}, bias=False) then pointwise 1x1 Conv{len(sp)}d",
+            )
+        )
+    if pk is not None:
+        items.append(_kernel_item(pprefix, pk, meta.name))
+    if "bias" in v:
+        items.append(_item(pprefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
+    notes += _settings_notes(meta, "Conv2d")
+    return items + _leftovers(meta, v, prefix, {"depthwise_kernel", "pointwise_kernel", "bias"}), notes
+
+
+def _dense(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    notes: list[Note] = []
+    k = v.get("kernel")
+    if k is not None:
+        pre = opts.flatten_shape
+        if pre is not None and len(pre) >= 2 and int(np.prod(pre)) == k.shape[0]:
+            items.append(
+                _item(
+                    prefix,
+                    "weight",
+                    k,
+                    lambda a: dense_after_flatten(a, pre),
+                    f"dense_after_flatten{tuple(pre)}: rows NHWC->NCHW, transpose",
+                    (k.shape[1], k.shape[0]),
+                    meta.name,
+                )
+            )
+            notes.append(
+                Note(
+                    meta.name,
+                    "flatten",
+                    list(pre),
+                    f"first Linear after Flatten of {tuple(pre)} (H,W,C): rows permuted to torch.flatten order of NCHW",
+                )
+            )
+        else:
+            items.append(_kernel_item(prefix, k, meta.name))
+    if "bias" in v:
+        items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
+    notes += _settings_notes(meta, "Linear")
+    return items + _leftovers(meta, v, prefix, {"kernel", "bias"}), notes
+
+
+def _norm(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    cls = meta.class_name or ""
+    bn = cls == "BatchNormalization"
+    ref = next(iter(v.values()), None)
+    c = ref.shape if ref is not None else ()
+    for var, role in NORM_VARS.items():
+        if var in v:
+            items.append(_item(prefix, role, v[var], _copy, "copy", v[var].shape, meta.name))
+    notes: list[Note] = []
+    eps = meta.config.get("epsilon", 1e-3)
+    torch_cls = "BatchNorm2d" if bn else ("LayerNorm" if cls != "GroupNormalization" else "GroupNorm")
+    eps_src = "" if "epsilon" in meta.config else " (TF default; not recorded in this file)"
+    notes.append(Note(meta.name, "eps", eps, f"{torch_cls}(eps={eps:g}){eps_src}: PyTorch's default is 1e-5"))
+    if bn:
+        if "gamma" not in v and ref is not None:
+            items.append(
+                _item(
+                    prefix,
+                    "weight",
+                    None,
+                    lambda _a: np.ones(c, np.float32),
+                    "ones (scale=False)",
+                    c,
+                    meta.name,
+                    dtype="float32",
+                )
+            )
+            notes.append(Note(meta.name, "scale", False, "no gamma (scale=False): weight set to 1"))
+        if "beta" not in v and ref is not None:
+            items.append(
+                _item(
+                    prefix,
+                    "bias",
+                    None,
+                    lambda _a: np.zeros(c, np.float32),
+                    "zeros (center=False)",
+                    c,
+                    meta.name,
+                    dtype="float32",
+                )
+            )
+            notes.append(Note(meta.name, "center", False, "no beta (center=False): bias set to 0"))
+        items.append(
+            _item(
+                prefix,
+                "num_batches_tracked",
+                None,
+                lambda _a: np.array(0, np.int64),
+                "zero",
+                (),
+                meta.name,
+                dtype="int64",
+            )
+        )
+        mom = meta.config.get("momentum", 0.99)
+        notes.append(
+            Note(
+                meta.name,
+                "momentum",
+                round(1 - mom, 6),
+                f"{torch_cls}(momentum={1 - mom:g}) = 1 - TF momentum {mom:g} (only matters for training)",
+            )
+        )
+        if meta.config.get("axis", -1) not in (-1, [-1], 3, [3]):
+            notes.append(Note(meta.name, "axis", meta.config.get("axis"), "normalised axis is not the last one"))
+    return items + _leftovers(meta, v, prefix, set(NORM_VARS)), notes
+
+
+def _embedding(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items = (
+        [_item(prefix, "weight", v["embeddings"], _copy, "copy", v["embeddings"].shape, meta.name)]
+        if "embeddings" in v
+        else []
+    )
+    return items + _leftovers(meta, v, prefix, {"embeddings"}), []
+
+
+def _prelu(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    a = v.get("alpha")
+    if a is None:
+        return _generic(meta, v, prefix, opts)
+    if len(a.shape) > 1 and all(d == 1 for d in a.shape[:-1]):
+        return [_item(prefix, "weight", a, lambda x: x.reshape(-1), "reshape(C)", (a.shape[-1],), meta.name)], []
+    return [_item(prefix, "weight", a, _copy, "copy", a.shape, meta.name)], [
+        Note(
+            meta.name, "alpha", list(a.shape), "PReLU alpha is per element (shared_axes unset): nn.PReLU cannot hold it"
+        )
+    ]
+
+
+def _rnn_bias_zeros(prefix: str, n: int, layer: str, name: str) -> Item:
+    return _item(
+        prefix,
+        name,
+        None,
+        lambda _a: np.zeros(n, np.float32),
+        "zeros (only bias_ih + bias_hh matters)",
+        (n,),
+        layer,
+        dtype="float32",
+    )
+
+
+def _lstm(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    k, rk, b = v.get("kernel"), v.get("recurrent_kernel"), v.get("bias")
+    if k is not None:
+        items.append(_item(prefix, "weight_ih_l0", k, dense_kernel, "transpose", (k.shape[1], k.shape[0]), meta.name))
+    if rk is not None:
+        items.append(
+            _item(prefix, "weight_hh_l0", rk, dense_kernel, "transpose", (rk.shape[1], rk.shape[0]), meta.name)
+        )
+    if b is not None:
+        items.append(_item(prefix, "bias_ih_l0", b, _copy, "copy", b.shape, meta.name))
+        items.append(_rnn_bias_zeros(prefix, b.shape[0], meta.name, "bias_hh_l0"))
+    notes = [Note(meta.name, "structure", "LSTM", "nn.LSTM(batch_first=True): same gate order i,f,g,o")]
+    notes += _rnn_notes(meta, "LSTM")
+    return items + _leftovers(meta, v, prefix, {"kernel", "recurrent_kernel", "bias"}), notes
+
+
+def _rnn_notes(meta: LayerMeta, torch_cls: str) -> list[Note]:
+    notes = []
+    cfg = meta.config
+    if cfg.get("use_bias") is False:
+        notes.append(Note(meta.name, "bias", False, f"nn.{torch_cls}(bias=False)"))
+    if cfg.get("recurrent_activation") not in (None, "sigmoid"):
+        notes.append(
+            Note(
+                meta.name,
+                "recurrent_activation",
+                cfg["recurrent_activation"],
+                "not sigmoid: nn.LSTM/GRU cannot reproduce it (hard_sigmoid is clip(0.2x+0.5))",
+            )
+        )
+    if cfg.get("activation") not in (None, "tanh"):
+        notes.append(Note(meta.name, "activation", cfg["activation"], "not tanh: needs a custom cell"))
+    if cfg.get("go_backwards"):
+        notes.append(Note(meta.name, "go_backwards", True, "flip the sequence before the PyTorch RNN"))
+    return notes
+
+
+def _gru(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    notes: list[Note] = []
+    k, rk, b = v.get("kernel"), v.get("recurrent_kernel"), v.get("bias")
+    reorder = lambda a: swap_gates_zr(dense_kernel(a))  # noqa: E731
+    if k is not None:
+        items.append(
+            _item(
+                prefix, "weight_ih_l0", k, reorder, "transpose, gates z,r,h->r,z,n", (k.shape[1], k.shape[0]), meta.name
+            )
+        )
+    if rk is not None:
+        items.append(
+            _item(
+                prefix,
+                "weight_hh_l0",
+                rk,
+                reorder,
+                "transpose, gates z,r,h->r,z,n",
+                (rk.shape[1], rk.shape[0]),
+                meta.name,
+            )
+        )
+    reset_after = meta.config.get("reset_after", b is not None and len(b.shape) == 2)
+    if b is not None and len(b.shape) == 2:
+        n = b.shape[1]
+        items.append(
+            _item(prefix, "bias_ih_l0", b, lambda a: swap_gates_zr(a[0]), "row 0, gates z,r,h->r,z,n", (n,), meta.name)
+        )
+        items.append(
+            _item(prefix, "bias_hh_l0", b, lambda a: swap_gates_zr(a[1]), "row 1, gates z,r,h->r,z,n", (n,), meta.name)
+        )
+    elif b is not None:
+        items.append(_item(prefix, "bias_ih_l0", b, swap_gates_zr, "gates z,r,h->r,z,n", b.shape, meta.name))
+        items.append(_rnn_bias_zeros(prefix, b.shape[0], meta.name, "bias_hh_l0"))
+    if not reset_after:
+        notes.append(
+            Note(
+                meta.name,
+                "reset_after",
+                False,
+                "reset_after=False applies the reset gate before the "
+                "recurrent matmul: nn.GRU is not exact, use a custom cell",
+            )
+        )
+    else:
+        notes.append(Note(meta.name, "structure", "GRU", "nn.GRU(batch_first=True): reset_after=True matches"))
+    notes += _rnn_notes(meta, "GRU")
+    return items + _leftovers(meta, v, prefix, {"kernel", "recurrent_kernel", "bias"}), notes
+
+
+def _tf1_lstm_cell(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    k, b = v.get("kernel"), v.get("bias")
+    if k is None:
+        return _generic(meta, v, prefix, opts)
+    four_u = k.shape[1]
+    u = four_u // 4
+    n_in = k.shape[0] - u
+    items.append(
+        _item(
+            prefix,
+            "weight_ih_l0",
+            k,
+            lambda a: tf1_lstm_reorder(a.T[:, :n_in]),
+            "transpose, rows [:in], gates i,j,f,o->i,f,g,o",
+            (four_u, n_in),
+            meta.name,
+        )
+    )
+    items.append(
+        _item(
+            prefix,
+            "weight_hh_l0",
+            k,
+            lambda a: tf1_lstm_reorder(a.T[:, n_in:]),
+            "transpose, rows [in:], gates i,j,f,o->i,f,g,o",
+            (four_u, u),
+            meta.name,
+        )
+    )
+    fb = opts.forget_bias
+
+    def bias_ih(a: np.ndarray) -> np.ndarray:
+        out = tf1_lstm_reorder(a).astype(a.dtype, copy=True)
+        out[u : 2 * u] += fb  # forget_bias is added at run time in TF1, never stored
+        return out
+
+    if b is not None:
+        items.append(
+            _item(
+                prefix,
+                "bias_ih_l0",
+                b,
+                bias_ih,
+                f"gates i,j,f,o->i,f,g,o, +forget_bias {fb:g} on f",
+                b.shape,
+                meta.name,
+            )
+        )
+    items.append(_rnn_bias_zeros(prefix, four_u, meta.name, "bias_hh_l0"))
+    notes = [
+        Note(
+            meta.name,
+            "forget_bias",
+            fb,
+            f"TF1 LSTMCell forget_bias {fb:g} folded into bias_ih_l0 (f gate); "
+            "nn.LSTM(input_size=%d, hidden_size=%d)" % (n_in, u),
+        )
+    ]
+    return items + _leftovers(meta, v, prefix, {"kernel", "bias"}), notes
+
+
+def _generic(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    return _leftovers(meta, v, prefix, set()), []
+
+
+def _leftovers(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, handled: set[str]) -> list[Item]:
+    """Variables no rule claimed: name heuristics, kernel transposes by rank, everything else copied."""
+    items = []
+    for var, t in v.items():
+        if var in handled:
+            continue
+        role = NAME_HEURISTICS.get(var, var)
+        if var == "kernel":
+            items.append(_kernel_item(prefix, t, meta.name))
+        else:
+            items.append(_item(prefix, role, t, _copy, "copy", t.shape, meta.name))
+    return items
+
+
+_RULES: dict[str, Callable[..., tuple[list[Item], list[Note]]]] = {
+    **{c: _conv for c in CONV_CLASSES},
+    "DepthwiseConv1D": _depthwise,
+    "DepthwiseConv2D": _depthwise,
+    "SeparableConv1D": _separable,
+    "SeparableConv2D": _separable,
+    "Dense": _dense,
+    "BatchNormalization": _norm,
+    "LayerNormalization": _norm,
+    "GroupNormalization": _norm,
+    "Embedding": _embedding,
+    "PReLU": _prelu,
+    "LSTM": _lstm,
+    "GRU": _gru,
+    "TF1LSTMCell": _tf1_lstm_cell,
+}
+KNOWN_CLASSES = set(_RULES)

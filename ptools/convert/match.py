@@ -1,0 +1,218 @@
+"""Matching converted tensors to a target model's state_dict: by name, then by order and role with shapes.
+
+Ambiguity is reported, never guessed: an order alignment is accepted only when it is the single best one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptools.convert.layouts import Item
+from ptools.errors import PtoolsError
+
+MAX_ALIGN_CELLS = 4_000_000  # the order alignment is O(n*m); beyond this only name matches are used
+
+
+@dataclass(frozen=True)
+class TargetTensor:
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def role(self) -> str:
+        return self.key.rsplit(".", 1)[-1]
+
+
+@dataclass
+class MatchResult:
+    pairs: list[tuple[Item, TargetTensor, str]] = field(default_factory=list)  # (item, target, how)
+    unmatched_items: list[Item] = field(default_factory=list)
+    unfilled: list[TargetTensor] = field(default_factory=list)
+    mismatched: list[tuple[Item, TargetTensor]] = field(default_factory=list)  # same name, different shape
+    ambiguous: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_model_factory(spec: str) -> Any:
+    """`package.module:Factory` or `path/to/file.py:Factory`; the factory is called with no arguments."""
+    if ":" not in spec:
+        raise PtoolsError(f"--model {spec!r}: expected package.module:Factory or file.py:Factory")
+    mod_name, _, attr = spec.rpartition(":")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise PtoolsError(f"--model: {path}: no such file")
+            mspec = importlib.util.spec_from_file_location(path.stem, path)
+            assert mspec is not None and mspec.loader is not None
+            module = importlib.util.module_from_spec(mspec)
+            sys.modules[path.stem] = module
+            mspec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")  # like `python -m`: modules in the working directory are importable
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise PtoolsError(f"--model {spec!r}: cannot import {mod_name} ({e})") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise PtoolsError(f"--model {spec!r}: {mod_name} has no attribute {attr!r}")
+    try:
+        model = factory()
+    except Exception as e:  # noqa: BLE001 - user code: report it as bad input, not a ptools crash
+        raise PtoolsError(f"--model {spec!r}: calling {attr}() failed ({type(e).__name__}: {e})") from None
+    return model
+
+
+def targets_from_model(model: Any) -> list[TargetTensor]:
+    sd = model.state_dict()
+    return [TargetTensor(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in sd.items()]
+
+
+def targets_from_template(path: str | Path) -> list[TargetTensor]:
+    """Keys/shapes of a reference state_dict (.safetensors header, or .pt loaded with weights_only)."""
+    from ptools.checkpoint.base import open_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise PtoolsError(f"--template {path}: no such file")
+    head = path.open("rb").read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        import json
+        import struct
+
+        with path.open("rb") as f:
+            try:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            except (struct.error, ValueError) as e:
+                raise PtoolsError(f"--template {path}: corrupt safetensors header ({e})") from None
+        return [
+            TargetTensor(k, tuple(v["shape"]), str(v["dtype"]).lower())
+            for k, v in header.items()
+            if k != "__metadata__"
+        ]
+    try:
+        reader = open_checkpoint(path)
+        return [TargetTensor(t.key, tuple(t.shape), t.dtype) for t in reader.tensors()]
+    except PtoolsError:
+        pass
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
+        raise PtoolsError(f"--template {path}: cannot load as a state_dict ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise PtoolsError(f"--template {path}: not a state_dict (got {type(obj).__name__})")
+    return [
+        TargetTensor(k, tuple(v.shape), str(v.dtype).replace("torch.", ""))
+        for k, v in obj.items()
+        if hasattr(v, "shape")
+    ]
+
+
+def _compatible(item: Item, t: TargetTensor) -> bool:
+    return item.role == t.role and tuple(item.shape_after) == tuple(t.shape)
+
+
+def match(items: list[Item], targets: list[TargetTensor], fixed: set[int] | None = None) -> MatchResult:
+    """Pair items with targets. `fixed` holds indexes of items named by --map rules (matched by name only)."""
+    fixed = fixed or set()
+    res = MatchResult()
+    by_key = {t.key: t for t in targets}
+    used: set[str] = set()
+    rest_items: list[Item] = []
+    for i, it in enumerate(items):
+        t = by_key.get(it.target)
+        if t is not None and t.key not in used:
+            if tuple(t.shape) == tuple(it.shape_after):
+                res.pairs.append((it, t, "rule" if i in fixed else "name"))
+            else:
+                res.mismatched.append((it, t))
+            used.add(t.key)
+        elif i in fixed:
+            res.unmatched_items.append(it)  # an explicit rule named a key the target lacks: never re-guess
+        else:
+            rest_items.append(it)
+    rest_targets = [t for t in targets if t.key not in used]
+    # BN counters have no TF source; fill them by name when the item exists, else leave them to order.
+    if rest_items and rest_targets:
+        if len(rest_items) * len(rest_targets) > MAX_ALIGN_CELLS:
+            res.ambiguous.append(
+                {
+                    "reason": f"too many unmatched tensors to align by order "
+                    f"({len(rest_items)} x {len(rest_targets)}); add --map rules"
+                }
+            )
+            res.unmatched_items += rest_items
+            res.unfilled += rest_targets
+            return res
+        pairs, count = _align(rest_items, rest_targets)
+        if count == 1:
+            matched_i = {i for i, _ in pairs}
+            matched_j = {j for _, j in pairs}
+            for i, j in pairs:
+                res.pairs.append((rest_items[i], rest_targets[j], "order"))
+            res.unmatched_items += [it for i, it in enumerate(rest_items) if i not in matched_i]
+            res.unfilled += [t for j, t in enumerate(rest_targets) if j not in matched_j]
+        else:
+            for it in rest_items:
+                cands = [t.key for t in rest_targets if _compatible(it, t)]
+                if len(cands) > 1:
+                    res.ambiguous.append(
+                        {
+                            "source": list(it.sources) or [it.target],
+                            "proposed": it.target,
+                            "candidates": cands[:10],
+                            "reason": f"{count} equally good order alignments",
+                        }
+                    )
+            res.unmatched_items += rest_items
+            res.unfilled += rest_targets
+    else:
+        res.unmatched_items += rest_items
+        res.unfilled += rest_targets
+    return res
+
+
+def _align(a: list[Item], b: list[TargetTensor]) -> tuple[list[tuple[int, int]], int]:
+    """Longest order-preserving matching of compatible (role, shape) pairs, and how many distinct
+    matchings of that length exist (capped at 2: we only need to know whether it is unique)."""
+    n, m = len(a), len(b)
+    comp = [[_compatible(a[i], b[j]) for j in range(m)] for i in range(n)]
+    L = [[0] * (m + 1) for _ in range(n + 1)]
+    C = [[1] * (m + 1) for _ in range(n + 1)]  # number of distinct max matchings of prefixes (capped)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            best = max(L[i - 1][j], L[i][j - 1], L[i - 1][j - 1] + 1 if comp[i - 1][j - 1] else -1)
+            L[i][j] = best
+            c = 0
+            if L[i - 1][j] == best:
+                c += C[i - 1][j]
+            if L[i][j - 1] == best:
+                c += C[i][j - 1]
+            if L[i - 1][j - 1] == best:
+                c -= C[i - 1][j - 1]  # counted twice above
+            if comp[i - 1][j - 1] and L[i - 1][j - 1] + 1 == best:
+                c += C[i - 1][j - 1]
+            C[i][j] = min(max(c, 0), 2)
+    pairs: list[tuple[int, int]] = []
+    i, j = n, m
+    while i > 0 and j > 0:
+        if comp[i - 1][j - 1] and L[i][j] == L[i - 1][j - 1] + 1:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif L[i - 1][j] == L[i][j]:
+            i -= 1
+        else:
+            j -= 1
+    pairs.reverse()
+    return pairs, (C[n][m] if L[n][m] > 0 else 1)

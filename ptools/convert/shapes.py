@@ -1,0 +1,207 @@
+"""Shape propagation through a Keras model config, only far enough to know what each Flatten flattens.
+
+The first Dense after a Flatten of an (H, W, C) map needs its rows permuted; Keras 3 configs record the
+Flatten's input shape, legacy tf.keras configs do not, so we recompute it with TF's padding arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Shape = tuple[int | None, ...]  # without the batch axis
+
+_PASSTHROUGH = {
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "PReLU",
+    "Softmax",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "UnitNormalization",
+    "SpectralNormalization",
+}
+_SKIP_THROUGH = {"Dropout", "Activation", "ReLU", "LeakyReLU", "ELU", "GaussianNoise", "Identity"}
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, int):
+        return (v,) * n
+    return tuple(int(x) for x in v)
+
+
+def _window(n: int | None, k: int, s: int, d: int, padding: str) -> int | None:
+    if n is None:
+        return None
+    k_eff = (k - 1) * d + 1
+    if padding == "same":
+        return math.ceil(n / s)
+    return (n - k_eff + s) // s  # valid
+
+
+def _transpose_len(n: int | None, k: int, s: int, d: int, padding: str, op: int | None) -> int | None:
+    if n is None:
+        return None
+    k_eff = (k - 1) * d + 1
+    if padding == "valid":
+        return (n - 1) * s + k_eff + (op if op is not None else max(k_eff, s) - k_eff)
+    return n * s if op is None else (n - 1) * s + k_eff % 2 + op
+
+
+def output_shape(cls: str, cfg: dict[str, Any], inputs: list[Shape]) -> Shape | None:
+    """Output shape of one layer (channels_last), or None when we cannot tell."""
+    if cls == "InputLayer":
+        shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+        return tuple(shape[1:]) if shape else None
+    if not inputs or inputs[0] is None:
+        return None
+    x = inputs[0]
+    if cfg.get("data_format") == "channels_first":
+        return None
+    if cls in _PASSTHROUGH:
+        return x
+    conv = cls in (
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+    )
+    if conv or cls in (
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+    ):
+        nd = len(x) - 1
+        if conv:
+            k = _tuple(cfg.get("kernel_size", 1), nd)
+            s = _tuple(cfg.get("strides", 1), nd)
+            d = _tuple(cfg.get("dilation_rate", 1), nd)
+        else:
+            k = _tuple(cfg.get("pool_size", 2), nd)
+            s = _tuple(cfg.get("strides") or k, nd)
+            d = (1,) * nd
+        pad = cfg.get("padding", "valid")
+        spatial = tuple(_window(x[i], k[i], s[i], d[i], pad) for i in range(nd))
+        if cls.startswith("Conv") or cls.startswith("Separable"):
+            c = cfg.get("filters")
+        elif cls.startswith("Depthwise"):
+            c = x[-1] * cfg.get("depth_multiplier", 1) if x[-1] is not None else None
+        else:
+            c = x[-1]
+        return (*spatial, c)
+    if cls in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        nd = len(x) - 1
+        k, s = _tuple(cfg.get("kernel_size", 1), nd), _tuple(cfg.get("strides", 1), nd)
+        d = _tuple(cfg.get("dilation_rate", 1), nd)
+        op = cfg.get("output_padding")
+        ops = _tuple(op, nd) if op is not None else (None,) * nd
+        pad = cfg.get("padding", "valid")
+        return (*(_transpose_len(x[i], k[i], s[i], d[i], pad, ops[i]) for i in range(nd)), cfg.get("filters"))
+    if cls in ("UpSampling1D", "UpSampling2D", "UpSampling3D"):
+        nd = len(x) - 1
+        size = _tuple(cfg.get("size", 2), nd)
+        return (*(None if x[i] is None else x[i] * size[i] for i in range(nd)), x[-1])
+    if cls in ("ZeroPadding2D",):
+        p = cfg.get("padding", 1)
+        pads = [(p, p)] * 2 if isinstance(p, int) else [(q, q) if isinstance(q, int) else tuple(q) for q in p]
+        return (*(None if x[i] is None else x[i] + sum(pads[i]) for i in range(2)), x[-1])
+    if cls == "Flatten":
+        return (None if any(d is None for d in x) else math.prod(x),)  # type: ignore[arg-type]
+    if cls == "Dense":
+        return (*x[:-1], cfg.get("units"))
+    if cls == "Reshape":
+        return tuple(cfg.get("target_shape", ())) or None
+    if cls.startswith("Global"):
+        return (x[-1],)
+    if cls == "Concatenate" and all(i is not None for i in inputs):
+        axis = cfg.get("axis", -1)
+        if axis in (-1, len(x)):
+            last = [i[-1] for i in inputs]  # type: ignore[index]
+            return (*x[:-1], None if None in last else sum(last))  # type: ignore[arg-type]
+    return None
+
+
+def inbound_names(layer_cfg: dict[str, Any]) -> list[str]:
+    """Names of the layers feeding a functional layer, for legacy and Keras 3 inbound_nodes formats."""
+    names: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            hist = obj.get("config", {}).get("keras_history") if obj.get("class_name") == "__keras_tensor__" else None
+            if hist:
+                names.append(hist[0])
+                return
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list):
+            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+                names.append(obj[0])
+                return
+            for v in obj:
+                walk(v)
+
+    walk(layer_cfg.get("inbound_nodes", []))
+    return names
+
+
+def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> dict[str, Shape]:
+    """{dense layer name: pre-Flatten shape (H, W, C)} for every Dense fed (through dropout/activations) by a
+    Flatten of a rank >= 2 map. `recorded` holds input shapes the file itself records (Keras 3 build_config)."""
+    if not model_config:
+        return {}
+    cfg = model_config.get("config", {})
+    layers = cfg.get("layers", []) if isinstance(cfg, dict) else cfg
+    if not isinstance(layers, list):
+        return {}
+    sequential = model_config.get("class_name") == "Sequential" or not any(lc.get("inbound_nodes") for lc in layers)
+    out_shapes: dict[str, Shape | None] = {}
+    feeds: dict[str, list[str]] = {}
+    prev: str | None = None
+    for lc in layers:
+        lcfg = lc.get("config", {})
+        name = lc.get("name") or lcfg.get("name")
+        cls = lc.get("class_name", "")
+        srcs = ([prev] if prev else []) if sequential else inbound_names(lc)
+        feeds[name] = srcs
+        ins = [out_shapes.get(s) for s in srcs]
+        if recorded.get(name) is not None:
+            ins = [tuple(recorded[name][1:])]  # type: ignore[index]
+        elif not srcs and cls != "InputLayer" and (lcfg.get("batch_input_shape") or lcfg.get("batch_shape")):
+            ins = [tuple((lcfg.get("batch_input_shape") or lcfg.get("batch_shape"))[1:])]
+        out_shapes[name] = output_shape(cls, lcfg, ins)
+        prev = name
+    classes = {(lc.get("name") or lc.get("config", {}).get("name")): lc.get("class_name") for lc in layers}
+    result: dict[str, Shape] = {}
+    for name, cls in classes.items():
+        if cls != "Dense":
+            continue
+        src = feeds.get(name, [])
+        while len(src) == 1 and classes.get(src[0]) in _SKIP_THROUGH:
+            src = feeds.get(src[0], [])
+        if len(src) == 1 and classes.get(src[0]) == "Flatten":
+            flat = src[0]
+            pre = tuple(recorded[flat][1:]) if recorded.get(flat) else None  # type: ignore[index]
+            if pre is None:
+                fs = feeds.get(flat, [])
+                pre = out_shapes.get(fs[0]) if len(fs) == 1 else None
+            if pre is not None and len(pre) >= 2 and all(isinstance(d, int) for d in pre):
+                result[name] = pre
+    return result

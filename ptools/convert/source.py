@@ -1,0 +1,204 @@
+"""The canonical intermediate every source becomes: ordered Keras-style `layer/var` tensors + layer metadata."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ptools.checkpoint.base import CheckpointReader, TensorInfo, open_checkpoint
+from ptools.errors import PtoolsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ROLES = ("weight", "optimizer", "counter", "ema", "meta")
+
+_OPTIMIZER = re.compile(
+    r"(^|/)(optimizer|optimizer_weights)(/|$)|/\.OPTIMIZER_SLOT/|/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1|Adagrad|"
+    r"Adadelta|Adadelta_1|Ftrl|Ftrl_1|adam_m|adam_v)$|(^|/)(beta1_power|beta2_power)$|AdamWeightDecayOptimizer"
+)
+_COUNTER = re.compile(r"(^|/)(global_step|save_counter|iter|iterations|_iterations)$")
+_EMA = re.compile(r"/ExponentialMovingAverage$")
+_ROLE_ALIASES = {"slot": "optimizer"}  # the TF bundle reader's names for roles
+_RNN_CELL = re.compile(r"^(.*)/(lstm_cell|gru_cell|simple_rnn_cell|cell)$")
+
+
+@dataclass
+class SourceTensor:
+    """One tensor of the source checkpoint under its canonical name."""
+
+    key: str  # canonical Keras-style name: "conv/kernel", "lstm/lstm_cell/bias"
+    layer: str  # the layer it belongs to: "conv", "lstm"
+    var: str  # last name component: "kernel", "moving_mean"
+    shape: tuple[int, ...]
+    dtype: str
+    role: str  # weight | optimizer | counter | ema | meta
+    load: Callable[[], np.ndarray]
+    source_key: str = ""  # the key inside the file, when it differs (TF2 object-graph keys)
+    ema_of: str | None = None  # for EMA shadows: the canonical name of the weight they shadow
+
+
+@dataclass
+class LayerMeta:
+    """A layer's class and settings where the source records them (Keras config); None when inferred."""
+
+    name: str
+    class_name: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int | None, ...] | None = None
+    class_inferred: bool = False
+
+
+@dataclass
+class Canonical:
+    path: Path
+    format: str
+    tensors: dict[str, SourceTensor]  # insertion order = model order
+    layers: dict[str, LayerMeta]
+    model_config: dict[str, Any] | None = None
+    skipped: list[SourceTensor] = field(default_factory=list)  # optimizer/counter/ema left out
+
+    def weights(self) -> list[SourceTensor]:
+        return [t for t in self.tensors.values() if t.role == "weight"]
+
+
+def classify(key: str) -> str:
+    """Role of a tensor from its name alone (readers that know better set `extra['role']`)."""
+    if key == "_CHECKPOINTABLE_OBJECT_GRAPH" or key.startswith("keras_api/"):
+        return "meta"
+    if _EMA.search(key):
+        return "ema"
+    if _COUNTER.search(key):
+        return "counter"
+    if _OPTIMIZER.search(key):
+        return "optimizer"
+    return "weight"
+
+
+def layer_of(key: str) -> str:
+    """The layer a TF-named variable belongs to: its scope (RNN cell scopes are folded later)."""
+    return key.rsplit("/", 1)[0] if "/" in key else ""
+
+
+def _reader_layers(reader: CheckpointReader) -> list[Any]:
+    layers = getattr(reader, "layers", None)
+    return list(layers()) if callable(layers) else []
+
+
+def _name_of(info: TensorInfo) -> str:
+    # TF bundle readers may expose the object graph's full_name (the Keras variable name) separately.
+    for k in ("full_name", "name"):
+        v = info.extra.get(k)
+        if isinstance(v, str) and v:
+            return re.sub(r":\d+$", "", v)
+    return info.key
+
+
+def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: bool = False) -> Canonical:
+    """Build the canonical intermediate from any reader (Keras readers add class/config per layer)."""
+    infos = reader.tensors()
+    layers: dict[str, LayerMeta] = {}
+    for kl in _reader_layers(reader):
+        layers[kl.name] = LayerMeta(kl.name, kl.class_name, dict(kl.config or {}), kl.input_shape)
+    tensors: dict[str, SourceTensor] = {}
+    skipped: list[SourceTensor] = []
+    for info in infos:
+        name = _name_of(info)
+        role = _ROLE_ALIASES.get(info.extra.get("role"), info.extra.get("role")) or classify(info.key)
+        if role == "weight" and classify(name) != "weight":
+            role = classify(name)
+        ema_of = None
+        if role == "ema":
+            ema_of = _EMA.sub("", name)
+            name = info.key if name == ema_of else name
+        if role == "meta" or info.dtype in ("string", "object", "variant", "resource"):
+            continue
+        layer = info.extra.get("layer") or layer_of(name)
+        if not isinstance(layer, str):
+            layer = layer_of(name)
+        st = SourceTensor(
+            key=name,
+            layer=layer,
+            var=name.rsplit("/", 1)[-1],
+            shape=tuple(info.shape),
+            dtype=info.dtype,
+            role=role,
+            load=(lambda k=info.key: reader.read(k)),
+            source_key=info.key,
+            ema_of=ema_of,
+        )
+        if name in tensors:
+            name = info.key  # two variables share a full_name: keep both under their file keys
+            st.key = name
+        if role == "weight" or (role in ("optimizer", "counter") and include_optimizer):
+            tensors[name] = st
+        elif role == "ema":
+            tensors[name] = st  # resolved below
+        else:
+            skipped.append(st)
+    _apply_ema(tensors, skipped, ema)
+    _fold_rnn_layers(tensors)
+    for t in tensors.values():
+        if t.layer not in layers:
+            layers[t.layer] = LayerMeta(t.layer, None)
+    ordered = _order_layers(layers, tensors)
+    return Canonical(
+        path=Path(reader.path),
+        format=reader.format,
+        tensors=tensors,
+        layers=ordered,
+        model_config=getattr(reader, "model_config", None),
+        skipped=skipped,
+    )
+
+
+def _apply_ema(tensors: dict[str, SourceTensor], skipped: list[SourceTensor], ema: bool) -> None:
+    """With --ema, an `X/ExponentialMovingAverage` shadow replaces X's value; otherwise shadows are skipped."""
+    for key in [k for k, t in tensors.items() if t.role == "ema"]:
+        shadow = tensors.pop(key)
+        base = shadow.ema_of or _EMA.sub("", key)
+        if ema and base in tensors:
+            orig = tensors[base]
+            orig.load = shadow.load
+            orig.source_key = shadow.source_key or shadow.key
+        else:
+            skipped.append(shadow)
+
+
+def _fold_rnn_layers(tensors: dict[str, SourceTensor]) -> None:
+    """Keras LSTM under TF names (`lstm/lstm_cell/{kernel,recurrent_kernel,bias}`) belongs to layer `lstm`;
+    a TF1 `rnn/lstm_cell` (no recurrent_kernel) stays its own layer."""
+    by_layer: dict[str, list[SourceTensor]] = {}
+    for t in tensors.values():
+        by_layer.setdefault(t.layer, []).append(t)
+    for layer, ts in by_layer.items():
+        m = _RNN_CELL.match(layer)
+        if m and any(t.var == "recurrent_kernel" for t in ts):
+            for t in ts:
+                t.layer = m.group(1)
+
+
+def _order_layers(layers: dict[str, LayerMeta], tensors: dict[str, SourceTensor]) -> dict[str, LayerMeta]:
+    # Model order is the tensors' order (readers list them in model order); layers without weights last.
+    order: dict[str, LayerMeta] = {}
+    for t in tensors.values():
+        if t.layer not in order:
+            order[t.layer] = layers[t.layer]
+    for name, meta in layers.items():
+        order.setdefault(name, meta)
+    return order
+
+
+def load_source(
+    path: str | Path, include_optimizer: bool = False, ema: bool = False, verify: bool = False
+) -> Canonical:
+    """Open any supported TF/Keras checkpoint and return its canonical form (the reader stays open)."""
+    reader = open_checkpoint(path)
+    if verify and hasattr(reader, "verify"):
+        reader.verify = True  # TF bundles: check each tensor's CRC32C as it is read
+    if reader.format in ("torch-zip", "torch-legacy", "safetensors"):
+        raise PtoolsError(f"{path}: already a PyTorch checkpoint ({reader.format}); convert reads TF/Keras files")
+    return from_reader(reader, include_optimizer=include_optimizer, ema=ema)
