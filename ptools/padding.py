@@ -316,3 +316,221 @@ def torch_transpose_padding(window: Transpose1d) -> tuple[int, int] | None:
     if 0 <= op < max(window.stride, window.dilation):
         return (p, op)
     return None
+
+
+# What `check-conv` reports for one op: TF's answer, the PyTorch layer that reproduces it, common mistakes.
+
+OPS: tuple[str, ...] = ("conv", "transpose", "maxpool", "avgpool")
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """What a common PyTorch recipe gives for this op, and whether it equals TF."""
+
+    name: str
+    output: tuple[int, int] | None  # None: PyTorch refuses it or has no output
+    matches_tf: bool
+    note: str
+    key: str  # short label for tables
+
+
+@dataclass(frozen=True)
+class Check:
+    """TF's output and pads for one op, and how (whether) plain torch.nn expresses it."""
+
+    op: str
+    mode: str
+    input: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    output_padding: tuple[int, int] | None
+    output: tuple[int, int]
+    padding: Pads  # conv/pool: pads (before, after); transpose: crop of the full result (negative: zero-extended)
+    symmetric: bool
+    pytorch: str | None  # a torch.nn layer reproducing TF exactly, or None
+    pytorch_note: str
+    mistakes: tuple[Mistake, ...]
+
+
+def _fmt(values: tuple[int, int]) -> str:
+    return str(values[0]) if values[0] == values[1] else str(tuple(values))
+
+
+def check_op(
+    op: str,
+    input: IntOrPair,
+    kernel: IntOrPair,
+    stride: IntOrPair | None = None,
+    dilation: IntOrPair = 1,
+    padding: PadMode = "same",
+    output_padding: IntOrPair | None = None,
+) -> Check:
+    """Everything `check-conv` says about one op and input size. The stride defaults to 1 for convs and to
+    the kernel for pools (as in torch.nn and Keras)."""
+    if op not in OPS:
+        raise PtoolsError(f"op must be one of {', '.join(OPS)}, got {op!r}")
+    k = pair(kernel, "kernel")
+    s = (k if op in ("maxpool", "avgpool") else (1, 1)) if stride is None else pair(stride, "stride")
+    d = pair(dilation, "dilation")
+    if op == "avgpool" and d != (1, 1):
+        raise PtoolsError("avgpool has no dilation in TF or PyTorch")
+    if output_padding is not None and op != "transpose":
+        raise PtoolsError("output_padding only applies to op=transpose")
+    if op == "transpose":
+        op_pad = None if output_padding is None else pair(output_padding, "output_padding")
+        t = transpose2d_window(input, k, s, d, padding, op_pad)
+        dims = (t.h, t.w)
+        pads, symmetric, output = (
+            t.crop,
+            t.h.crop_before == t.h.crop_after and t.w.crop_before == t.w.crop_after,
+            t.output,
+        )
+        pytorch, note = _transpose_pytorch(dims, k, s, d)
+        mistakes = _transpose_mistakes(dims, k, s, d) if padding == "same" else ()
+    else:
+        w = conv2d_window(input, k, s, d, padding)
+        dims, op_pad = (w.h, w.w), None
+        pads, symmetric, output = w.padding, w.symmetric, w.output
+        if op == "conv":
+            pytorch, note = _conv_pytorch(w, k, s, d)
+            mistakes = _conv_mistakes(w) if padding == "same" else ()
+        else:
+            pytorch, note = _pool_pytorch(op, w, k, s, d)
+            mistakes = _pool_mistakes(op, w) if padding == "same" else ()
+    return Check(
+        op,
+        padding,
+        (dims[0].input, dims[1].input),
+        k,
+        s,
+        d,
+        op_pad,
+        output,
+        pads,
+        symmetric,
+        pytorch,
+        note,
+        tuple(mistakes),
+    )
+
+
+def _conv_pytorch(w: Window2d, k, s, d) -> tuple[str | None, str]:
+    dil = f", dilation={_fmt(d)}" if d != (1, 1) else ""
+    if w.symmetric:
+        p = (w.h.pad_before, w.w.pad_before)
+        return f"nn.Conv2d(C_in, C_out, {_fmt(k)}, stride={_fmt(s)}, padding={_fmt(p)}{dil})", "exact"
+    left, right, top, bottom = w.torch_pad
+    return None, (
+        "TF pads asymmetrically; symmetric padding= cannot express it: use ptools.nn.Conv2dSame, or "
+        f"nn.ZeroPad2d(({left}, {right}, {top}, {bottom})) then nn.Conv2d(padding=0)"
+    )
+
+
+def _conv_mistakes(w: Window2d) -> list[Mistake]:
+    dims = (w.h, w.w)
+    mistakes = []
+    p = tuple(x.dilation * (x.kernel // 2) for x in dims)
+    outs = tuple(torch_conv_output(x.input, x.kernel, x.stride, pp, x.dilation) for x, pp in zip(dims, p, strict=True))
+    aligned = all(pp == x.pad_before for x, pp in zip(dims, p, strict=True))
+    mistakes.append(_mistake(f"nn.Conv2d(padding={_fmt(p)}) (k//2)", "k//2", outs, w.output, aligned))
+    if any(x.stride > 1 for x in dims):
+        mistakes.append(
+            Mistake(
+                "nn.Conv2d(padding='same')", None, False, "PyTorch refuses padding='same' with stride > 1", "'same'"
+            )
+        )
+    else:  # torch's 'same' puts the odd pixel after, as TF does
+        mistakes.append(Mistake("nn.Conv2d(padding='same')", w.output, True, "matches TF (stride 1)", "'same'"))
+    # The widely copied Conv2dSamePadding snippet computes the output as floor(in / s) instead of ceil.
+    outs, befores = [], []
+    for x in dims:
+        total = max((x.input // x.stride - 1) * x.stride + x.effective_kernel - x.input, 0)
+        befores.append(total // 2)
+        outs.append((x.input + total - x.effective_kernel) // x.stride + 1)
+    aligned = all(b == x.pad_before for x, b in zip(dims, befores, strict=True))
+    mistakes.append(_mistake("floor(in/s) same-padding snippet", "floor(in/s)", (outs[0], outs[1]), w.output, aligned))
+    return mistakes
+
+
+def _mistake(
+    name: str, key: str, outs: tuple[int, int], tf_out: tuple[int, int], aligned: bool, extra: str = ""
+) -> Mistake:
+    if min(outs) < 1:
+        return Mistake(name, None, False, "no output", key)
+    if outs != tf_out:
+        return Mistake(name, outs, False, "wrong size" + extra, key)
+    if not aligned:
+        return Mistake(name, outs, False, "right size, windows shifted by one (TF puts the odd cell after)", key)
+    if extra:
+        return Mistake(name, outs, False, "right size" + extra, key)
+    return Mistake(name, outs, True, "matches TF", key)
+
+
+def _pool_pytorch(op: str, w: Window2d, k, s, d) -> tuple[str | None, str]:
+    layer = "nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"
+    for ceil_mode in (False, True):
+        dims = (w.h, w.w)
+        if all(
+            2 * x.pad_before <= x.kernel
+            and torch_pool_output(x.input, x.kernel, x.stride, x.pad_before, x.dilation, ceil_mode) == x.output
+            for x in dims
+        ):
+            p = (w.h.pad_before, w.w.pad_before)
+            args = f"{_fmt(k)}, stride={_fmt(s)}, padding={_fmt(p)}"
+            if d != (1, 1):
+                args += f", dilation={_fmt(d)}"
+            if ceil_mode:
+                args += ", ceil_mode=True"
+            if op == "avgpool" and (any(p) or ceil_mode):
+                args += ", count_include_pad=False"
+            return f"{layer}({args})", "exact"
+    cls = "MaxPool2dSame" if op == "maxpool" else "AvgPool2dSame"
+    return None, f"no padding/ceil_mode combination gives TF's windows: use ptools.nn.{cls}"
+
+
+def _pool_mistakes(op: str, w: Window2d) -> list[Mistake]:
+    dims = (w.h, w.w)
+    layer = "nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"
+    mistakes = []
+    for p in (tuple(x.kernel // 2 for x in dims), (0, 0)):
+        outs = tuple(
+            torch_pool_output(x.input, x.kernel, x.stride, pp, x.dilation) for x, pp in zip(dims, p, strict=True)
+        )
+        aligned = all(pp == x.pad_before for x, pp in zip(dims, p, strict=True))
+        # count_include_pad defaults to True: border windows divide by the full window size.
+        extra = ", but border averages count padded zeros" if op == "avgpool" and any(p) else ""
+        label = f"{layer}(padding={_fmt(p)})" + (" (k//2)" if any(p) else "")
+        mistakes.append(_mistake(label, "k//2" if any(p) else "padding=0", outs, w.output, aligned, extra))
+    return mistakes
+
+
+def _transpose_pytorch(dims: tuple[Transpose1d, Transpose1d], k, s, d) -> tuple[str | None, str]:
+    answers = [torch_transpose_padding(x) for x in dims]
+    if all(a is not None for a in answers):
+        p = (answers[0][0], answers[1][0])
+        op = (answers[0][1], answers[1][1])
+        dil = f", dilation={_fmt(d)}" if d != (1, 1) else ""
+        return (
+            f"nn.ConvTranspose2d(C_in, C_out, {_fmt(k)}, stride={_fmt(s)}, padding={_fmt(p)}, "
+            f"output_padding={_fmt(op)}{dil})",
+            "exact",
+        )
+    return None, (
+        "TF crops the odd extra cell after; padding=/output_padding= cannot express it: use "
+        "ptools.nn.ConvTranspose2dSame (padding=0, then crop)"
+    )
+
+
+def _transpose_mistakes(dims: tuple[Transpose1d, Transpose1d], k, s, d) -> list[Mistake]:
+    # The usual PyTorch recipe for a "same" upsampling: padding=(k-1)//2, output_padding=s-1.
+    p = tuple(x.dilation * (x.kernel - 1) // 2 for x in dims)
+    op = tuple(x.stride - 1 for x in dims)
+    outs = tuple(
+        torch_transpose_output(x.input, x.kernel, x.stride, pp, oo, x.dilation)
+        for x, pp, oo in zip(dims, p, op, strict=True)
+    )
+    aligned = all(pp == x.crop_before for x, pp in zip(dims, p, strict=True))
+    name = f"nn.ConvTranspose2d(padding={_fmt(p)}, output_padding={_fmt(op)})"
+    return [_mistake(name, "(k-1)//2, s-1", outs, (dims[0].output, dims[1].output), aligned)]

@@ -1,0 +1,263 @@
+"""Model scan behind `check-conv --model`: one forward pass, every conv/pool layer compared with TF SAME/VALID."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ptools import padding as tfpad
+from ptools.errors import PtoolsError
+from ptools.nn.conv2d_same import Conv2dSame, ConvTranspose2dSame
+from ptools.nn.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+SCANNED = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
+_OURS = (Conv2dSame, ConvTranspose2dSame, MaxPool2dSame, AvgPool2dSame)
+_BASE_FORWARD = {cls: cls.forward for cls in SCANNED}
+
+
+@dataclass
+class LayerCheck:
+    """One call of one conv/pool layer: what PyTorch produced and what TF would."""
+
+    name: str
+    type: str
+    op: str
+    input: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pytorch_output: tuple[int, int]
+    tf_output: tuple[int, int] | None
+    pytorch_padding: Pads | None  # None: a custom forward, placement unknown
+    tf_padding: Pads | None
+    ok: bool
+    problem: str | None = None
+
+
+@dataclass
+class ScanResult:
+    model: str
+    input_size: tuple[int, int, int]
+    expect: str
+    layers: list[LayerCheck] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def drift(self) -> int:
+        return sum(not layer.ok for layer in self.layers)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.drift == 0
+
+
+def load_model(spec: str) -> nn.Module:
+    """Build a model from `package.module:Factory`, `path/to/file.py:Factory` or `torchvision:NAME`.
+
+    The factory is called without arguments (a class or a function); torchvision models are built without
+    weights. An `nn.Module` instance in place of a factory is used as it is.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise PtoolsError(
+            f"--model {spec!r}: expected package.module:Factory, file.py:Factory or torchvision:NAME",
+            hint="e.g. --model torchvision:resnet18",
+        )
+    if module_name == "torchvision":
+        import torchvision
+
+        try:
+            return torchvision.models.get_model(attr, weights=None)
+        except ValueError as e:
+            raise PtoolsError(f"--model {spec!r}: {e}", hint="see torchvision.models.list_models()") from None
+    module = _import(spec, module_name)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise PtoolsError(f"--model {spec!r}: {module_name} has no attribute {attr!r}")
+    model = factory if isinstance(factory, nn.Module) else _call_factory(spec, factory)
+    if not isinstance(model, nn.Module):
+        raise PtoolsError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _import(spec: str, module_name: str):
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise PtoolsError(f"--model {spec!r}: {path} does not exist")
+        loader_spec = importlib.util.spec_from_file_location(f"_ptools_scan_{path.stem}", path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[loader_spec.name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as e:
+            raise PtoolsError(f"--model {spec!r}: importing {path} failed: {type(e).__name__}: {e}") from None
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise PtoolsError(f"--model {spec!r}: cannot import {module_name}: {e}", hint="is it on PYTHONPATH?") from None
+
+
+def _call_factory(spec: str, factory):
+    if not callable(factory):
+        raise PtoolsError(f"--model {spec!r}: {type(factory).__name__} is not callable")
+    try:
+        return factory()
+    except Exception as e:
+        raise PtoolsError(f"--model {spec!r}: building the model failed: {type(e).__name__}: {e}") from None
+
+
+def _op(module: nn.Module) -> str:
+    if isinstance(module, nn.ConvTranspose2d):
+        return "transpose"
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    return "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+
+
+def _custom_forward(module: nn.Module) -> bool:
+    """A subclass with its own forward (timm's Conv2dSame, say) may pad itself: its attributes can't tell."""
+    if isinstance(module, _OURS):
+        return False
+    base = next(cls for cls in SCANNED if isinstance(module, cls))
+    return type(module).forward is not _BASE_FORWARD[base]
+
+
+def _torch_padding(module: nn.Module, op: str, inp: tuple[int, int], window) -> Pads | None:
+    """Where PyTorch puts the windows, as TF-style (before, after) pads (crops for a transposed conv)."""
+    if isinstance(module, _OURS):
+        return window.padding if op != "transpose" else window.crop
+    if _custom_forward(module):
+        return None
+    pad = module.padding
+    if isinstance(pad, str):  # Conv2d(padding='same'|'valid'); 'same' (stride 1) puts the odd pixel after, like TF
+        if pad == "valid":
+            return ((0, 0), (0, 0))
+        return tfpad.conv2d_window(inp, module.kernel_size, 1, module.dilation).padding
+    ph, pw = tfpad.pair(pad) if not isinstance(pad, int) else (pad, pad)
+    return ((ph, -1), (pw, -1))  # the after side is implied by the output size, compared separately
+
+
+def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, int], expect: str) -> LayerCheck:
+    op = _op(module)
+    kernel, stride = tfpad.pair(module.kernel_size), tfpad.pair(module.stride)
+    dilation = tfpad.pair(getattr(module, "dilation", 1))
+    if op == "avgpool":
+        dilation = (1, 1)
+    mode = getattr(module, "tf_padding", expect) if isinstance(module, _OURS) else expect
+    problems: list[str] = []
+    try:
+        if op == "transpose":
+            op_pad = getattr(module, "tf_output_padding", None)
+            window = tfpad.transpose2d_window(inp, kernel, stride, dilation, mode, op_pad)
+            tf_output, tf_pads = window.output, window.crop
+        else:
+            window = tfpad.conv2d_window(inp, kernel, stride, dilation, mode)
+            tf_output, tf_pads = window.output, window.padding
+    except PtoolsError as e:
+        window, tf_output, tf_pads = None, None, None
+        problems.append(f"TF {mode.upper()} has no output: {e.message}")
+    torch_pads = _torch_padding(module, op, inp, window) if window is not None else None
+    if isinstance(module, _OURS) and mode != expect:
+        problems.append(f"layer uses TF {mode.upper()}, expected {expect.upper()}")
+    if tf_output is not None and tuple(out) != tuple(tf_output):
+        problems.append(f"size {out[0]}x{out[1]}, TF gives {tf_output[0]}x{tf_output[1]}")
+    elif tf_pads is not None and torch_pads is not None:
+        before = (torch_pads[0][0], torch_pads[1][0])
+        if before != (tf_pads[0][0], tf_pads[1][0]):
+            problems.append(
+                f"windows shifted: PyTorch pads {before[0]},{before[1]} before (top, left), "
+                f"TF {tf_pads[0][0]},{tf_pads[1][0]} (TF puts the odd pixel after)"
+            )
+    if not isinstance(module, _OURS) and not _custom_forward(module):
+        problems.extend(_value_problems(module, op, tf_pads))
+    # The after side of a symmetric torch pad is what the sizes imply; report TF's when they agree.
+    if torch_pads is not None and torch_pads[0][1] == -1:
+        torch_pads = _implied_after(module, op, inp, out, torch_pads)
+    return LayerCheck(
+        name=name,
+        type=type(module).__name__,
+        op=op,
+        input=inp,
+        kernel=kernel,
+        stride=stride,
+        dilation=dilation,
+        pytorch_output=out,
+        tf_output=tf_output,
+        pytorch_padding=torch_pads,
+        tf_padding=tf_pads,
+        ok=not problems,
+        problem="; ".join(problems) or None,
+    )
+
+
+def _implied_after(module: nn.Module, op: str, inp, out, pads: Pads) -> Pads:
+    """Symmetric torch padding, as (before, after) with after = what the last window actually reaches."""
+    result = []
+    for n in range(2):
+        before = pads[n][0]
+        k_eff = tfpad.effective_kernel(tfpad.pair(module.kernel_size)[n], tfpad.pair(getattr(module, "dilation", 1))[n])
+        s = tfpad.pair(module.stride)[n]
+        if op == "transpose":
+            full = (inp[n] - 1) * s + k_eff
+            result.append((before, full - before - out[n]))
+        else:
+            result.append((before, max((out[n] - 1) * s + k_eff - inp[n] - before, 0)))
+    return (result[0], result[1])
+
+
+def _value_problems(module: nn.Module, op: str, tf_pads: Pads | None) -> list[str]:
+    """Differences the sizes don't show: non-zero padding modes and average pools counting padded cells."""
+    problems = []
+    pad = module.padding
+    padded = pad not in (0, (0, 0), "valid")
+    if op == "conv" and padded and module.padding_mode != "zeros":
+        problems.append(f"pads with {module.padding_mode!r}, TF pads with zeros")
+    if op == "avgpool":
+        if module.divisor_override:
+            problems.append("divisor_override set: TF divides by the number of valid cells")
+        elif module.count_include_pad and padded:
+            problems.append("count_include_pad=True counts padded cells; TF divides by valid cells only")
+    return problems
+
+
+def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str = "same", spec: str = "") -> ScanResult:
+    """Run one forward pass on zeros of (1, C, H, W) and check every conv/pool call against TF."""
+    if expect not in tfpad.PAD_MODES:
+        raise PtoolsError(f"--expect must be 'same' or 'valid', got {expect!r}")
+    result = ScanResult(model=spec, input_size=input_size, expect=expect)
+    names = {module: name or type(model).__name__ for name, module in model.named_modules()}
+    calls: dict[str, int] = {}
+
+    def hook(module: nn.Module, args, output) -> None:
+        if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            return
+        if args[0].dim() != 4:
+            return
+        name = names.get(module, type(module).__name__)
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] > 1:  # a layer called twice (shared weights) gets one row per call
+            name = f"{name}#{calls[name]}"
+        inp = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        out = (int(output.shape[-2]), int(output.shape[-1]))
+        result.layers.append(_check(name, module, inp, out, expect))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SCANNED)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    except Exception as e:  # a drifting layer often breaks a later concat: report what was seen
+        result.error = f"forward pass failed: {type(e).__name__}: {e}".splitlines()[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return result
