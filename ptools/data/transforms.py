@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
 
 # Crops keep at least half the area so a small defect usually stays in frame; the mild zoom (<= 1.41x)
 # is taken from a source decoded at AUGMENT_SOURCE_FACTOR x the output size, so crops stay sharp.
@@ -13,14 +16,30 @@ CROP_RATIO = (3 / 4, 4 / 3)
 AUGMENT_SOURCE_FACTOR = 1.5
 
 
+class AlignedRandomResizedCrop(v2.RandomResizedCrop):
+    """RandomResizedCrop whose masks use nearest-exact (pixel-centre aligned, like the image's bilinear).
+
+    v2's own mask kernel uses legacy nearest, which samples the top-left neighbour and shifts a
+    downscaled mask by up to half a source pixel against its image.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            out = F.resized_crop(
+                inpt.as_subclass(torch.Tensor), **params, size=self.size, interpolation=InterpolationMode.NEAREST_EXACT
+            )
+            return tv_tensors.wrap(out, like=inpt)
+        return super().transform(inpt, params)
+
+
 def paired_augment(size: int) -> v2.Transform:
     """A transform over a dict of tv_tensors: every Image and Mask gets the same random parameters.
 
-    v2 resizes `tv_tensors.Mask` with nearest interpolation on its own, so masks stay binary.
+    Masks are resized with (exact) nearest interpolation, so they stay binary.
     """
     return v2.Compose(
         [
-            v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
+            AlignedRandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
         ]
