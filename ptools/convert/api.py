@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptools.convert import layouts, match, rules as rules_mod, shapes
+from ptools.convert import layouts, match, shapes
+from ptools.convert import rules as rules_mod
 from ptools.convert.layouts import Item, LayerOptions, Note
 from ptools.convert.source import Canonical, SourceTensor, load_source
 from ptools.convert.writer import OutTensor, write_state_dict
-from ptools.errors import PtoolsError
 
 
 @dataclass

@@ -228,9 +228,8 @@ def _settings_notes(meta: LayerMeta, torch_cls: str) -> list[Note]:
             )
         )
     elif padding == "same":
-        sym = all(s == 1 for s in strides) and all(
-            ((k - 1) * d) % 2 == 0 for k, d in zip(kernel, dilation * len(kernel))
-        )
+        dil = dilation if len(dilation) == len(kernel) else (dilation[0],) * len(kernel)
+        sym = all(s == 1 for s in strides) and all(((k - 1) * d) % 2 == 0 for k, d in zip(kernel, dil, strict=True))
         if sym:
             notes.append(
                 Note(meta.name, "padding", "same", f"TF SAME with stride 1: {torch_cls}(padding='same') is exact")

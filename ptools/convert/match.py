@@ -161,8 +161,17 @@ def match(items: list[Item], targets: list[TargetTensor], fixed: set[int] | None
             matched_j = {j for _, j in pairs}
             for i, j in pairs:
                 res.pairs.append((rest_items[i], rest_targets[j], "order"))
-            res.unmatched_items += [it for i, it in enumerate(rest_items) if i not in matched_i]
-            res.unfilled += [t for j, t in enumerate(rest_targets) if j not in matched_j]
+            left_items = [it for i, it in enumerate(rest_items) if i not in matched_i]
+            left_targets = [t for j, t in enumerate(rest_targets) if j not in matched_j]
+            # Out-of-order leftovers: pair only when each side has exactly one compatible partner.
+            for it in list(left_items):
+                cands = [t for t in left_targets if _compatible(it, t)]
+                if len(cands) == 1 and sum(_compatible(o, cands[0]) for o in left_items) == 1:
+                    res.pairs.append((it, cands[0], "unique-shape"))
+                    left_items.remove(it)
+                    left_targets.remove(cands[0])
+            res.unmatched_items += left_items
+            res.unfilled += left_targets
         else:
             for it in rest_items:
                 cands = [t.key for t in rest_targets if _compatible(it, t)]

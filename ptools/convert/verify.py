@@ -75,7 +75,7 @@ def check_model_output(plan: Any, input_path: Path, expected_path: Path, toleran
     if len(outs) != len(ys):
         raise PtoolsError(f"--check-output: the model returned {len(outs)} outputs, --expected holds {len(ys)}")
     errors = []
-    for o, y in zip(outs, ys):
+    for o, y in zip(outs, ys, strict=True):
         o = o.detach().float()
         if tuple(o.shape) != tuple(y.shape) and o.ndim >= 3 and tuple(o.movedim(1, -1).shape) == tuple(y.shape):
             o = o.movedim(1, -1)  # NCHW output vs NHWC reference
