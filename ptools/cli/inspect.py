@@ -1,11 +1,482 @@
-"""`ptools inspect` (lands with its own issue)."""
+"""`ptools inspect`: read any checkpoint safely and fast, from the file alone."""
 
 from __future__ import annotations
 
-from ptools.cli._common import not_implemented
+from pathlib import Path
+from typing import Annotated, Any
 
-HELP = "Not implemented yet."
+import typer
+
+from ptools.cli._common import JsonOpt
+from ptools.errors import ExitCode, PtoolsError
+
+HELP = (
+    "Show what a checkpoint holds without running it: a tree of module prefixes with tensor, parameter "
+    "and byte counts, dtypes, nested structure (model/optimizer/epoch, Lightning), tied storages, and "
+    "unsafe pickle globals. Formats are detected by content: torch zip and legacy files, TorchScript, "
+    "safetensors, TF checkpoints, Keras. Exit 1 when the pickle names globals outside the allow-list, "
+    "when --diff finds differences or --against finds key problems."
+)
+
+_MAX_ROWS = 60  # rows per list in human output; --json always has everything
 
 
-def inspect_command() -> None:
-    not_implemented("inspect")
+def inspect_command(
+    file: Annotated[Path, typer.Argument(help="The checkpoint (format detected by content, not extension).")],
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Levels of the module tree to show.")] = 2,
+    keys: Annotated[bool, typer.Option("--keys", help="List every tensor key with shape, dtype and numel.")] = False,
+    filter_glob: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            metavar="GLOB",
+            help="Only keys matching GLOB (a plain word matches as a substring); implies --keys.",
+        ),
+    ] = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Add min/max/mean/std/NaN/Inf per tensor (reads data, memory-mapped).")
+    ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", metavar="PATH", help="The state_dict inside a nested checkpoint, e.g. model or state_dict."
+        ),
+    ] = None,
+    diff: Annotated[
+        Path | None, typer.Option("--diff", metavar="B", help="Compare with checkpoint B (any format).")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="SPEC",
+            help="Check strict loading into a model: package.module:Factory or torchvision:NAME (imports torch).",
+        ),
+    ] = None,
+    scan: Annotated[bool, typer.Option("--scan", help="Only the security report of the file's pickles.")] = False,
+    unsafe: Annotated[
+        bool,
+        typer.Option("--unsafe", help="Fully unpickle with torch.load(weights_only=False). RUNS CODE IN THE FILE."),
+    ] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    from ptools.checkpoint import summary as sm
+    from ptools.checkpoint.scan import security_report
+
+    if scan and (diff or against or keys or filter_glob or stats or unsafe):
+        raise PtoolsError("--scan is the security report alone: use it without other modes")
+    if diff is not None and against:
+        raise PtoolsError("use --diff or --against, not both")
+    reader = _open(file, unsafe)
+    with reader:
+        security = security_report(reader)
+        if scan:
+            payload = {"mode": "scan", "file": str(file), "format": reader.format, "security": security}
+            _finish(payload, json_output, _render_scan, security["findings"] != [])
+            return
+        selection = sm.select(reader, key)
+        base = {"file": str(file), "format": reader.format, "selection": _selection_json(selection)}
+        if diff is not None:
+            _diff_mode(reader, selection, diff, key, stats, filter_glob, base, security, json_output)
+            return
+        if against:
+            from ptools.checkpoint.against import check_against
+
+            result = check_against(reader, selection, against)
+            payload = {"mode": "against", **base, "against": result, "security": security}
+            _finish(payload, json_output, _render_against, not result["ok"] or bool(security["findings"]))
+            return
+        if keys or filter_glob or stats:
+            rows = sm.key_rows(selection, sm.filter_keys(selection, filter_glob))
+            if stats:
+                from ptools.checkpoint.stats import tensor_stats
+
+                for row in rows:
+                    row["stats"] = tensor_stats(reader, selection.full_keys[row["key"]])
+            payload = {
+                "mode": "stats" if stats else "keys",
+                **base,
+                "filter": filter_glob,
+                "keys": rows,
+                "security": security,
+            }
+            _finish(payload, json_output, _render_keys, bool(security["findings"]))
+            return
+        report = sm.summarize(reader, selection, depth, _file_size(file))
+        payload = {"mode": "summary", **report, "selection": _selection_json(selection), "security": security}
+        _finish(payload, json_output, _render_summary, bool(security["findings"]))
+
+
+# ----------------------------------------------------------------------------------------------- modes
+
+
+def _open(path: Path, unsafe: bool) -> Any:
+    from ptools.checkpoint import open_checkpoint
+
+    if not unsafe:
+        return open_checkpoint(path)
+    from ptools.checkpoint.torch_objects import open_unsafe
+    from ptools.cli._output import warn
+
+    if not path.is_file():
+        raise PtoolsError(f"{path}: no such file")
+    warn(
+        f"--unsafe: fully unpickling {path} with torch.load(weights_only=False). Any code in the file RUNS NOW, "
+        "with your permissions. Only do this for files you trust."
+    )
+    return open_unsafe(path)
+
+
+def _diff_mode(
+    reader: Any,
+    selection: Any,
+    other: Path,
+    key: str | None,
+    stats: bool,
+    filter_glob: str | None,
+    base: dict[str, Any],
+    security: dict[str, Any],
+    json_output: bool,
+) -> None:
+    from ptools.checkpoint import open_checkpoint
+    from ptools.checkpoint import summary as sm
+    from ptools.checkpoint.diff import diff_selections
+    from ptools.checkpoint.scan import security_report
+
+    with open_checkpoint(other) as reader_b:
+        security_b = security_report(reader_b)
+        try:
+            sel_b = sm.select(reader_b, key)
+        except PtoolsError:
+            sel_b = sm.select(reader_b, None)  # --key names A's state_dict; B may be flat
+        wanted = None
+        if filter_glob:
+            wanted = set(sm.filter_keys(selection, filter_glob)) | set(sm.filter_keys(sel_b, filter_glob))
+        result = diff_selections(reader, selection, reader_b, sel_b, values=stats, keys=wanted and list(wanted))
+    payload = {"mode": "diff", **base, "diff": result, "security": security, "security_b": security_b}
+    unsafe_any = bool(security["findings"] or security_b["findings"])
+    _finish(payload, json_output, _render_diff, result["differ"] or unsafe_any)
+
+
+def _finish(payload: dict[str, Any], json_output: bool, render: Any, findings: bool) -> None:
+    if json_output:
+        from ptools.cli._output import emit_json
+
+        emit_json("inspect", payload)
+    else:
+        render(payload)
+        if payload.get("mode") != "scan":
+            _render_security(payload["security"], label=payload.get("file", ""))
+            if payload.get("security_b"):
+                _render_security(payload["security_b"], label=payload["diff"]["b"]["file"])
+    if findings:
+        raise typer.Exit(ExitCode.FINDINGS)
+
+
+def _selection_json(selection: Any) -> dict[str, Any]:
+    return {
+        "path": selection.path,
+        "how": selection.how,
+        "tensors": len(selection.infos),
+        "candidates": selection.candidates,
+        "note": selection.note,
+    }
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------- render
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def human_count(n: int) -> str:
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.2f}{suffix}"
+    return str(n)
+
+
+def _console() -> Any:
+    from ptools.cli._output import stdout_console
+
+    return stdout_console()
+
+
+def _table(*columns: str, title: str | None = None) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 or col in ("dtype", "dtypes", "shape", "key") else "right")
+    return table
+
+
+def _header(payload: dict[str, Any]) -> None:
+    console = _console()
+    meta = payload.get("metadata", {})
+    size = f", {human_bytes(payload.get('file_size'))}" if payload.get("file_size") is not None else ""
+    console.print(f"[bold]{payload['file']}[/bold]  ({payload['format']}{size})", highlight=False)
+    if meta.get("reader"):
+        console.print(f"  read with: {meta['reader']}", highlight=False)
+    extras = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("reader", "user_metadata", "pickle_error") and v not in (None, "", [])
+    }
+    if extras:
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in extras.items()), highlight=False, soft_wrap=True)
+    user = meta.get("user_metadata")
+    if user:
+        console.print("  metadata: " + ", ".join(f"{k}={v}" for k, v in user.items()), highlight=False, soft_wrap=True)
+
+
+def _selection_line(sel: dict[str, Any]) -> str:
+    if sel["path"]:
+        return f"state_dict: '{sel['path']}' ({sel['how']}, {sel['tensors']} tensors)"
+    return f"tensors: {sel['how']} ({sel['tensors']} tensors)"
+
+
+def _render_summary(p: dict[str, Any]) -> None:
+    console = _console()
+    _header(p)
+    console.print(f"  kind: {p['kind']}", highlight=False)
+    if p["top_level"]:
+        table = _table("key", "holds", title="\nTop-level structure")
+        table.columns[1].justify = "left"
+        for row in p["top_level"]:
+            table.add_row(row["key"], row["summary"])
+        console.print(table)
+    if p.get("lightning"):
+        console.print("\n[bold]Lightning[/bold]")
+        for k, v in p["lightning"].items():
+            console.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+    console.print("\n" + _selection_line(p["selection"]), highlight=False)
+    if p["selection"].get("note"):
+        console.print(f"  [yellow]{p['selection']['note']}[/yellow]", highlight=False)
+    for w in p["wrapper_prefixes"]:
+        scope = "every key" if w["all"] else f"{w['keys']} keys"
+        console.print(
+            f"  [yellow]prefix '{w['prefix']}' on {scope}[/yellow] "
+            f"({w['meaning']}; strip it to load into the bare model)",
+            highlight=False,
+        )
+    table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=f"\nModules (depth {p['depth']})")
+    for node, level in _walk_tree(p["tree"]):
+        name = "  " * (level - 1) + node["name"] + ("/" if node.get("collapsed") else "")
+        table.add_row(
+            name,
+            str(node["tensors"]),
+            human_count(node["params"]),
+            human_bytes(node["bytes"]),
+            ",".join(node["dtypes"]),
+            "×".join(map(str, node["shape"])) if "shape" in node else "",
+        )
+    console.print(table)
+    _render_totals(p["totals"], "Totals (selection)" if p["selection"]["path"] else "Totals")
+    if p["selection"]["path"] or p["file_totals"]["tensors"] != p["totals"]["tensors"]:
+        t = p["file_totals"]
+        console.print(
+            f"whole file: {t['tensors']} tensors, {human_count(t['params'])} values, {human_bytes(t['bytes'])}",
+            highlight=False,
+        )
+    if p["shared_storages"]:
+        table = _table("storage", "bytes", "kind", "keys", title="\nShared storages (counted once)")
+        table.columns[2].justify = table.columns[3].justify = "left"
+        for g in p["shared_storages"]:
+            table.add_row(str(g["storage"]), human_bytes(g["bytes"]), g["kind"], ", ".join(g["keys"]))
+        console.print(table)
+
+
+def _walk_tree(root: dict[str, Any]) -> Any:
+    stack = [(c, 1) for c in reversed(root.get("children", []))]
+    count = 0
+    while stack:
+        node, level = stack.pop()
+        count += 1
+        if count > 400:
+            return
+        yield node, level
+        stack.extend((c, level + 1) for c in reversed(node.get("children", [])))
+
+
+def _render_totals(t: dict[str, Any], title: str) -> None:
+    table = _table("dtype", "tensors", "params", "bytes", title=f"\n{title}")
+    for dtype, row in sorted(t["by_dtype"].items(), key=lambda kv: -kv[1]["bytes"]):
+        table.add_row(dtype, str(row["tensors"]), human_count(row["params"]), human_bytes(row["bytes"]))
+    table.add_row("[bold]total[/bold]", str(t["tensors"]), human_count(t["params"]), human_bytes(t["bytes"]))
+    _console().print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _render_keys(p: dict[str, Any]) -> None:
+    console = _console()
+    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]), highlight=False)
+    cols = ["key", "shape", "dtype", "numel"]
+    if p["mode"] == "stats":
+        cols += ["min", "max", "mean", "std", "nan", "inf"]
+    table = _table(*cols)
+    for row in p["keys"]:
+        cells = [row["key"], "×".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['numel']:,}"]
+        if "stats" in row:
+            s = row["stats"]
+            if "skipped" in s:
+                cells += ["-"] * 6
+            else:
+                cells += [_fmt(s[k]) for k in ("min", "max", "mean", "std", "nan", "inf")]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else ""), highlight=False)
+
+
+def _limited(items: list[Any]) -> tuple[list[Any], str]:
+    if len(items) <= _MAX_ROWS:
+        return items, ""
+    return items[:_MAX_ROWS], f"  ... and {len(items) - _MAX_ROWS} more (--json lists all)"
+
+
+def _render_diff(p: dict[str, Any]) -> None:
+    console = _console()
+    d = p["diff"]
+    console.print(f"[bold]A[/bold] {d['a']['file']} ({d['a']['format']}, {d['a']['tensors']} tensors)", highlight=False)
+    console.print(f"[bold]B[/bold] {d['b']['file']} ({d['b']['format']}, {d['b']['tensors']} tensors)", highlight=False)
+    for label, key in (("only in A", "only_in_a"), ("only in B", "only_in_b")):
+        if d[key]:
+            rows, more = _limited(d[key])
+            console.print(f"\n[bold]{label}[/bold] ({len(d[key])})")
+            for k in rows:
+                console.print(f"  {k}", highlight=False)
+            if more:
+                console.print(more)
+    if d["shape_changed"]:
+        table = _table("key", "A", "B", title=f"\nShape changed ({len(d['shape_changed'])})")
+        for r in _limited(d["shape_changed"])[0]:
+            table.add_row(r["key"], "×".join(map(str, r["a"])), "×".join(map(str, r["b"])))
+        console.print(table)
+    if d["dtype_changed"]:
+        table = _table("key", "A", "B", title=f"\nDtype changed ({len(d['dtype_changed'])})")
+        for r in _limited(d["dtype_changed"])[0]:
+            table.add_row(r["key"], r["a"], r["b"])
+        console.print(table)
+    if d["value_changed"]:
+        table = _table("key", "max abs diff", "differing values", title=f"\nValues differ ({len(d['value_changed'])})")
+        for r in _limited(d["value_changed"])[0]:
+            table.add_row(r["key"], _fmt(r["max_abs"]), f"{r['differing']:,}")
+        console.print(table)
+    if d["hint"]:
+        console.print(f"\n[yellow]hint:[/yellow] {d['hint']}", highlight=False)
+    if d["differ"]:
+        console.print(
+            f"\n[red]differ[/red]: {d['identical']} tensors identical"
+            + (" in value" if d["values_compared"] else " in shape and dtype")
+        )
+    else:
+        what = (
+            "shapes, dtypes and values" if d["values_compared"] else "shapes and dtypes (add --stats to compare values)"
+        )
+        console.print(f"\n[green]same keys, {what}[/green]", highlight=False)
+
+
+def _render_against(p: dict[str, Any]) -> None:
+    console = _console()
+    r = p["against"]
+    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]), highlight=False)
+    console.print(
+        f"model: {r['model_class']} from {r['spec']} ({r['model_keys']} keys; file: {r['file_keys']})", highlight=False
+    )
+    for label, key in (("missing in the file", "missing"), ("unexpected in the file", "unexpected")):
+        if r[key]:
+            rows, more = _limited(r[key])
+            console.print(f"\n[bold]{label}[/bold] ({len(r[key])})")
+            for k in rows:
+                console.print(f"  {k}", highlight=False)
+            if more:
+                console.print(more)
+    if r["shape_mismatch"]:
+        table = _table("key", "model", "file", title=f"\nShape mismatch ({len(r['shape_mismatch'])})")
+        for m in _limited(r["shape_mismatch"])[0]:
+            table.add_row(m["key"], "×".join(map(str, m["model"])), "×".join(map(str, m["file"])))
+        console.print(table)
+    if r["ok"]:
+        console.print("\n[green]load_state_dict(strict=True) would accept this state_dict[/green]")
+        return
+    if r["fixes"]:
+        console.print("\n[bold]likely fixes[/bold]")
+        for f in r["fixes"]:
+            console.print(
+                f"  {f['fix']}: {f['problems_after']} problems left "
+                f"({f['matched_after']} of {r['model_keys']} keys match)",
+                highlight=False,
+            )
+
+
+def _render_scan(p: dict[str, Any]) -> None:
+    console = _console()
+    s = p["security"]
+    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})", highlight=False)
+    if not s["pickle"]:
+        console.print(f"[green]{s['note']}[/green]", highlight=False)
+        return
+    colour = {"safe": "green", "suspicious": "yellow", "dangerous": "red"}
+    table = _table("global", "grade", "uses", "why", "where / calls")
+    for g in s["globals"]:
+        where = "; ".join((g["calls"][:2] if g["grade"] != "safe" else []) or g["where"][:3])
+        table.add_row(
+            f"{g['module']}.{g['name']}",
+            f"[{colour[g['grade']]}]{g['grade']}[/{colour[g['grade']]}]",
+            str(g["count"]),
+            g["reason"],
+            where,
+        )
+    console.print(table)
+    c = s["counts"]
+    console.print(f"\n{c['safe']} safe, {c['suspicious']} suspicious, {c['dangerous']} dangerous", highlight=False)
+    _render_security(s, label=p["file"])
+
+
+def _render_security(s: dict[str, Any], label: str) -> None:
+    console = _console()
+    if not s["pickle"]:
+        return
+    if s.get("pickle_error"):
+        console.print(f"[yellow]pickle stream ended early: {s['pickle_error']}[/yellow]", highlight=False)
+    if not s["findings"]:
+        console.print(f"\n[green]pickle: only allow-listed globals ({s['counts']['safe']})[/green]", highlight=False)
+        return
+    colour = "red" if s["grade"] == "dangerous" else "yellow"
+    console.print(
+        f"\n[bold {colour}]UNSAFE pickle in {label}: {len(s['findings'])} global(s) outside the allow-list "
+        f"({s['grade']}); nothing was loaded or run[/bold {colour}]",
+        highlight=False,
+    )
+    for g in s["findings"]:
+        console.print(f"  [{colour}]{g['grade']}[/{colour}] {g['module']}.{g['name']}: {g['reason']}", highlight=False)
+        for call in g["calls"][:3]:
+            console.print(f"      would call: {call}", highlight=False, soft_wrap=True)
+        if g["where"]:
+            console.print(f"      in: {', '.join(g['where'][:5])}", highlight=False, soft_wrap=True)

@@ -1,0 +1,847 @@
+"""A restricted unpickler on the standard library: allow-listed globals become inert stand-ins, the rest are recorded.
+
+Nothing a pickle names is ever imported or called. Allowed globals (containers, torch tensor rebuilders,
+storage types, dtypes, numpy scalars, argparse.Namespace...) map to small classes here that only record
+what they were given (dtype, shape, stride, storage key and offset). Any other global becomes a
+placeholder class: calling it, instantiating it or setting its state only records the arguments, so the
+unpickling carries on and the rest of the file can still be summarised. Every global is graded safe,
+suspicious (not allow-listed: importing it would run that module's code) or dangerous (known ways to run
+commands or code).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickle
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ptools.checkpoint.dtypes import STORAGE_DTYPES, TORCH_DTYPE_NAMES
+
+SAFE, SUSPICIOUS, DANGEROUS = "safe", "suspicious", "dangerous"
+_GRADE_ORDER = {SAFE: 0, SUSPICIOUS: 1, DANGEROUS: 2}
+MAX_CALL_RECORDS = 5  # per global: enough to show what a payload would have run
+_REPR_LIMIT = 200
+
+
+# ---------------------------------------------------------------------------------------------- grading
+
+# Modules whose every member is a way to run commands, code, or reach the network/file system.
+_DANGEROUS_MODULES: dict[str, str] = {
+    "os": "runs commands / touches files",
+    "posix": "runs commands / touches files",
+    "nt": "runs commands / touches files",
+    "subprocess": "runs commands",
+    "_posixsubprocess": "runs commands",
+    "pty": "runs commands",
+    "commands": "runs commands",
+    "platform": "runs commands (popen)",
+    "runpy": "runs Python code",
+    "importlib": "imports arbitrary modules",
+    "imp": "imports arbitrary modules",
+    "zipimport": "imports arbitrary modules",
+    "pkgutil": "imports arbitrary modules",
+    "pickle": "nested unpickling",
+    "_pickle": "nested unpickling",
+    "cPickle": "nested unpickling",
+    "dill": "nested unpickling",
+    "cloudpickle": "nested unpickling",
+    "joblib": "nested unpickling",
+    "shelve": "nested unpickling",
+    "marshal": "loads code objects",
+    "types": "builds functions/code objects",
+    "code": "runs Python code",
+    "codeop": "compiles Python code",
+    "timeit": "runs Python code",
+    "cProfile": "runs Python code",
+    "profile": "runs Python code",
+    "trace": "runs Python code",
+    "pdb": "runs Python code",
+    "bdb": "runs Python code",
+    "doctest": "runs Python code",
+    "pydoc": "runs commands",
+    "site": "runs Python code",
+    "sys": "interpreter internals",
+    "ctypes": "calls native code",
+    "_ctypes": "calls native code",
+    "shutil": "copies/removes files",
+    "tempfile": "creates files",
+    "io": "opens files",
+    "_io": "opens files",
+    "socket": "network access",
+    "ssl": "network access",
+    "http": "network access",
+    "urllib": "network access",
+    "urllib2": "network access",
+    "requests": "network access",
+    "ftplib": "network access",
+    "smtplib": "network access",
+    "telnetlib": "network access",
+    "webbrowser": "opens URLs / runs a browser",
+    "multiprocessing": "starts processes",
+    "asyncio": "starts processes / network",
+    "signal": "signals processes",
+    "operator": "calls arbitrary methods (attrgetter/methodcaller)",
+    "setuptools": "runs build code",
+    "distutils": "runs build code",
+    "venv": "runs commands",
+    "ensurepip": "runs commands",
+    "torch.hub": "downloads and runs code",
+    "torch.utils.cpp_extension": "compiles and loads native code",
+    "numpy.testing": "runs Python code",
+}
+_DANGEROUS_NAMES: dict[tuple[str, str], str] = {
+    ("builtins", "eval"): "evaluates Python code",
+    ("builtins", "exec"): "runs Python code",
+    ("builtins", "compile"): "compiles Python code",
+    ("builtins", "__import__"): "imports arbitrary modules",
+    ("builtins", "getattr"): "reaches any attribute (how payloads find functions)",
+    ("builtins", "setattr"): "modifies objects",
+    ("builtins", "delattr"): "modifies objects",
+    ("builtins", "open"): "opens files",
+    ("builtins", "input"): "reads the terminal",
+    ("builtins", "breakpoint"): "starts a debugger",
+    ("builtins", "globals"): "interpreter internals",
+    ("builtins", "locals"): "interpreter internals",
+    ("builtins", "vars"): "interpreter internals",
+    ("builtins", "apply"): "calls arbitrary functions",
+    ("builtins", "execfile"): "runs Python code",
+    ("torch", "load"): "nested torch.load (full unpickling)",
+    ("torch.serialization", "load"): "nested torch.load (full unpickling)",
+    ("torch.storage", "_load_from_bytes"): "nested torch.load (full unpickling)",
+    ("torch.jit", "load"): "loads TorchScript",
+    ("torch._C", "_jit_pass_onnx"): "interpreter internals",
+    ("numpy", "load"): "nested unpickling (allow_pickle)",
+    ("numpy.lib.npyio", "load"): "nested unpickling (allow_pickle)",
+    ("functools", "partial"): "wraps arbitrary callables",
+    ("functools", "reduce"): "calls arbitrary callables",
+    ("copyreg", "_reconstructor_unsafe"): "calls arbitrary callables",
+}
+
+
+def grade_global(module: str, name: str) -> tuple[str, str]:
+    """(grade, reason) for a global that is not on the allow-list."""
+    reason = _DANGEROUS_NAMES.get((module, name))
+    if reason:
+        return DANGEROUS, reason
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        reason = _DANGEROUS_MODULES.get(".".join(parts[:i]))
+        if reason:
+            return DANGEROUS, reason
+    if module in ("builtins", "__builtin__"):
+        return SUSPICIOUS, "builtin not on the allow-list"
+    return SUSPICIOUS, "not on the allow-list: unpickling would import this module and call into it"
+
+
+def _short_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # a hostile object's repr must not stop the scan
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------- stand-ins
+
+
+@dataclass
+class StorageRef:
+    """A persistent id ('storage', type, key, location, numel): where the bytes of one storage live."""
+
+    key: str
+    dtype: str
+    numel: int
+    location: str
+    view: tuple[str, int, int] | None = None  # legacy view metadata (view_key, offset, size)
+
+
+@dataclass
+class TensorRef:
+    """What `torch._utils._rebuild_tensor_v2` (and friends) were given: enough to describe and map a tensor."""
+
+    storage: StorageRef | None
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...] | None
+    requires_grad: bool = False
+    parameter: bool = False
+    dtype: str | None = None  # for tensors without storage (meta) or quantized
+    kind: str = "dense"  # dense | meta | quantized | numpy
+    array: NumpyArrayData | None = None  # kind == numpy: the data lives in the pickle itself
+    notes: list[str] = field(default_factory=list)
+
+    def __setstate__(self, state: Any) -> None:  # BUILD on a tensor never happens in real files: ignore it
+        self.notes.append("unexpected BUILD state ignored")
+
+    @property
+    def tensor_dtype(self) -> str:
+        if self.dtype:
+            return self.dtype
+        return self.storage.dtype if self.storage else "unknown"
+
+
+class StorageType:
+    """Stand-in for torch.FloatStorage & co: only carries the dtype."""
+
+    def __init__(self, name: str, dtype: str) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return None  # constructing a storage from a pickle never happens in real checkpoints
+
+
+class TorchDtype:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+class TorchMarker:
+    """Stand-in for torch objects that are only ever passed around (layouts, memory formats, Tensor class)."""
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+
+    def __repr__(self) -> str:
+        return self.qualname
+
+
+class NamespaceData:
+    """argparse.Namespace as data: keyword arguments and BUILD state land in __dict__."""
+
+    qualname: ClassVar[str] = "argparse.Namespace"
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+
+class AttributeDictData(dict):
+    """Lightning's AttributeDict (a dict subclass) as a plain dict."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.update(state)
+
+
+class DefaultDictData(dict):
+    """collections.defaultdict without its factory ever being called."""
+
+    def __init__(self, factory: Any = None, *args: Any) -> None:
+        super().__init__()
+        self.factory = _short_repr(factory)
+        if args and isinstance(args[0], dict):
+            self.update(args[0])
+
+
+class NumpyDtypeData:
+    """numpy.dtype('f4', False, True) + BUILD state: records the type code and byte order."""
+
+    def __init__(self, spec: Any = "f8", align: Any = False, copy: Any = False) -> None:
+        self.spec = str(spec)
+        self.byteorder = "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and isinstance(state[1], str):
+            self.byteorder = state[1]
+
+    def numpy(self) -> Any:
+        import numpy as np
+
+        dt = np.dtype(self.spec)
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+    def __repr__(self) -> str:
+        return f"dtype({self.spec!r})"
+
+
+class NumpyArrayData:
+    """numpy.core.multiarray._reconstruct + BUILD (version, shape, dtype, fortran, rawdata)."""
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, ...] = ()
+        self.dtype: NumpyDtypeData | None = None
+        self.fortran = False
+        self.raw: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 5:
+            _, shape, dtype, fortran, raw = state
+            self.shape = tuple(int(d) for d in shape) if isinstance(shape, tuple) else ()
+            self.dtype = dtype if isinstance(dtype, NumpyDtypeData) else None
+            self.fortran, self.raw = bool(fortran), raw
+
+    def numpy(self) -> Any:
+        import numpy as np
+
+        if self.dtype is None or not isinstance(self.raw, (bytes, bytearray)):
+            raise ValueError("numpy array with object or unknown data")
+        dt = self.dtype.numpy()
+        if dt.kind == "O":
+            raise ValueError("numpy object array")
+        return np.frombuffer(bytes(self.raw), dtype=dt).reshape(self.shape, order="F" if self.fortran else "C")
+
+    @property
+    def dtype_name(self) -> str:
+        try:
+            return str(self.dtype.numpy()) if self.dtype else "unknown"
+        except Exception:
+            return "unknown"
+
+
+class NumpyScalarData:
+    """numpy.core.multiarray.scalar(dtype, bytes): the Python value when the dtype is numeric."""
+
+    def __init__(self, dtype: Any = None, data: Any = None) -> None:
+        self.dtype = dtype
+        self.value: Any = None
+        try:
+            import numpy as np
+
+            if isinstance(dtype, NumpyDtypeData) and isinstance(data, (bytes, bytearray)):
+                dt = dtype.numpy()
+                if dt.kind in "biufc" and dt.itemsize == len(data):
+                    self.value = np.frombuffer(bytes(data), dtype=dt)[0].item()
+        except Exception:
+            self.value = None
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _numpy_ndarray_marker(*args: Any, **kwargs: Any) -> Any:
+    return NumpyArrayData()
+
+
+def _np_reconstruct(cls: Any = None, shape: Any = None, dtype: Any = None) -> NumpyArrayData:
+    return NumpyArrayData()
+
+
+class Placeholder:
+    """Base of the inert classes that replace globals not on the allow-list.
+
+    Instantiating, calling, BUILD, APPEND(S) and SETITEM(S) only record what was passed.
+    """
+
+    _module: ClassVar[str] = ""
+    _name: ClassVar[str] = ""
+    _on_call: ClassVar[Callable[[Placeholder], None] | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
+        obj = object.__new__(cls)
+        obj.__dict__.update(args=args, kwargs=kwargs, state=None, items=[], mapping={}, result_of=None)
+        if cls._on_call is not None:
+            cls._on_call(obj)
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__["mapping"][key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__["items"].append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__["items"].extend(values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Placeholder:
+        # Calling an instance (e.g. the result of getattr(...)) yields another inert instance.
+        out = type(self).__new__(type(self), *args, **kwargs)
+        out.__dict__["result_of"] = self
+        return out
+
+    def __reduce__(self) -> Any:  # never re-pickle a placeholder
+        raise TypeError("placeholder")
+
+    @classmethod
+    def qualname(cls) -> str:
+        return f"{cls._module}.{cls._name}"
+
+    def call_repr(self) -> str:
+        parts = [_short_repr(a) for a in self.__dict__.get("args", ())]
+        parts += [f"{k}={_short_repr(v)}" for k, v in self.__dict__.get("kwargs", {}).items()]
+        text = f"{self.qualname()}({', '.join(parts)})"
+        return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname()} (not loaded)>"
+
+
+# ------------------------------------------------------------------------------------ torch rebuilders
+
+
+def _as_shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value):
+        return tuple(value)
+    raise ValueError(f"bad tensor shape {_short_repr(value)}")
+
+
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: Any = 0,
+    size: Any = (),
+    stride: Any = None,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> TensorRef:
+    ref = TensorRef(
+        storage=storage if isinstance(storage, StorageRef) else None,
+        offset=storage_offset if isinstance(storage_offset, int) else 0,
+        shape=_as_shape(size),
+        stride=tuple(stride) if isinstance(stride, (tuple, list)) else None,
+        requires_grad=bool(requires_grad) if isinstance(requires_grad, bool) else False,
+    )
+    if not isinstance(storage, StorageRef):
+        ref.notes.append("storage is not a persistent id")
+    if backward_hooks:
+        ref.notes.append("backward hooks recorded (ignored)")
+    return ref
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):  # noqa: ANN001, ANN202
+    ref = _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks)
+    if isinstance(dtype, TorchDtype):
+        ref.dtype = dtype.name
+    return ref
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> TensorRef:
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = True, backward_hooks: Any = None, state: Any = None) -> Any:
+    if isinstance(data, TensorRef):
+        data.parameter = True
+        data.requires_grad = bool(requires_grad) if isinstance(requires_grad, bool) else True
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    # func is one of our stand-ins (or a placeholder, which only records); new_type is a marker.
+    result = func(*args) if callable(func) and isinstance(args, tuple) else None
+    if isinstance(result, TensorRef) and isinstance(new_type, TorchMarker) and "Parameter" in new_type.qualname:
+        result.parameter = True
+    return result
+
+
+def _rebuild_meta_tensor_no_storage(dtype: Any, size: Any, stride: Any, requires_grad: Any = False) -> TensorRef:
+    return TensorRef(
+        storage=None,
+        offset=0,
+        shape=_as_shape(size),
+        stride=tuple(stride) if isinstance(stride, (tuple, list)) else None,
+        dtype=dtype.name if isinstance(dtype, TorchDtype) else "unknown",
+        kind="meta",
+    )
+
+
+def _rebuild_qtensor(storage, storage_offset, size, stride, quantizer_params, requires_grad, backward_hooks):  # noqa: ANN001, ANN202
+    ref = _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad)
+    ref.kind = "quantized"
+    return ref
+
+
+def _rebuild_device_tensor_from_numpy(data: Any, dtype: Any, device: Any, requires_grad: Any) -> TensorRef:
+    arr = data if isinstance(data, NumpyArrayData) else NumpyArrayData()
+    return TensorRef(
+        storage=None,
+        offset=0,
+        shape=arr.shape,
+        stride=None,
+        dtype=dtype.name if isinstance(dtype, TorchDtype) else arr.dtype_name,
+        kind="numpy",
+        array=arr,
+    )
+
+
+def _rebuild_sparse_tensor(layout: Any, data: Any) -> dict[str, Any]:
+    parts = data if isinstance(data, tuple) else (data,)
+    return {"__class__": f"sparse tensor ({layout!r})", **{f"part{i}": p for i, p in enumerate(parts)}}
+
+
+def _codecs_encode(obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    # How protocol-2 pickles spell bytes: _codecs.encode('...', 'latin1').
+    if isinstance(obj, str) and encoding in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+        return obj.encode(encoding, "surrogatepass")
+    raise ValueError("_codecs.encode with unexpected arguments")
+
+
+def _reconstructor(cls: Any, base: Any = object, state: Any = None) -> Any:
+    if isinstance(cls, type) and issubclass(cls, Placeholder):
+        return cls.__new__(cls)
+    if cls in (NamespaceData, NumpyArrayData):
+        return cls()
+    if isinstance(cls, type) and cls in _PLAIN_TYPES:
+        return cls() if state is None else cls(state)
+    raise ValueError(f"copyreg._reconstructor of {_short_repr(cls)}")
+
+
+def _newobj(cls: Any, *args: Any) -> Any:
+    if isinstance(cls, type) and (issubclass(cls, Placeholder) or cls in _PLAIN_TYPES):
+        return cls.__new__(cls, *args)
+    raise ValueError(f"copyreg.__newobj__ of {_short_repr(cls)}")
+
+
+_MAX_BYTES = 1 << 26
+
+
+def _safe_bytes(*args: Any) -> bytes:
+    if args and isinstance(args[0], int) and args[0] > _MAX_BYTES:
+        raise ValueError("bytes() of a huge size")
+    return bytes(*args)
+
+
+def _safe_bytearray(*args: Any) -> bytearray:
+    if args and isinstance(args[0], int) and args[0] > _MAX_BYTES:
+        raise ValueError("bytearray() of a huge size")
+    return bytearray(*args)
+
+
+class _SizeStandIn(tuple):
+    """torch.Size as a plain tuple."""
+
+
+_PLAIN_TYPES = (dict, list, tuple, set, frozenset, OrderedDict, AttributeDictData)
+
+_BUILTINS: dict[str, Any] = {
+    "dict": dict,
+    "list": list,
+    "tuple": tuple,
+    "set": set,
+    "frozenset": frozenset,
+    "int": int,
+    "float": float,
+    "complex": complex,
+    "bool": bool,
+    "str": str,
+    "bytes": _safe_bytes,
+    "bytearray": _safe_bytearray,
+    "slice": slice,
+    "range": range,
+    "object": object,
+    "NoneType": type(None),
+    "Ellipsis": Ellipsis,
+    "NotImplemented": NotImplemented,
+}
+
+_TORCH_MARKERS = {
+    "Tensor",
+    "strided",
+    "sparse_coo",
+    "sparse_csr",
+    "sparse_csc",
+    "sparse_bsr",
+    "sparse_bsc",
+    "_mkldnn",
+    "jagged",
+    "contiguous_format",
+    "channels_last",
+    "channels_last_3d",
+    "preserve_format",
+    "per_tensor_affine",
+    "per_channel_affine",
+    "per_tensor_symmetric",
+    "per_channel_symmetric",
+    "per_channel_affine_float_qparams",
+}
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "defaultdict"): DefaultDictData,
+    ("argparse", "Namespace"): NamespaceData,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("copyreg", "__newobj__"): _newobj,
+    ("_codecs", "encode"): _codecs_encode,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"): _rebuild_meta_tensor_no_storage,
+    ("torch._utils", "_rebuild_qtensor"): _rebuild_qtensor,
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"): _rebuild_device_tensor_from_numpy,
+    ("torch._utils", "_rebuild_sparse_tensor"): _rebuild_sparse_tensor,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Size"): _SizeStandIn,
+    ("torch", "device"): lambda *a, **k: ":".join(str(x) for x in a),
+    ("torch.nn.parameter", "Parameter"): TorchMarker("torch.nn.parameter.Parameter"),
+    ("torch.nn.parameter", "Buffer"): TorchMarker("torch.nn.parameter.Buffer"),
+    ("torch.serialization", "_get_layout"): lambda name: TorchMarker(f"torch.{name}"),
+    ("torch.torch_version", "TorchVersion"): str,
+    ("pathlib", "PosixPath"): lambda *parts: "/".join(str(p) for p in parts),
+    ("pathlib", "WindowsPath"): lambda *parts: "\\".join(str(p) for p in parts),
+    ("pathlib", "PurePosixPath"): lambda *parts: "/".join(str(p) for p in parts),
+    ("pathlib", "Path"): lambda *parts: "/".join(str(p) for p in parts),
+    ("numpy", "dtype"): NumpyDtypeData,
+    ("numpy", "ndarray"): _numpy_ndarray_marker,
+    ("numpy.core.multiarray", "scalar"): NumpyScalarData,
+    ("numpy._core.multiarray", "scalar"): NumpyScalarData,
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("lightning_fabric.utilities.data", "AttributeDict"): AttributeDictData,
+    ("lightning.fabric.utilities.data", "AttributeDict"): AttributeDictData,
+    ("pytorch_lightning.utilities.parsing", "AttributeDict"): AttributeDictData,
+    ("lightning.pytorch.utilities.parsing", "AttributeDict"): AttributeDictData,
+}
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class GlobalRef:
+    """One global the pickle names, how it was graded, and where its objects ended up."""
+
+    module: str
+    name: str
+    grade: str
+    reason: str
+    count: int = 0
+    where: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    source: str = ""  # which pickle inside the file (data.pkl, constants.pkl, nested pickle in storage 3)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "name": self.name,
+            "grade": self.grade,
+            "reason": self.reason,
+            "count": self.count,
+            "where": self.where,
+            "calls": self.calls,
+            "source": self.source,
+        }
+
+
+@dataclass
+class ScanResult:
+    """Everything one restricted unpickling produced."""
+
+    obj: Any = None
+    globals: dict[tuple[str, str], GlobalRef] = field(default_factory=dict)
+    storages: dict[str, StorageRef] = field(default_factory=dict)
+    error: str | None = None  # the unpickling stopped early (corrupt or hostile stream)
+    protocol: int | None = None
+
+    @property
+    def unsafe(self) -> list[GlobalRef]:
+        return [g for g in self.globals.values() if g.grade != SAFE]
+
+    def merge(self, other: ScanResult) -> None:
+        for key, ref in other.globals.items():
+            mine = self.globals.get(key)
+            if mine is None:
+                self.globals[key] = ref
+            else:
+                mine.count += ref.count
+                mine.where.extend(w for w in ref.where if w not in mine.where)
+                mine.calls.extend(ref.calls[: max(0, MAX_CALL_RECORDS - len(mine.calls))])
+
+
+# ------------------------------------------------------------------------------------------- unpickler
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler whose find_class never imports and whose persistent_load records storages."""
+
+    def __init__(
+        self,
+        file: Any,
+        result: ScanResult,
+        *,
+        source: str = "data.pkl",
+        torchscript: bool = False,
+        legacy_ids: bool = False,
+    ) -> None:
+        # latin1 decodes any Python 2 str without failing; keys are ASCII in practice.
+        super().__init__(file, encoding="latin1")
+        self.result = result
+        self.source = source
+        self.torchscript = torchscript
+        self.legacy_ids = legacy_ids
+        self._placeholders: dict[tuple[str, str], type[Placeholder]] = {}
+
+    # -- globals
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = _normalise(module, name)
+        key = (module, name)
+        ref = self.result.globals.get(key)
+        target, grade, reason = self._resolve(module, name)
+        if ref is None:
+            ref = self.result.globals[key] = GlobalRef(module, name, grade, reason, source=self.source)
+        ref.count += 1
+        return target
+
+    def _resolve(self, module: str, name: str) -> tuple[Any, str, str]:
+        allowed = _ALLOWED.get((module, name))
+        if allowed is not None:
+            return allowed, SAFE, "allow-listed"
+        if module == "builtins" and name in _BUILTINS:
+            return _BUILTINS[name], SAFE, "allow-listed"
+        if module in ("torch", "torch.storage") and name in STORAGE_DTYPES:
+            return StorageType(name, STORAGE_DTYPES[name]), SAFE, "allow-listed"
+        if module == "torch" and name in TORCH_DTYPE_NAMES:
+            return TorchDtype(TORCH_DTYPE_NAMES[name]), SAFE, "allow-listed"
+        if module in ("torch", "torch._tensor") and name in _TORCH_MARKERS:
+            return TorchMarker(f"torch.{name}"), SAFE, "allow-listed"
+        if self.torchscript and (module.startswith("__torch__") or module == "torch.jit._pickle"):
+            # TorchScript class names are resolved by the TorchScript runtime, never imported as Python.
+            return self._placeholder(module, name), SAFE, "TorchScript type"
+        grade, reason = grade_global(module, name)
+        return self._placeholder(module, name), grade, reason
+
+    def _placeholder(self, module: str, name: str) -> type[Placeholder]:
+        cls = self._placeholders.get((module, name))
+        if cls is None:
+            ref_key = (module, name)
+
+            def on_call(obj: Placeholder, _key: tuple[str, str] = ref_key) -> None:
+                ref = self.result.globals.get(_key)
+                if ref is not None and len(ref.calls) < MAX_CALL_RECORDS:
+                    # Arguments are recorded after the call; store the object and render later.
+                    self._pending_calls.append((ref, obj))
+
+            cls = type(name if name.isidentifier() else "Global", (Placeholder,), {})
+            cls._module, cls._name, cls._on_call = module, name, staticmethod(on_call)
+            self._placeholders[(module, name)] = cls
+        return cls
+
+    _pending_calls: list[tuple[GlobalRef, Placeholder]]
+
+    # -- storages
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            storage_type, key, location, numel = pid[1], str(pid[2]), str(pid[3]), pid[4]
+            dtype = storage_type.dtype if isinstance(storage_type, StorageType) else "uint8"
+            if isinstance(storage_type, TorchDtype):  # some writers pass the dtype itself
+                dtype = storage_type.name
+            ref = self.result.storages.get(key)
+            if ref is None:
+                ref = StorageRef(
+                    key=key, dtype=dtype, numel=int(numel) if isinstance(numel, int) else 0, location=location
+                )
+                self.result.storages[key] = ref
+            view = pid[5] if len(pid) > 5 else None
+            if self.legacy_ids and isinstance(view, tuple) and len(view) == 3:
+                # A legacy storage view: same bytes, different start and length.
+                return StorageRef(key=key, dtype=dtype, numel=int(view[2]), location=location, view=view)
+            return ref
+        if isinstance(pid, tuple) and pid and pid[0] == "module":
+            return {"__class__": "legacy module source", "name": _short_repr(pid[1:2])}
+        raise pickle.UnpicklingError(f"unsupported persistent id {_short_repr(pid)}")
+
+
+def _normalise(module: str, name: str) -> tuple[str, str]:
+    # Python 2 spellings (__builtin__, copy_reg): the C unpickler maps these only in its own find_class.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def restricted_load(
+    data: bytes | Any,
+    *,
+    source: str = "data.pkl",
+    torchscript: bool = False,
+    legacy_ids: bool = False,
+    result: ScanResult | None = None,
+) -> ScanResult:
+    """Unpickle `data` (bytes or a binary file positioned at a pickle) with the restricted unpickler.
+
+    Never raises for a bad stream: the error is recorded in `result.error` and what was found so far kept.
+    """
+    result = result or ScanResult()
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    head = None
+    if isinstance(data, (bytes, bytearray)) and len(data) >= 2 and data[0] == 0x80:
+        head = data[1]
+    result.protocol = head
+    unpickler = RestrictedUnpickler(stream, result, source=source, torchscript=torchscript, legacy_ids=legacy_ids)
+    unpickler._pending_calls = []
+    try:
+        result.obj = unpickler.load()
+    except RecursionError:
+        result.error = "pickle nests too deeply"
+    except Exception as e:  # corrupt or hostile streams raise anything: keep what we learnt
+        result.error = f"{type(e).__name__}: {e}"[:300]
+    finally:
+        for ref, obj in unpickler._pending_calls:
+            if len(ref.calls) < MAX_CALL_RECORDS:
+                ref.calls.append(obj.call_repr())
+    if result.obj is not None:
+        _locate_placeholders(result)
+    return result
+
+
+def _locate_placeholders(result: ScanResult) -> None:
+    """Record where in the structure each non-allowed global's objects ended up."""
+    seen: set[int] = set()
+
+    def visit(obj: Any, path: str, depth: int) -> None:
+        if depth > 200 or id(obj) in seen:
+            return
+        if isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, Placeholder):
+            ref = result.globals.get((obj._module, obj._name))
+            if ref is not None and len(ref.where) < 20 and path not in ref.where:
+                ref.where.append(path or "<root>")
+            for i, a in enumerate(obj.__dict__.get("args", ())):
+                visit(a, f"{path}(arg {i})", depth + 1)
+            visit(obj.__dict__.get("state"), path, depth + 1)
+            for k, v in obj.__dict__.get("mapping", {}).items():
+                visit(v, join_path(path, k), depth + 1)
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                visit(v, join_path(path, k), depth + 1)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            for i, v in enumerate(obj):
+                visit(v, join_path(path, i), depth + 1)
+        elif isinstance(obj, NamespaceData):
+            for k, v in vars(obj).items():
+                visit(v, join_path(path, k), depth + 1)
+        elif isinstance(obj, type) and issubclass(obj, Placeholder):
+            ref = result.globals.get((obj._module, obj._name))
+            if ref is not None and len(ref.where) < 20 and path not in ref.where:
+                ref.where.append((path or "<root>") + " (the global itself)")
+
+    visit(result.obj, "", 0)
+
+
+def join_path(prefix: str, key: Any) -> str:
+    key = key if isinstance(key, str) else _short_repr(key)
+    return f"{prefix}.{key}" if prefix else key
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """A cheap test for an embedded pickle: PROTO 2-5 at the start."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def worst_grade(refs: list[GlobalRef]) -> str:
+    grade = SAFE
+    for r in refs:
+        if _GRADE_ORDER[r.grade] > _GRADE_ORDER[grade]:
+            grade = r.grade
+    return grade

@@ -1,0 +1,100 @@
+"""Per-tensor statistics and value differences, computed chunk by chunk over memory-mapped data.
+
+A chunk is converted to float64 on its own (bfloat16/float8 decoded there), so memory stays bounded by
+the chunk size whatever the tensor's size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ptools.checkpoint.base import CheckpointReader
+from ptools.checkpoint.dtypes import decode
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CHUNK = 1 << 22  # elements per chunk: 32 MiB as float64
+
+
+def _chunks(raw: np.ndarray, dtype: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """float64 pieces of a raw view, in C order."""
+    import numpy as np
+
+    if raw.ndim == 0:
+        yield np.asarray(decode(raw.reshape(1), dtype), dtype=np.float64)
+        return
+    if raw.flags.c_contiguous:
+        flat = raw.reshape(-1)
+        for start in range(0, flat.size, chunk):
+            yield np.asarray(decode(flat[start : start + chunk], dtype), dtype=np.float64)
+        return
+    # Non-contiguous views: walk the leading axis in slabs small enough to copy.
+    per_row = max(1, raw[0].size if raw.shape[0] else 1)
+    rows = max(1, chunk // per_row)
+    for start in range(0, raw.shape[0], rows):
+        yield np.asarray(decode(np.ascontiguousarray(raw[start : start + rows]), dtype), dtype=np.float64).reshape(-1)
+
+
+def numeric(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat", "int", "uint", "bool"))
+
+
+def tensor_stats(reader: CheckpointReader, key: str) -> dict[str, Any]:
+    """min/max/mean/std (population) over finite values, and NaN/Inf counts."""
+    import numpy as np
+
+    raw, dtype = reader.read_raw(key)
+    if not numeric(dtype):
+        return {"skipped": f"no statistics for {dtype}"}
+    count = nan = inf = 0
+    mean = m2 = 0.0
+    lo, hi = math.inf, -math.inf
+    for chunk in _chunks(raw, dtype):
+        isnan = np.isnan(chunk)
+        isinf = np.isinf(chunk)
+        nan += int(isnan.sum())
+        inf += int(isinf.sum())
+        finite = chunk[~(isnan | isinf)] if (nan or inf) else chunk
+        n = finite.size
+        if not n:
+            continue
+        c_mean = float(finite.mean())
+        c_m2 = float(((finite - c_mean) ** 2).sum())
+        lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        # Chan et al.: combine (count, mean, M2) of two parts without a second pass.
+        total = count + n
+        delta = c_mean - mean
+        mean += delta * n / total
+        m2 += c_m2 + delta * delta * count * n / total
+        count = total
+    if not count:
+        return {"min": None, "max": None, "mean": None, "std": None, "nan": nan, "inf": inf}
+    return {"min": lo, "max": hi, "mean": mean, "std": math.sqrt(m2 / count), "nan": nan, "inf": inf}
+
+
+def value_diff(a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str) -> dict[str, Any]:
+    """max |a - b| over positions where both are finite; positions where NaN/Inf-ness differs are counted."""
+    import numpy as np
+
+    raw_a, dt_a = a.read_raw(key_a)
+    raw_b, dt_b = b.read_raw(key_b)
+    if not (numeric(dt_a) and numeric(dt_b)):
+        return {"skipped": f"no value comparison for {dt_a}/{dt_b}"}
+    max_abs = 0.0
+    mismatched_special = 0
+    differing = 0
+    for ca, cb in zip(_chunks(raw_a, dt_a), _chunks(raw_b, dt_b), strict=False):
+        fa, fb = np.isfinite(ca), np.isfinite(cb)
+        both = fa & fb
+        special_a, special_b = ~fa, ~fb
+        # Same NaN/Inf at the same place counts as equal (NaN == NaN here; +Inf vs -Inf does not).
+        same_special = special_a & special_b & ((np.isnan(ca) & np.isnan(cb)) | (ca == cb))
+        mismatched_special += int((special_a | special_b).sum() - same_special.sum())
+        if both.any():
+            d = np.abs(ca[both] - cb[both])
+            max_abs = max(max_abs, float(d.max()))
+            differing += int((d > 0).sum())
+    return {"max_abs": max_abs, "differing": differing + mismatched_special, "special_mismatch": mismatched_special}

@@ -1,0 +1,389 @@
+"""What `ptools inspect` shows: the selected state_dict, a tree of module prefixes, totals, shared storages.
+
+Everything here works on `TensorInfo` and the reader's structure only; no tensor data is read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.errors import PtoolsError
+
+WRAPPER_PREFIXES = {
+    "module.": "DataParallel / DistributedDataParallel wrapper",
+    "_orig_mod.": "torch.compile wrapper",
+}
+# Names a state_dict goes by inside a nested checkpoint, most telling first.
+PREFERRED_NAMES = ("state_dict", "model", "model_state_dict", "model_state", "net", "network", "module", "weights")
+_NOT_MODEL = re.compile(r"(^|\.)(optim\w*|optimizer_states?|lr_schedulers?|schedulers?|scaler|grad_scaler)(\.|$)")
+
+
+@dataclass
+class Selection:
+    """The tensors a command works on: a state_dict inside the file (or all of it), with relative keys."""
+
+    path: str | None  # None: the whole file
+    how: str  # "whole file" | "the file is a state_dict" | "auto-detected" | "--key"
+    infos: dict[str, TensorInfo]  # relative key -> info (info.key is the relative key too)
+    full_keys: dict[str, str]  # relative key -> key in the reader
+    candidates: list[str] = field(default_factory=list)
+    note: str | None = None
+
+
+# ------------------------------------------------------------------------------------------- selection
+
+
+def _is_state_dict(node: Any) -> bool:
+    return isinstance(node, dict) and bool(node) and all(isinstance(v, TensorInfo) for v in node.values())
+
+
+def _tensor_leaves(node: Any) -> list[TensorInfo]:
+    out: list[TensorInfo] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, TensorInfo):
+            out.append(n)
+        elif isinstance(n, dict):
+            stack.extend(reversed(list(n.values())))
+        elif isinstance(n, (list, tuple)):
+            stack.extend(reversed(list(n)))
+    return out
+
+
+def state_dict_candidates(structure: Any, max_depth: int = 3) -> list[str]:
+    """Paths of dicts whose values are all tensors, outside optimizer/scheduler state."""
+    found: list[str] = []
+
+    def visit(node: Any, path: str, depth: int) -> None:
+        if depth > max_depth or not isinstance(node, dict):
+            return
+        if path and _NOT_MODEL.search(path):
+            return
+        if _is_state_dict(node):
+            found.append(path)
+            return
+        for k, v in node.items():
+            if isinstance(v, dict):
+                visit(v, f"{path}.{k}" if path else str(k), depth + 1)
+
+    visit(structure, "", 0)
+    return found
+
+
+def resolve_path(structure: Any, path: str) -> tuple[Any, str]:
+    """Find `path` (dot- or slash-separated; dict keys may themselves contain dots) in the structure."""
+    node, done = structure, []
+    rest = path.replace("/", ".").strip(".")
+    while rest:
+        if isinstance(node, dict):
+            keys = sorted((str(k) for k in node), key=len, reverse=True)
+            match = next((k for k in keys if rest == k or rest.startswith(k + ".")), None)
+        elif isinstance(node, (list, tuple)):
+            head = rest.split(".", 1)[0]
+            match = head if head.isdigit() and int(head) < len(node) else None
+        else:
+            match = None
+        if match is None:
+            here = ".".join(done) or "the top level"
+            options = list(node)[:12] if isinstance(node, dict) else []
+            raise PtoolsError(
+                f"no key {path!r} in the checkpoint (at {here})",
+                hint=f"keys there: {', '.join(map(str, options))}"
+                if options
+                else "run without --key to see the structure",
+            )
+        node = node[match] if isinstance(node, dict) else node[int(match)]
+        done.append(match)
+        rest = rest[len(match) :].lstrip(".")
+    return node, ".".join(done)
+
+
+def select(reader: CheckpointReader, key: str | None = None) -> Selection:
+    structure = reader.structure()
+    all_infos = reader.tensors()
+    if key:
+        node, path = resolve_path(structure, key)
+        leaves = _tensor_leaves(node)
+        if not leaves:
+            raise PtoolsError(f"{reader.path}: --key {key!r} holds no tensors")
+        return _selection(path, "--key", leaves, path)
+    if _is_state_dict(structure):
+        return _selection(None, "the file is a state_dict", all_infos, "")
+    candidates = state_dict_candidates(structure)
+    if len(candidates) == 1:
+        node, path = resolve_path(structure, candidates[0])
+        return _selection(path, "auto-detected", _tensor_leaves(node), path, candidates)
+    sel = _selection(None, "whole file", all_infos, "", candidates)
+    if len(candidates) > 1:
+        sel.note = f"several state_dicts ({', '.join(candidates)}): pick one with --key"
+    return sel
+
+
+def _selection(
+    path: str | None, how: str, leaves: list[TensorInfo], prefix: str, candidates: list[str] | None = None
+) -> Selection:
+    infos: dict[str, TensorInfo] = {}
+    full: dict[str, str] = {}
+    cut = len(prefix) + 1 if prefix else 0
+    for info in leaves:
+        rel = info.key[cut:] if cut and info.key.startswith(prefix + ".") else info.key
+        if info.key == prefix:
+            rel = info.key.rsplit(".", 1)[-1]
+        infos[rel] = replace(info, key=rel)
+        full[rel] = info.key
+    return Selection(path, how, infos, full, candidates or [])
+
+
+def filter_keys(sel: Selection, pattern: str | None) -> list[str]:
+    """Keys matching a glob; a pattern without wildcards matches as a substring."""
+    keys = list(sel.infos)
+    if not pattern:
+        return keys
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    return [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
+
+
+# ------------------------------------------------------------------------------------------- summaries
+
+
+def view_id(info: TensorInfo) -> tuple[Any, ...] | None:
+    """Two tensors with the same view id are the same memory (tied weights): count them once."""
+    if info.storage is None:
+        return None
+    return (info.storage, info.storage_offset, info.shape, info.dtype, tuple(info.extra.get("stride") or ()))
+
+
+def wrapper_prefixes(keys: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for prefix, what in WRAPPER_PREFIXES.items():
+        n = sum(1 for k in keys if k.startswith(prefix) or f".{prefix}" in f".{k}")
+        if n:
+            out.append({"prefix": prefix, "meaning": what, "keys": n, "all": n == len(keys)})
+    return out
+
+
+def totals(infos: list[TensorInfo]) -> dict[str, Any]:
+    """Counts per dtype; tied views counted once in params and bytes."""
+    seen: set[Any] = set()
+    per: dict[str, dict[str, int]] = {}
+    tensors = params = nbytes = 0
+    for info in infos:
+        vid = view_id(info)
+        dup = vid is not None and vid in seen
+        if vid is not None:
+            seen.add(vid)
+        row = per.setdefault(info.dtype, {"tensors": 0, "params": 0, "bytes": 0})
+        row["tensors"] += 1
+        tensors += 1
+        if not dup:
+            row["params"] += info.numel
+            row["bytes"] += info.nbytes
+            params += info.numel
+            nbytes += info.nbytes
+    return {"tensors": tensors, "params": params, "bytes": nbytes, "by_dtype": per}
+
+
+def shared_storages(infos: list[TensorInfo]) -> list[dict[str, Any]]:
+    """Groups of tensors backed by one storage (tied weights, views), with the storage's bytes counted once."""
+    groups: dict[str, list[TensorInfo]] = {}
+    for info in infos:
+        if info.storage is not None:
+            groups.setdefault(info.storage, []).append(info)
+    out = []
+    for storage, members in groups.items():
+        if len(members) < 2:
+            continue
+        views = {view_id(m) for m in members}
+        nbytes = max(int(m.extra.get("storage_nbytes") or m.nbytes) for m in members)
+        out.append(
+            {
+                "storage": storage,
+                "keys": [m.key for m in members],
+                "bytes": nbytes,
+                "kind": "tied (identical views)" if len(views) == 1 else "views into one storage",
+            }
+        )
+    return out
+
+
+def module_tree(infos: list[TensorInfo], depth: int) -> dict[str, Any]:
+    """Prefix tree of '.'-separated keys, aggregated per node and cut at `depth` levels."""
+    root: dict[str, Any] = {"name": "", "path": "", "children": {}, "infos": []}
+    for info in infos:
+        node = root
+        parts = info.key.split(".")
+        for i, part in enumerate(parts):
+            node = node["children"].setdefault(
+                part, {"name": part, "path": ".".join(parts[: i + 1]), "children": {}, "infos": []}
+            )
+        node["tensor"] = info
+    _aggregate(root)
+
+    def render(node: dict[str, Any], level: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": node["name"],
+            "path": node["path"],
+            "tensors": node["tensors"],
+            "params": node["params"],
+            "bytes": node["bytes"],
+            "dtypes": node["dtypes"],
+        }
+        tensor = node.get("tensor")
+        if tensor is not None and not node["children"]:
+            out["shape"] = list(tensor.shape)
+        if node["children"]:
+            if level < depth:
+                out["children"] = [render(c, level + 1) for c in node["children"].values()]
+            else:
+                out["collapsed"] = True
+        return out
+
+    return render(root, 0)
+
+
+def _aggregate(node: dict[str, Any], seen: set[Any] | None = None) -> list[TensorInfo]:
+    infos: list[TensorInfo] = []
+    if "tensor" in node:
+        infos.append(node["tensor"])
+    for child in node["children"].values():
+        infos.extend(_aggregate(child))
+    t = totals(infos)
+    node.update(tensors=t["tensors"], params=t["params"], bytes=t["bytes"], dtypes=sorted(t["by_dtype"]))
+    return infos
+
+
+# ------------------------------------------------------------------------------------- structure overview
+
+
+def checkpoint_kind(structure: Any) -> str:
+    if _is_state_dict(structure):
+        return "state_dict"
+    if isinstance(structure, dict):
+        keys = set(map(str, structure))
+        if "pytorch-lightning_version" in keys or {"state_dict", "loops"} <= keys or "hyper_parameters" in keys:
+            return "lightning"
+        if structure.get("__class__") and structure.get("__loaded__") is False:
+            return "pickled object"
+        return "nested checkpoint"
+    if isinstance(structure, TensorInfo):
+        return "single tensor"
+    if isinstance(structure, (list, tuple)):
+        return "list"
+    return "other"
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """One short line for a value of the top-level structure."""
+    if isinstance(value, TensorInfo):
+        return f"tensor {value.dtype} {list(value.shape)}"
+    if _is_state_dict(value):
+        t = totals(list(value.values()))
+        return f"state_dict: {t['tensors']} tensors, {t['params']:,} params"
+    if isinstance(value, dict) and value.get("__loaded__") is False:
+        return f"{value.get('__class__')}(...): not loaded (global outside the allow-list)"
+    if isinstance(value, dict):
+        leaves = _tensor_leaves(value)
+        cls = value.get("__class__")
+        keys = [str(k) for k in value if k not in ("__class__", "__loaded__")]
+        head = f"{cls} " if cls else ""
+        shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+        tail = f", {len(leaves)} tensors" if leaves else ""
+        return f"{head}{{{shown}}} ({len(keys)} keys{tail})"
+    if isinstance(value, (list, tuple)):
+        leaves = _tensor_leaves(value)
+        tail = f", {len(leaves)} tensors" if leaves else ""
+        return f"{type(value).__name__}[{len(value)}]{tail}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def top_level(structure: Any) -> list[dict[str, Any]]:
+    if not isinstance(structure, dict) or _is_state_dict(structure):
+        return []
+    return [{"key": str(k), "summary": describe(v)} for k, v in structure.items() if k != "__loaded__"]
+
+
+def scalar_fields(value: Any, limit: int = 40) -> dict[str, Any]:
+    """Plain values of a dict (Lightning hyper_parameters, a config): shown as they are."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if len(out) >= limit:
+                break
+            if v is None or isinstance(v, (bool, int, float, str)):
+                out[str(k)] = v
+            elif isinstance(v, (list, tuple)) and len(v) <= 8 and all(isinstance(x, (int, float, str)) for x in v):
+                out[str(k)] = list(v)
+    return out
+
+
+def lightning_info(structure: Any) -> dict[str, Any] | None:
+    if checkpoint_kind(structure) != "lightning":
+        return None
+    info: dict[str, Any] = {}
+    for key in ("pytorch-lightning_version", "epoch", "global_step", "hparams_name"):
+        if key in structure:
+            info[key] = structure[key]
+    hp = structure.get("hyper_parameters")
+    if hp is not None:
+        info["hyper_parameters"] = scalar_fields(hp)
+    for key in ("optimizer_states", "lr_schedulers", "callbacks"):
+        if key in structure:
+            info[key] = describe(structure[key])
+    return info
+
+
+def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_size: int | None) -> dict[str, Any]:
+    """The default report as one JSON-able dict."""
+    structure = reader.structure()
+    all_infos = reader.tensors()
+    sel_infos = list(selection.infos.values())
+    report: dict[str, Any] = {
+        "file": str(reader.path),
+        "format": reader.format,
+        "file_size": file_size,
+        "metadata": reader.metadata(),
+        "kind": checkpoint_kind(structure),
+        "top_level": top_level(structure),
+        "selection": {
+            "path": selection.path,
+            "how": selection.how,
+            "candidates": selection.candidates,
+            "note": selection.note,
+        },
+        "wrapper_prefixes": wrapper_prefixes(list(selection.infos)),
+        "tree": module_tree(sel_infos, depth),
+        "depth": depth,
+        "totals": totals(sel_infos),
+        "file_totals": totals(all_infos),
+        "shared_storages": shared_storages(sel_infos),
+    }
+    lightning = lightning_info(structure)
+    if lightning:
+        report["lightning"] = lightning
+    return report
+
+
+def key_rows(selection: Selection, keys: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for k in keys:
+        info = selection.infos[k]
+        row: dict[str, Any] = {
+            "key": k,
+            "shape": list(info.shape),
+            "dtype": info.dtype,
+            "numel": info.numel,
+            "bytes": info.nbytes,
+        }
+        if info.storage is not None:
+            row["storage"] = info.storage
+        if info.extra.get("kind") not in (None, "dense"):
+            row["kind"] = info.extra["kind"]
+        rows.append(row)
+    return rows

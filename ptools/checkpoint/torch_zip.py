@@ -1,0 +1,328 @@
+"""PyTorch zip checkpoints (torch.save since 1.6), read without torch: restricted unpickling + memory-mapped storages.
+
+Layout: `<name>/data.pkl` (the object, tensors as persistent ids), `<name>/data/<key>` (one member per
+storage, stored uncompressed and aligned so it can be mapped), `<name>/byteorder`, `<name>/version`.
+TorchScript archives use the same container plus `code/` and `constants.pkl`; they are recognised here and
+handed to `torch_objects` after their pickles pass the scan.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
+from ptools.checkpoint.pickle_structure import PickleContents, build
+from ptools.checkpoint.restricted_pickle import (
+    SUSPICIOUS,
+    GlobalRef,
+    ScanResult,
+    TensorRef,
+    looks_like_pickle,
+    restricted_load,
+)
+from ptools.errors import PtoolsError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_PICKLE_BYTES = 1 << 30  # a data.pkl larger than this is not a real checkpoint (or a zip bomb)
+_NESTED_SCAN_LIMIT = 64 << 20  # scan byte storages up to this size for hidden pickles
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    if not head.startswith(_ZIP_MAGIC) or len(head) < 30:
+        return False
+    name_len = struct.unpack_from("<H", head, 26)[0]
+    first = head[30 : 30 + name_len].decode("utf-8", "replace")
+    if first.endswith(("/data.pkl", "/.format_version", "/byteorder", "/version")) or "/data/" in first:
+        return True
+    # The first member is not a torch one: look at the directory (cheap; Keras zips fall through).
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return find_prefix(zf.namelist()) is not None
+    except Exception:
+        return False
+
+
+def find_prefix(names: list[str]) -> str | None:
+    """The archive folder that holds data.pkl ("archive", or the saved file's stem)."""
+    candidates = [n[: -len("data.pkl")] for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+    if not candidates:
+        return None
+    return min(candidates, key=len)
+
+
+def open_reader(path: Path) -> CheckpointReader:
+    zf = _open_zip(path)
+    names = zf.namelist()
+    prefix = find_prefix(names)
+    if prefix is None:
+        zf.close()
+        raise PtoolsError(f"{path}: a zip archive, but not a PyTorch checkpoint (no data.pkl inside)")
+    if any(n.startswith(prefix + "code/") for n in names) or prefix + "constants.pkl" in names:
+        from ptools.checkpoint.torch_objects import open_torchscript
+
+        zf.close()
+        return open_torchscript(path)
+    return TorchZipReader(path, zf, prefix)
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise PtoolsError(
+            f"{path}: truncated or corrupted zip archive ({e})", hint="download or copy the file again"
+        ) from None
+    except (OSError, ValueError, EOFError) as e:
+        raise PtoolsError(f"{path}: cannot read the zip archive ({e})") from None
+
+
+def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise PtoolsError(f"{path}: {name} is {info.file_size} bytes, too large for a checkpoint pickle")
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise PtoolsError(f"{path}: {name} is truncated or corrupted ({e})", hint="download the file again") from None
+    except Exception as e:  # zlib.error and friends
+        raise PtoolsError(f"{path}: {name} cannot be decompressed ({type(e).__name__}: {e})") from None
+
+
+def scan_zip_pickles(
+    zf: zipfile.ZipFile, prefix: str, path: Path, *, torchscript: bool = False
+) -> tuple[ScanResult, list[str]]:
+    """Restricted-unpickle data.pkl, then scan every other pickle member for globals (merged)."""
+    main = restricted_load(read_member(zf, prefix + "data.pkl", path), source="data.pkl", torchscript=torchscript)
+    others: list[str] = []
+    for name in zf.namelist():
+        if name == prefix + "data.pkl" or not name.endswith(("pkl", ".pickle")):
+            continue
+        try:
+            extra = restricted_load(read_member(zf, name, path), source=name[len(prefix) :], torchscript=torchscript)
+        except PtoolsError:
+            continue
+        main.merge(extra)
+        others.append(name[len(prefix) :])
+    return main, others
+
+
+class TorchZipReader(CheckpointReader):
+    """torch.save zip archives; tensors are numpy views of the mapped file."""
+
+    format = "torch-zip"
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str, *, torchscript: bool = False) -> None:
+        super().__init__(path)
+        self._zf = zf
+        self._prefix = prefix
+        self._mm: mmap.mmap | None = None
+        self._file: Any = None
+        self._offsets: dict[str, int] = {}
+        names = set(zf.namelist())
+        self.byteorder = self._small_text("byteorder", names) or "little"
+        if self.byteorder not in ("little", "big"):
+            raise PtoolsError(f"{path}: unknown byteorder {self.byteorder!r} in the archive")
+        self.scan, self._other_pickles = scan_zip_pickles(zf, prefix, path, torchscript=torchscript)
+        if self.scan.error and not self.scan.unsafe:
+            raise PtoolsError(f"{path}: corrupted data.pkl ({self.scan.error})", hint="download the file again")
+        self.contents: PickleContents = build(self.scan)
+        try:
+            self._check_storages(names)
+        except PtoolsError:
+            if not self.scan.unsafe:
+                raise
+            # A hostile file: still report its globals; the missing data only matters for reads.
+        self._nested: list[GlobalRef] = []
+        self._scan_nested_pickles()
+        self._meta = {
+            "reader": "restricted unpickler (no torch), storages memory-mapped",
+            "archive": prefix.rstrip("/"),
+            "byteorder": self.byteorder,
+            "version": self._small_text("version", names),
+            "format_version": self._small_text(".format_version", names),
+            "storage_alignment": self._small_text(".storage_alignment", names),
+            "pickle_protocol": self.scan.protocol,
+            "storages": len(self.scan.storages),
+        }
+        if self._other_pickles:
+            self._meta["other_pickles"] = self._other_pickles
+        if self.scan.error:
+            self._meta["pickle_error"] = self.scan.error
+
+    def _small_text(self, name: str, names: set[str]) -> str | None:
+        member = self._prefix + name
+        if member not in names:
+            return None
+        try:
+            return read_member(self._zf, member, self.path, limit=4096).decode("utf-8", "replace").strip()
+        except PtoolsError:
+            return None
+
+    def _check_storages(self, names: set[str]) -> None:
+        for key, ref in self.scan.storages.items():
+            member = f"{self._prefix}data/{key}"
+            if member not in names:
+                raise PtoolsError(f"{self.path}: storage {key} is missing from the archive (truncated or corrupted)")
+            need = ref.numel * itemsize(ref.dtype)
+            have = self._zf.getinfo(member).file_size
+            if have < need:
+                raise PtoolsError(f"{self.path}: storage {key} holds {have} bytes but its tensors need {need}")
+
+    # -- reader interface
+    def tensors(self) -> list[TensorInfo]:
+        return list(self.contents.infos.values())
+
+    def structure(self) -> Any:
+        return self.contents.structure
+
+    def metadata(self) -> dict[str, Any]:
+        return {k: v for k, v in self._meta.items() if v is not None}
+
+    def pickle_globals(self) -> list[dict[str, Any]]:
+        return [g.as_dict() for g in [*self.scan.globals.values(), *self._nested]]
+
+    def findings(self) -> list[dict[str, Any]]:
+        return [g for g in self.pickle_globals() if g["grade"] != "safe"]
+
+    def read(self, key: str) -> np.ndarray:
+        raw, dtype = self.read_raw(key)
+        return decode(raw, dtype)
+
+    def read_raw(self, key: str) -> tuple[np.ndarray, str]:
+        ref = self.contents.refs.get(key)
+        if ref is None:
+            raise PtoolsError(f"{self.path}: no tensor {key!r}")
+        return tensor_from_storage(ref, key, self.path, self._storage_buffer, self.byteorder)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # numpy views still alive; the map closes when they go
+                pass
+            self._mm = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._zf.close()
+
+    # -- storages
+    def _storage_buffer(self, storage_key: str) -> tuple[Any, int, int]:
+        """(buffer, byte offset of the storage in it, storage bytes)."""
+        member = f"{self._prefix}data/{storage_key}"
+        info = self._zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            # Someone re-zipped the archive with compression: no mapping possible, read this storage.
+            return read_member(self._zf, member, self.path, limit=1 << 62), 0, info.file_size
+        if self._mm is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for the mapping's lifetime
+            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        offset = self._offsets.get(storage_key)
+        if offset is None:
+            offset = self._offsets[storage_key] = member_data_offset(self._mm, info, self.path)
+        return self._mm, offset, info.file_size
+
+    def _scan_nested_pickles(self) -> None:
+        """Byte storages and bytes values that start like a pickle are scanned too (torch never writes one)."""
+        candidates: list[tuple[str, bytes]] = list(self.contents.embedded_bytes)
+        for key, ref in self.scan.storages.items():
+            size = ref.numel * itemsize(ref.dtype)
+            if ref.dtype not in ("uint8", "int8") or size < 2 or size > _NESTED_SCAN_LIMIT:
+                continue
+            member = f"{self._prefix}data/{key}"
+            try:
+                with self._zf.open(member) as f:
+                    head = f.read(2)
+                    if looks_like_pickle(head):
+                        candidates.append((f"storage {key}", head + f.read()))
+            except Exception:
+                continue
+        for where, data in candidates:
+            if not looks_like_pickle(data[:2]):
+                continue
+            nested = restricted_load(data, source=f"nested pickle in {where}")
+            if nested.obj is None and not nested.globals:
+                continue
+            self._nested.append(
+                GlobalRef(
+                    "<nested pickle>",
+                    where,
+                    SUSPICIOUS,
+                    "a pickle hidden inside tensor data or bytes (torch never writes one)",
+                    count=1,
+                    where=[where],
+                    source="data",
+                )
+            )
+            for g in nested.globals.values():
+                g.source = f"nested pickle in {where}"
+                self._nested.append(g)
+
+
+def member_data_offset(buf: Any, info: zipfile.ZipInfo, path: Path) -> int:
+    """Where a stored member's bytes start: after its local header, whose extra field can differ from the
+    central directory's copy, so it is read from the local header itself."""
+    start = info.header_offset
+    header = bytes(buf[start : start + 30])
+    if len(header) < 30 or header[:4] != _ZIP_MAGIC:
+        raise PtoolsError(f"{path}: bad local header for {info.filename} (corrupted zip)")
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    offset = start + 30 + name_len + extra_len
+    if offset + info.file_size > len(buf):
+        raise PtoolsError(f"{path}: {info.filename} runs past the end of the file (truncated)")
+    return offset
+
+
+def tensor_from_storage(
+    ref: TensorRef, key: str, path: Path, storage_buffer: Any, byteorder: str = "little"
+) -> tuple[np.ndarray, str]:
+    """A zero-copy numpy view of one tensor inside its storage bytes (shape, stride, offset applied)."""
+    import numpy as np
+
+    dtype = ref.tensor_dtype
+    if ref.kind == "numpy" and ref.array is not None:
+        try:
+            return ref.array.numpy(), ref.array.dtype_name
+        except Exception as e:
+            raise PtoolsError(f"{path}: {key}: numpy array data not readable ({e})") from None
+    if ref.storage is None:
+        raise PtoolsError(f"{path}: {key} has no data in the file ({ref.kind} tensor)")
+    buf, start, size = storage_buffer(ref.storage.key)
+    raw_dt = raw_numpy_dtype(dtype, byteorder)
+    count = size // raw_dt.itemsize
+    storage = np.frombuffer(buf, dtype=raw_dt, count=count, offset=start)
+    numel = 1
+    for d in ref.shape:
+        numel *= d
+    stride = ref.stride if ref.stride is not None else _contiguous_stride(ref.shape)
+    offset = ref.offset + (ref.storage.view[1] if ref.storage.view else 0)
+    if numel == 0:
+        return np.zeros(ref.shape, dtype=raw_dt), dtype
+    last = offset + sum((d - 1) * s for d, s in zip(ref.shape, stride, strict=False))
+    if offset < 0 or last >= count or any(s < 0 for s in stride):
+        raise PtoolsError(f"{path}: {key} points outside its storage (corrupted checkpoint)")
+    item = raw_dt.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=ref.shape, strides=tuple(s * item for s in stride), writeable=False
+    )
+    return view, dtype
+
+
+def _contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
+    stride, acc = [], 1
+    for d in reversed(shape):
+        stride.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(stride))
+
+
+def sniff_any_zip(path: Path, head: bytes) -> bool:
+    return head.startswith(_ZIP_MAGIC)
