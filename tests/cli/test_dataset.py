@@ -1,0 +1,82 @@
+"""`ptools dataset synth|check|preview` through the app: outputs, JSON, exit codes, lazy imports."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from ptools.cli import app
+from ptools.data.preview import COLUMNS, HEADER_HEIGHT, LEGEND_ROW_HEIGHT, PAD
+from tests.conftest import run_ptools
+
+
+def _synth(runner, root, *extra):
+    return runner.invoke(app, ["dataset", "synth", str(root), "--n", "8", "--size", "24", *extra])
+
+
+def test_synth_json_and_overwrite_rules(runner, tmp_path):
+    root = tmp_path / "set"
+    result = _synth(runner, root, "--labels", "crack,stain", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "ptools.dataset.synth/1"
+    assert doc["labels"] == ["crack", "stain"] and doc["counts"] == {"crack": 4, "stain": 4}
+    assert len(list((root / "stain" / "defect_segmentation").iterdir())) == 4
+    again = _synth(runner, root)
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert _synth(runner, root, "--force", "--format", "jpg").exit_code == 0
+    assert len(list((root / "crack" / "defect").glob("*.jpg"))) == 2
+    bad = _synth(runner, tmp_path / "other", "--labels", "banana")
+    assert bad.exit_code == 2 and "banana" in bad.stderr
+
+
+def test_check_exit_codes(runner, tmp_path):
+    root = tmp_path / "set"
+    assert _synth(runner, root).exit_code == 0
+    ok = runner.invoke(app, ["dataset", "check", str(root)])
+    assert ok.exit_code == 0, ok.output
+    assert "no problems" in ok.stdout and "scratch" in ok.stdout
+    mask = next((root / "spot" / "defect_segmentation").iterdir())
+    Image.new("L", (24, 24), 0).save(mask)
+    found = runner.invoke(app, ["dataset", "check", str(root), "--json"])
+    assert found.exit_code == 1
+    doc = json.loads(found.stdout)
+    assert doc["schema"] == "ptools.dataset.check/1" and doc["ok"] is False
+    assert doc["problems"] == [
+        {"kind": "mask_empty", "path": str(mask), "detail": "the mask marks no pixel", "severity": "error"}
+    ]
+    assert runner.invoke(app, ["dataset", "check", str(root)]).exit_code == 1
+    (tmp_path / "empty").mkdir()
+    missing = runner.invoke(app, ["dataset", "check", str(tmp_path / "empty")])
+    assert missing.exit_code == 2 and "not a dataset" in missing.stderr
+
+
+def test_preview_png_terminal_and_json(runner, tmp_path):
+    root = tmp_path / "set"
+    assert _synth(runner, root).exit_code == 0
+    out = tmp_path / "grid.png"
+    args = ["dataset", "preview", str(root), "--n", "3", "--size", "32", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as img:
+        rows = (img.height - HEADER_HEIGHT - PAD - 3 * (32 + PAD)) / LEGEND_ROW_HEIGHT
+        assert img.width == len(COLUMNS) * (32 + PAD) + PAD and rows in (1, 2, 3)
+    assert runner.invoke(app, args).exit_code == 2  # exists: needs --force
+    doc = json.loads(runner.invoke(app, [*args, "--force", "--augmented", "--label", "crack", "--json"]).stdout)
+    assert doc["schema"] == "ptools.dataset.preview/1" and doc["augmented"] is True
+    assert {tuple(s["labels"]) for s in doc["samples"]} == {("crack",)} and len(doc["samples"]) == 2
+    term = runner.invoke(app, ["dataset", "preview", str(root), "--n", "1", "--size", "16", "--terminal"])
+    assert term.exit_code == 0 and "▀" in term.stdout
+    assert not (tmp_path / "preview.png").exists()
+    unknown = runner.invoke(app, ["dataset", "preview", str(root), "--label", "nope", "--out", str(tmp_path / "x.png")])
+    assert unknown.exit_code == 2 and not (tmp_path / "x.png").exists()
+
+
+def test_check_and_synth_do_not_import_torch(tmp_path):
+    proc = run_ptools("dataset", "synth", str(tmp_path / "s"), "--n", "4", "--size", "16", check_modules=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+    proc = run_ptools("dataset", "check", str(tmp_path / "s"), "--json", check_modules=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
