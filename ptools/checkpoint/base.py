@@ -65,9 +65,22 @@ class CheckpointReader(abc.ABC):
         """Security findings (unsafe globals and where they are); empty for formats that cannot run code."""
         return []
 
+    def pickle_globals(self) -> list[dict[str, Any]]:
+        """Every global a pickle in the file names, graded (safe/suspicious/dangerous); [] without pickles."""
+        return []
+
     @abc.abstractmethod
     def read(self, key: str) -> np.ndarray:
         """The data of one tensor as a numpy array (memory-mapped where the format allows)."""
+
+    def read_raw(self, key: str) -> tuple[np.ndarray, str]:
+        """The stored values unconverted, and the dtype name to decode them with (`checkpoint.dtypes.decode`).
+
+        Lets statistics convert bfloat16/float8 chunk by chunk instead of copying a whole tensor; the
+        default is `read(key)`, already decoded.
+        """
+        arr = self.read(key)
+        return arr, str(arr.dtype)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
