@@ -1,21 +1,206 @@
-"""Roles of TensorFlow checkpoint keys: model weights, optimizer slots, counters and EMA shadows."""
+"""Roles of TensorFlow checkpoint keys: model weights, optimizer slots, counters and EMA shadows.
+
+TF2 object checkpoints are explained by their TrackableObjectGraph: each key's `full_name`, the slot
+references optimizers record, and which objects are reachable from the model without passing through an
+optimizer (Keras 3 stores model weights under `optimizer/_trainable_variables/N`, so key paths alone
+mislead). TF1 name-based checkpoints are explained by TensorFlow's naming conventions (`kernel/Adam`,
+`kernel/Adam_1`, `beta1_power`, `global_step`, `<var>/ExponentialMovingAverage`).
+"""
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ptools.checkpoint.tf_bundle import TFBundleReader, VariableInfo
+    from ptools.checkpoint.tf_bundle_proto import TrackableNode
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+# TF1 slot suffixes: slot_creator names slots "<var>/<optimizer name>[_k]".
+_TF1_SLOT = re.compile(
+    r"^(Adam|Nadam|Adamax|AdamW|AdamWeightDecayOptimizer|LAMB|Momentum|RMSProp|Adagrad|AdagradDA|"
+    r"ProximalAdagrad|Adadelta|Ftrl|LARS|adam_m|adam_v)(_\d+)?$"
+)
+_TF1_SLOT_NAMES = {
+    "Adam": "m",
+    "Adam_1": "v",
+    "RMSProp": "rms",
+    "RMSProp_1": "momentum",
+    "Adadelta": "accum",
+    "Adadelta_1": "accum_update",
+    "Ftrl": "accum",
+    "Ftrl_1": "linear",
+    "Momentum": "momentum",
+    "Adagrad": "accumulator",
+    "adam_m": "m",
+    "adam_v": "v",
+}
+_TF1_OPTIMIZER = re.compile(r"^(.*/)?(beta[12]_power|beta_[12]_power)(_\d+)?$")
+_COUNTER_NAMES = {"global_step", "save_counter", "iter", "iteration", "iterations", "_iterations"}
+_ITER_CHILDREN = {"iter", "_iterations", "iterations"}
+_LR_CHILDREN = {"learning_rate", "_learning_rate", "lr"}
+
+
+def _strip(name: str) -> str:
+    return name[:-2] if name.endswith(":0") else name
 
 
 def classify(reader: TFBundleReader) -> list[VariableInfo]:
+    graph = reader.object_graph()
+    if graph is None:
+        return _classify_tf1(reader)
+    return _classify_tf2(reader, graph)
+
+
+def _info(reader: TFBundleReader, key: str, **kw: object) -> VariableInfo:
     from ptools.checkpoint.tf_bundle import VariableInfo
 
-    return [
-        VariableInfo(key=k, name=k, role="weight", shape=tuple(reader.entry(k).shape), dtype=reader.dtype_of(k), path=k)
-        for k in reader.keys()
-    ]
+    return VariableInfo(key=key, shape=tuple(reader.entry(key).shape), dtype=reader.dtype_of(key), **kw)  # type: ignore[arg-type]
+
+
+# --- TF1 -----------------------------------------------------------------------------------------
+
+
+def _classify_tf1(reader: TFBundleReader) -> list[VariableInfo]:
+    keys = reader.keys()
+    present = set(keys)
+    out = []
+    for key in keys:
+        base, _, last = key.rpartition("/")
+        if key == "global_step" or last == "global_step":
+            out.append(_info(reader, key, name=key, role="counter", path=key))
+        elif key.endswith(EMA_SUFFIX) and key[: -len(EMA_SUFFIX)] in present:
+            out.append(_info(reader, key, name=key[: -len(EMA_SUFFIX)], role="ema", path=key))
+        elif base in present and _TF1_SLOT.match(last):
+            slot = _TF1_SLOT_NAMES.get(last, last)
+            out.append(_info(reader, key, name=key, role="slot", path=key, slot_of=base, slot_name=slot))
+        elif _TF1_OPTIMIZER.match(key):
+            out.append(_info(reader, key, name=key, role="optimizer", path=key))
+        else:
+            out.append(_info(reader, key, name=key, role="weight", path=key))
+    return out
+
+
+# --- TF2 -----------------------------------------------------------------------------------------
+
+
+def _is_optimizer(node: TrackableNode, local_name: str) -> bool:
+    if node.slot_variables or local_name == "optimizer":
+        return True
+    names = {name for _, name in node.children}
+    return bool(names & _ITER_CHILDREN) and bool(names & _LR_CHILDREN)
+
+
+def _classify_tf2(reader: TFBundleReader, graph: list[TrackableNode]) -> list[VariableInfo]:
+    n = len(graph)
+
+    def valid(i: int) -> bool:
+        return 0 <= i < n
+
+    # BFS paths (what TF names keys after) and which nodes are optimizers.
+    path: dict[int, str] = {0: ""}
+    optimizers: set[int] = set()
+    queue = deque([0])
+    while queue:
+        i = queue.popleft()
+        for child, local in graph[i].children:
+            if valid(child) and child not in path:
+                path[child] = f"{path[i]}/{local}" if path[i] else local
+                if _is_optimizer(graph[child], local):
+                    optimizers.add(child)
+                queue.append(child)
+    optimizers |= {i for i in range(n) if graph[i].slot_variables}
+    # Nodes reachable from the root without going through an optimizer: the model's own state.
+    model: set[int] = {0}
+    queue = deque([0])
+    while queue:
+        i = queue.popleft()
+        for child, _ in graph[i].children:
+            if valid(child) and child not in model and child not in optimizers:
+                model.add(child)
+                queue.append(child)
+    slot_of: dict[int, tuple[int, str]] = {}
+    for node in graph:
+        for ref in node.slot_variables:
+            slot_of[ref.slot_variable_node_id] = (ref.original_variable_node_id, ref.slot_name)
+
+    def node_name(i: int) -> str:
+        for attr in graph[i].attributes if valid(i) else []:
+            if attr.full_name:
+                return _strip(attr.full_name)
+        return path.get(i, "")
+
+    by_key: dict[str, tuple[int, str]] = {}
+    for i, node in enumerate(graph):
+        for attr in node.attributes:
+            by_key.setdefault(attr.checkpoint_key, (i, _strip(attr.full_name)))
+
+    weights_by_flat: dict[str, str] = {}  # Keras 3 slot names flatten the weight path: d1/kernel -> d1_kernel
+    for i in model:
+        for attr in graph[i].attributes:
+            if attr.full_name:
+                weights_by_flat[_strip(attr.full_name).replace("/", "_")] = _strip(attr.full_name)
+
+    out = []
+    for key in reader.keys():
+        if key not in by_key:
+            continue  # the object graph itself, or keys no object claims
+        i, full = by_key[key]
+        # Slot variables hang off the optimizer's slot references, not its children: no BFS path.
+        obj_path = path.get(i) or key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE")
+        name = full or obj_path
+        local = obj_path.rpartition("/")[2]
+        if i in slot_of:
+            orig, slot = slot_of[i]
+            out.append(
+                _info(reader, key, name=name, role="slot", path=obj_path, slot_of=node_name(orig), slot_name=slot)
+            )
+        elif i in model or i not in path:
+            if local in _COUNTER_NAMES or name in ("save_counter", "global_step"):
+                role = "counter"
+            elif name.endswith(EMA_SUFFIX):
+                role = "ema"
+                name = name[: -len(EMA_SUFFIX)]
+            else:
+                role = "weight"
+            out.append(_info(reader, key, name=name, role=role, path=obj_path))
+        elif local in _COUNTER_NAMES or name.rpartition("/")[2] in _COUNTER_NAMES:
+            out.append(_info(reader, key, name=name, role="counter", path=obj_path))
+        else:
+            weight, slot = _keras3_slot(name, weights_by_flat)
+            if weight is not None:
+                out.append(_info(reader, key, name=name, role="slot", path=obj_path, slot_of=weight, slot_name=slot))
+            else:
+                out.append(_info(reader, key, name=name, role="optimizer", path=obj_path))
+    return out
+
+
+def _keras3_slot(name: str, weights_by_flat: dict[str, str]) -> tuple[str | None, str | None]:
+    """Keras 3 optimizer variables are named '<optimizer>/<flattened weight path>_<slot>'."""
+    tail = name.partition("/")[2] if "/" in name else name
+    best = None
+    for flat, weight in weights_by_flat.items():
+        if tail.startswith(flat + "_") and (best is None or len(flat) > len(best[0])):
+            best = (flat, weight)
+    if best is None:
+        return None, None
+    return best[1], tail[len(best[0]) + 1 :]
+
+
+# --- selection -----------------------------------------------------------------------------------
 
 
 def select(variables: list[VariableInfo], include_optimizer: bool, ema: bool) -> list[VariableInfo]:
-    return [v for v in variables if include_optimizer or v.role == "weight"]
+    """Weights (EMA shadows swapped in with `ema`), plus optimizer state with `include_optimizer`."""
+    shadows = {v.name: v for v in variables if v.role == "ema"} if ema else {}
+    out = []
+    for v in variables:
+        if v.role == "ema":
+            continue
+        if v.role == "weight":
+            out.append(shadows.get(v.name, v))
+        elif include_optimizer:
+            out.append(v)
+    return out
