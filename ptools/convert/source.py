@@ -22,6 +22,7 @@ _OPTIMIZER = re.compile(
 )
 _COUNTER = re.compile(r"(^|/)(global_step|save_counter|iter|iterations|_iterations)$")
 _EMA = re.compile(r"/ExponentialMovingAverage$")
+_ATTRIBUTES = re.compile(r"/\.ATTRIBUTES/[^/]+$")
 _ROLE_ALIASES = {"slot": "optimizer"}  # the TF bundle reader's names for roles
 _RNN_CELL = re.compile(r"^(.*)/(lstm_cell|gru_cell|simple_rnn_cell|cell)$")
 
@@ -69,6 +70,7 @@ def classify(key: str) -> str:
     """Role of a tensor from its name alone (readers that know better set `extra['role']`)."""
     if key == "_CHECKPOINTABLE_OBJECT_GRAPH" or key.startswith("keras_api/"):
         return "meta"
+    key = _ATTRIBUTES.sub("", key)
     if _EMA.search(key):
         return "ema"
     if _COUNTER.search(key):
@@ -94,7 +96,7 @@ def _name_of(info: TensorInfo) -> str:
         v = info.extra.get(k)
         if isinstance(v, str) and v:
             return re.sub(r":\d+$", "", v)
-    return info.key
+    return _ATTRIBUTES.sub("", info.key)
 
 
 def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: bool = False) -> Canonical:
@@ -108,7 +110,9 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
     for info in infos:
         name = _name_of(info)
         role = _ROLE_ALIASES.get(info.extra.get("role"), info.extra.get("role")) or classify(info.key)
-        if role == "weight" and classify(name) != "weight":
+        if role == "weight" and classify(info.key) != "weight":
+            role = classify(info.key)
+        elif role == "weight" and classify(name) != "weight":
             role = classify(name)
         ema_of = None
         if role == "ema":
