@@ -62,6 +62,8 @@ def unmask(masked: int) -> int:
 
 
 def _as_bytes_view(data: Any) -> memoryview:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     mv = memoryview(data)
     if mv.ndim != 1 or mv.itemsize != 1 or not mv.c_contiguous:
         mv = mv.cast("B") if mv.c_contiguous else memoryview(bytes(mv))

@@ -203,17 +203,18 @@ def build_table(
     out = bytearray()
     index: list[tuple[bytes, bytes]] = []
     pending: list[tuple[bytes, bytes]] = []
-    pending_size = 0
+    pending_size = 0  # BlockBuilder::CurrentSizeEstimate without the restart array
+    pending_restarts = 0
     pending_handle: tuple[int, int] | None = None
     last_key: bytes | None = None
 
     def flush() -> None:
-        nonlocal pending, pending_size, pending_handle
+        nonlocal pending, pending_size, pending_restarts, pending_handle
         contents = _build_block(pending, restart_interval)
         raw = _raw_block(contents, compression)
         pending_handle = (len(out), len(raw) - TRAILER_SIZE)
         out.extend(raw)
-        pending, pending_size = [], 0
+        pending, pending_size, pending_restarts = [], 0, 0
 
     for key, val in entries:
         if last_key is not None and key <= last_key:
@@ -224,10 +225,20 @@ def build_table(
                 (_shortest_separator(last_key, key), put_varint(pending_handle[0]) + put_varint(pending_handle[1]))
             )
             pending_handle = None
+        # Size the block exactly as TF does, so blocks split where TF splits them (same index bytes).
+        shared = 0
+        if len(pending) % restart_interval == 0:
+            pending_restarts += 1
+        else:
+            prev = pending[-1][0]
+            m = min(len(prev), len(key))
+            while shared < m and prev[shared] == key[shared]:
+                shared += 1
         pending.append((key, val))
-        pending_size += len(key) + len(val) + 12
+        pending_size += len(put_varint(shared) + put_varint(len(key) - shared) + put_varint(len(val)))
+        pending_size += len(key) - shared + len(val)
         last_key = key
-        if pending_size >= block_size:
+        if pending_size + 4 * pending_restarts + 4 >= block_size:
             flush()
     if pending:
         flush()

@@ -108,7 +108,9 @@ class TFBundleWriter:
 
     def _append(self, shard: int, payload: Any) -> tuple[int, int]:
         offset = self._offsets[shard]
-        mv = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+        if isinstance(payload, np.ndarray):
+            payload = payload.reshape(-1).view(np.uint8)  # memoryview.cast refuses zero-size shapes
+        mv = memoryview(payload)
         self._files[shard].write(mv)
         self._offsets[shard] += len(mv)
         return offset, len(mv)
@@ -216,6 +218,15 @@ class TFBundleWriter:
         if code is None:
             raise ValueError("add_sliced needs at least one slice")
         self._entries[k] = BundleEntry(dtype=code, shape=tuple(full_shape), slices=[list(e) for e, _ in slices])
+
+    def declare_sliced(self, key: str, full_shape: tuple[int, ...], slices: list[list[Extent]], dtype: str) -> None:
+        """Only the full-name entry of a partitioned variable (its slices added with `add(slice_key(...))`)."""
+        code = _DTYPE_CODES.get(dtype)
+        if code is None:
+            raise ValueError(f"unsupported dtype {dtype!r}")
+        self._entries[self._key(key)] = BundleEntry(
+            dtype=code, shape=tuple(full_shape), slices=[list(e) for e in slices]
+        )
 
     def add_object_graph(self, nodes: list[TrackableNode]) -> None:
         """Store a TrackableObjectGraph (TF2 object-based naming) under `_CHECKPOINTABLE_OBJECT_GRAPH`."""
