@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +231,11 @@ def _value_problems(module: nn.Module, op: str, tf_pads: Pads | None) -> list[st
 
 
 def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str = "same", spec: str = "") -> ScanResult:
-    """Run one forward pass on zeros of (1, C, H, W) and check every conv/pool call against TF."""
+    """Run one forward pass on zeros of (1, C, H, W) and check every conv/pool call against TF.
+
+    A layer is ok when PyTorch gives TF's output size with TF's window placement (and, for average pools,
+    TF's divisor): same size with windows shifted by one is the classic silent port bug, so it counts.
+    """
     if expect not in tfpad.PAD_MODES:
         raise PtoolsError(f"--expect must be 'same' or 'valid', got {expect!r}")
     result = ScanResult(model=spec, input_size=input_size, expect=expect)
@@ -254,7 +259,10 @@ def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str =
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_size))
+            # Zeros in the model's own dtype and device: the scan needs shapes only.
+            ref = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+            dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, "cpu")
+            model(torch.zeros(1, *input_size, dtype=dtype, device=device))
     except Exception as e:  # a drifting layer often breaks a later concat: report what was seen
         result.error = f"forward pass failed: {type(e).__name__}: {e}".splitlines()[0]
     finally:
