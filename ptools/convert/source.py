@@ -22,6 +22,21 @@ _OPTIMIZER = re.compile(
 )
 _COUNTER = re.compile(r"(^|/)(global_step|save_counter|iter|iterations|_iterations)$")
 _EMA = re.compile(r"/ExponentialMovingAverage$")
+WRITABLE_DTYPES = {
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+}
 _ATTRIBUTES = re.compile(r"/\.ATTRIBUTES/[^/]+$")
 _ROLE_ALIASES = {"slot": "optimizer"}  # the TF bundle reader's names for roles
 _RNN_CELL = re.compile(r"^(.*)/(lstm_cell|gru_cell|simple_rnn_cell|cell)$")
@@ -40,6 +55,7 @@ class SourceTensor:
     load: Callable[[], np.ndarray]
     source_key: str = ""  # the key inside the file, when it differs (TF2 object-graph keys)
     ema_of: str | None = None  # for EMA shadows: the canonical name of the weight they shadow
+    position: tuple[int, int] | None = None  # (shard, byte offset) in TF bundles: TF writes in model order
 
 
 @dataclass
@@ -107,37 +123,44 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         layers[kl.name] = LayerMeta(kl.name, kl.class_name, dict(kl.config or {}), kl.input_shape)
     tensors: dict[str, SourceTensor] = {}
     skipped: list[SourceTensor] = []
-    for info in infos:
-        name = _name_of(info)
-        role = _ROLE_ALIASES.get(info.extra.get("role"), info.extra.get("role")) or classify(info.key)
-        if role == "weight" and classify(info.key) != "weight":
-            role = classify(info.key)
-        elif role == "weight" and classify(name) != "weight":
+    names = [_name_of(i) for i in infos]
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    for info, name in zip(infos, names, strict=True):
+        given = info.extra.get("role")
+        # A reader that knows the roles (object graph, slot references) is trusted; names are the fallback.
+        role = _ROLE_ALIASES.get(given, given) if given else classify(info.key)
+        if not given and role == "weight" and classify(name) != "weight":
             role = classify(name)
+        if role == "meta" or info.dtype in ("string", "object", "variant", "resource"):
+            continue
+        if counts[name] > 1:
+            name = _ATTRIBUTES.sub("", info.key)  # unnamed tf.Variables all share "Variable": use object paths
         ema_of = None
         if role == "ema":
             ema_of = _EMA.sub("", name)
             name = info.key if name == ema_of else name
-        if role == "meta" or info.dtype in ("string", "object", "variant", "resource"):
-            continue
-        layer = info.extra.get("layer") or layer_of(name)
-        if not isinstance(layer, str):
-            layer = layer_of(name)
+        layer = info.extra.get("layer") if isinstance(info.extra.get("layer"), str) else layer_of(name)
+        dtype = info.dtype
+        if dtype.startswith("float8"):
+            dtype = "float32"  # read() widens float8 exactly; written as float32
         st = SourceTensor(
             key=name,
             layer=layer,
             var=name.rsplit("/", 1)[-1],
             shape=tuple(info.shape),
-            dtype=info.dtype,
+            dtype=dtype,
             role=role,
             load=(lambda k=info.key: reader.read(k)),
             source_key=info.key,
             ema_of=ema_of,
+            position=_position(info),
         )
-        if name in tensors:
-            name = info.key  # two variables share a full_name: keep both under their file keys
-            st.key = name
-        if role == "weight" or (role in ("optimizer", "counter") and include_optimizer):
+        if dtype not in WRITABLE_DTYPES:
+            st.role = f"unsupported dtype {dtype}"
+            skipped.append(st)
+        elif role == "weight" or (role in ("optimizer", "counter") and include_optimizer):
             tensors[name] = st
         elif role == "ema":
             tensors[name] = st  # resolved below
@@ -185,8 +208,30 @@ def _fold_rnn_layers(tensors: dict[str, SourceTensor]) -> None:
                 t.layer = m.group(1)
 
 
+def _position(info: TensorInfo) -> tuple[int, int] | None:
+    shard, offset = info.extra.get("shard"), info.extra.get("offset")
+    if isinstance(shard, int) and isinstance(offset, int):
+        return (shard, offset)
+    return None
+
+
 def _order_layers(layers: dict[str, LayerMeta], tensors: dict[str, SourceTensor]) -> dict[str, LayerMeta]:
-    # Model order is the tensors' order (readers list them in model order); layers without weights last.
+    """Layers in model order, which order-based matching relies on.
+
+    Keras files list layers in model order. TF bundle keys are sorted by name, which is not model order
+    (`layer_with_weights-10` < `-2`; Keras 3 splits a layer between `model/...` and `optimizer/...`), but TF
+    writes the data in model order, so a layer's first byte offset orders it.
+    """
+    first: dict[str, tuple[int, int, int]] = {}
+    for i, t in enumerate(tensors.values()):
+        pos = (0, *t.position) if t.position is not None else (1, i, 0)
+        if t.layer not in first or pos < first[t.layer]:
+            first[t.layer] = pos
+    if any(t.position is not None for t in tensors.values()):
+        sorted_names = sorted(first, key=lambda n: first[n])
+        reordered = {k: v for n in sorted_names for k, v in tensors.items() if v.layer == n}
+        tensors.clear()
+        tensors.update(reordered)
     order: dict[str, LayerMeta] = {}
     for t in tensors.values():
         if t.layer not in order:
