@@ -119,12 +119,47 @@ def targets_from_template(path: str | Path) -> list[TargetTensor]:
     ]
 
 
-def _compatible(item: Item, t: TargetTensor) -> bool:
-    return item.role == t.role and tuple(item.shape_after) == tuple(t.shape)
+def _prefix(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else ""
+
+
+def _role(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+@dataclass
+class _Group:
+    """One module's tensors on either side: matching pairs whole modules, so a layer's weight and bias can
+    never be split across two target modules."""
+
+    prefix: str
+    members: dict[str, Any]  # role -> Item or TargetTensor
+
+    def signature(self, shape_of: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return tuple(sorted((r, tuple(shape_of(m))) for r, m in self.members.items()))
+
+
+def _group(objs: list[Any], key_of: Any) -> list[_Group]:
+    groups: dict[str, _Group] = {}
+    for o in objs:
+        k = key_of(o)
+        g = groups.setdefault(_prefix(k), _Group(_prefix(k), {}))
+        if _role(k) in g.members:  # same key twice: keep it apart rather than overwrite
+            groups[k] = _Group(k, {_role(k): o})
+        else:
+            g.members[_role(k)] = o
+    return list(groups.values())
 
 
 def match(items: list[Item], targets: list[TargetTensor], fixed: set[int] | None = None) -> MatchResult:
-    """Pair items with targets. `fixed` holds indexes of items named by --map rules (matched by name only)."""
+    """Pair items with targets. `fixed` holds indexes of items named by --map rules (matched by name only).
+
+    1. names: an item whose proposed key exists in the target (shape checked);
+    2. order: the remaining source layers and target modules, aligned in order by their (role, shape)
+       signature - accepted only if that alignment is the single best one;
+    3. leftovers: a source layer and a target module that are each other's only compatible partner.
+    Anything else is reported (unmatched / unfilled / ambiguous with candidates).
+    """
     fixed = fixed or set()
     res = MatchResult()
     by_key = {t.key: t for t in targets}
@@ -143,60 +178,69 @@ def match(items: list[Item], targets: list[TargetTensor], fixed: set[int] | None
         else:
             rest_items.append(it)
     rest_targets = [t for t in targets if t.key not in used]
-    # BN counters have no TF source; fill them by name when the item exists, else leave them to order.
-    if rest_items and rest_targets:
-        if len(rest_items) * len(rest_targets) > MAX_ALIGN_CELLS:
-            res.ambiguous.append(
-                {
-                    "reason": f"too many unmatched tensors to align by order "
-                    f"({len(rest_items)} x {len(rest_targets)}); add --map rules"
-                }
-            )
-            res.unmatched_items += rest_items
-            res.unfilled += rest_targets
-            return res
-        pairs, count = _align(rest_items, rest_targets)
-        if count == 1:
-            matched_i = {i for i, _ in pairs}
-            matched_j = {j for _, j in pairs}
-            for i, j in pairs:
-                res.pairs.append((rest_items[i], rest_targets[j], "order"))
-            left_items = [it for i, it in enumerate(rest_items) if i not in matched_i]
-            left_targets = [t for j, t in enumerate(rest_targets) if j not in matched_j]
-            # Out-of-order leftovers: pair only when each side has exactly one compatible partner.
-            for it in list(left_items):
-                cands = [t for t in left_targets if _compatible(it, t)]
-                if len(cands) == 1 and sum(_compatible(o, cands[0]) for o in left_items) == 1:
-                    res.pairs.append((it, cands[0], "unique-shape"))
-                    left_items.remove(it)
-                    left_targets.remove(cands[0])
-            res.unmatched_items += left_items
-            res.unfilled += left_targets
-        else:
-            for it in rest_items:
-                cands = [t.key for t in rest_targets if _compatible(it, t)]
-                if len(cands) > 1:
-                    res.ambiguous.append(
-                        {
-                            "source": list(it.sources) or [it.target],
-                            "proposed": it.target,
-                            "candidates": cands[:10],
-                            "reason": f"{count} equally good order alignments",
-                        }
-                    )
-            res.unmatched_items += rest_items
-            res.unfilled += rest_targets
-    else:
+    if not rest_items or not rest_targets:
         res.unmatched_items += rest_items
         res.unfilled += rest_targets
+        return res
+    src_groups = _group(rest_items, lambda it: it.target)
+    tgt_groups = _group(rest_targets, lambda t: t.key)
+    src_sig = [g.signature(lambda it: it.shape_after) for g in src_groups]
+    tgt_sig = [g.signature(lambda t: t.shape) for g in tgt_groups]
+    if len(src_groups) * len(tgt_groups) > MAX_ALIGN_CELLS:
+        res.ambiguous.append(
+            {
+                "reason": f"too many unmatched modules to align by order "
+                f"({len(src_groups)} x {len(tgt_groups)}); add --map rules"
+            }
+        )
+        res.unmatched_items += rest_items
+        res.unfilled += rest_targets
+        return res
+    pairs, count = _align(src_sig, tgt_sig)
+    taken_s: set[int] = set()
+    taken_t: set[int] = set()
+    if count == 1:
+        for i, j in pairs:
+            _pair_groups(res, src_groups[i], tgt_groups[j], "order")
+            taken_s.add(i)
+            taken_t.add(j)
+    # Out-of-order leftovers: pair only when each side has exactly one compatible partner.
+    left_s = [i for i in range(len(src_groups)) if i not in taken_s]
+    left_t = [j for j in range(len(tgt_groups)) if j not in taken_t]
+    for i in list(left_s):
+        cands = [j for j in left_t if tgt_sig[j] == src_sig[i]]
+        if len(cands) == 1 and sum(src_sig[o] == tgt_sig[cands[0]] for o in left_s) == 1:
+            _pair_groups(res, src_groups[i], tgt_groups[cands[0]], "unique-shape")
+            left_s.remove(i)
+            left_t.remove(cands[0])
+    for i in left_s:
+        cands = [tgt_groups[j].prefix for j in left_t if tgt_sig[j] == src_sig[i]]
+        if len(cands) > 1:
+            res.ambiguous.append(
+                {
+                    "source": [s for it in src_groups[i].members.values() for s in it.sources]
+                    or [src_groups[i].prefix],
+                    "proposed": src_groups[i].prefix,
+                    "candidates": cands[:10],
+                    "reason": f"{len(cands)} target modules fit and order does not decide",
+                }
+            )
+        res.unmatched_items += list(src_groups[i].members.values())
+    for j in left_t:
+        res.unfilled += list(tgt_groups[j].members.values())
     return res
 
 
-def _align(a: list[Item], b: list[TargetTensor]) -> tuple[list[tuple[int, int]], int]:
-    """Longest order-preserving matching of compatible (role, shape) pairs, and how many distinct
-    matchings of that length exist (capped at 2: we only need to know whether it is unique)."""
+def _pair_groups(res: MatchResult, s: _Group, t: _Group, how: str) -> None:
+    for role, it in s.members.items():
+        res.pairs.append((it, t.members[role], how))
+
+
+def _align(a: list[Any], b: list[Any]) -> tuple[list[tuple[int, int]], int]:
+    """Longest order-preserving matching of equal signatures, and how many distinct matchings of that
+    length exist (capped at 2: we only need to know whether it is unique)."""
     n, m = len(a), len(b)
-    comp = [[_compatible(a[i], b[j]) for j in range(m)] for i in range(n)]
+    comp = [[a[i] == b[j] for j in range(m)] for i in range(n)]
     L = [[0] * (m + 1) for _ in range(n + 1)]
     C = [[1] * (m + 1) for _ in range(n + 1)]  # number of distinct max matchings of prefixes (capped)
     for i in range(1, n + 1):
