@@ -123,12 +123,16 @@ class TorchLegacyReader(_PickleFileReader):
         return tensor_to_numpy(t)
 
     def _torch_load(self) -> dict[str, Any]:
+        import warnings
+
         import torch
 
         from ptools.checkpoint.torch_objects import flatten_torch
 
         try:
-            obj = torch.load(str(self.path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's protocol notices; errors still raise
+                obj = torch.load(str(self.path), map_location="cpu", weights_only=True)
         except Exception as e:
             raise PtoolsError(f"{self.path}: torch.load(weights_only=True) failed ({type(e).__name__}: {e})") from None
         return flatten_torch(obj)[2]
