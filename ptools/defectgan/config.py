@@ -1,0 +1,222 @@
+"""The DefectGAN training config: one dataclass with the paper's defaults, overridable by TOML and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptools.errors import PtoolsError
+
+LR_SCHEDULES = ("linear", "cosine", "constant")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+INIT_SCHEMES = ("xavier", "kaiming", "normal")
+LOG_MODES = ("csv", "tensorboard")
+
+# Fields that only change how a run is driven or recorded, not what it computes: a resumed run may change
+# them. Every other field must match the checkpoint's, or the resumed run would silently be another model.
+RUNTIME_FIELDS = frozenset(
+    {
+        "steps",
+        "workers",
+        "amp",
+        "compile",
+        "channels_last",
+        "deterministic",
+        "sample_every",
+        "ckpt_every",
+        "keep",
+        "log",
+        "log_every",
+    }
+)
+
+
+@dataclass
+class DefectGANConfig:
+    """Everything a run needs to be reproduced; saved (as a plain dict) in every checkpoint."""
+
+    # data and schedule (paper: 128 px, batch 4, 500k iterations, 5 D steps per G step)
+    image_size: int = 128
+    batch_size: int = 4
+    steps: int = 500_000  # iterations; D is updated every iteration, G every `d_steps`-th (StarGAN's n_critic)
+    d_steps: int = 5
+    seed: int = 0
+    workers: int = 2
+    labels: list[str] = field(default_factory=list)  # defect names, filled from the dataset
+
+    # optimisation (paper: Adam (0.5, 0.999), 2e-4 decayed to 1e-6; the shape is our choice)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    lr_end: float = 1e-6
+    lr_schedule: str = "linear"
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    # loss weights (paper's defaults as quoted; WGAN-GP 10 is the WGAN-GP standard)
+    w_cls_d: float = 2.0
+    w_cls_g: float = 5.0
+    w_cycle: float = 5.0
+    w_map_cycle: float = 5.0
+    w_sparsity: float = 1.0
+    w_gp: float = 10.0
+
+    # model
+    g_width: int = 64
+    g_res_blocks: int = 6
+    spade_hidden: int = 128
+    noise: bool = True
+    d_width: int = 64
+    d_layers: int = 6
+    d_max_width: int = 2048
+    spectral_norm: bool = True
+    init: str = "xavier"
+
+    # runtime (may change on resume)
+    amp: str = "auto"
+    compile: bool = False
+    channels_last: bool = True  # CUDA only
+    deterministic: bool = False
+    sample_every: int = 1000
+    ckpt_every: int = 5000
+    keep: int = 3
+    log: str = "csv"
+    log_every: int = 50
+
+    @property
+    def num_classes(self) -> int:
+        """Control-map channels: channel 0 is "normal", channel i+1 is labels[i]."""
+        return len(self.labels) + 1
+
+    def validate(self) -> DefectGANConfig:
+        """Reject values that would fail later (deep in a run) with a message naming the field."""
+        problems: list[str] = []
+
+        def need(ok: bool, text: str) -> None:
+            if not ok:
+                problems.append(text)
+
+        for name in ("image_size", "batch_size", "steps", "d_steps", "g_width", "d_width", "d_layers", "spade_hidden"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("workers", "g_res_blocks", "sample_every", "ckpt_every", "keep", "log_every"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
+        # G has total stride 4; D halves the size d_layers times and needs at least a 1x1 map at the end.
+        need(self.image_size % 4 == 0, f"image_size must be divisible by 4 for the generator (got {self.image_size})")
+        need(
+            self.d_layers < 1 or self.image_size % (2**self.d_layers) == 0,
+            f"image_size {self.image_size} must be divisible by 2**d_layers = {2**self.d_layers}",
+        )
+        for name in ("lr_g", "lr_d", "lr_end"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
+        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+        need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}")
+        need(self.init in INIT_SCHEMES, f"init must be one of {', '.join(INIT_SCHEMES)}")
+        need(self.log in LOG_MODES, f"log must be one of {', '.join(LOG_MODES)}")
+        if problems:
+            raise PtoolsError("invalid training config: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (str/int/float/bool/list): what checkpoints store, so weights_only loading can read it."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DefectGANConfig:
+        """Build from a plain dict, refusing unknown keys and values of the wrong type."""
+        return replace_fields(cls(), data, source)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    """Check `value` against the type of the field's default (TOML and flags give plain types)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+    raise PtoolsError(f"{source}: {name} = {value!r} has the wrong type (expected {type(default).__name__})")
+
+
+def replace_fields(config: DefectGANConfig, overrides: dict[str, Any], source: str) -> DefectGANConfig:
+    """Return a copy of `config` with `overrides` applied (keys may use - or _); unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(config)}
+    values = config.to_dict()
+    unknown = []
+    for key, value in overrides.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            unknown.append(key)
+            continue
+        values[name] = _coerce(name, value, values[name], source)
+    if unknown:
+        raise PtoolsError(
+            f"{source}: unknown config key(s): {', '.join(sorted(unknown))}",
+            hint=f"known keys: {', '.join(known)}",
+        )
+    return DefectGANConfig(**values)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file: flat keys, or the same keys under a [defectgan] table."""
+    path = Path(path)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise PtoolsError("--config needs Python >= 3.11 (tomllib) or the tomli package") from None
+    if not path.is_file():
+        raise PtoolsError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PtoolsError(f"{path}: not a valid TOML file: {e}") from None
+    if isinstance(data.get("defectgan"), dict):
+        data = {**{k: v for k, v in data.items() if k != "defectgan"}, **data["defectgan"]}
+    return data
+
+
+def diff_fields(saved: dict[str, Any], current: DefectGANConfig, ignore: frozenset[str] = RUNTIME_FIELDS) -> list[str]:
+    """Fields whose values differ between a checkpoint's config and the current one, as 'name: a != b'."""
+    mine = current.to_dict()
+    out = []
+    for name in sorted(set(saved) | set(mine)):
+        if name in ignore:
+            continue
+        a, b = saved.get(name, "<missing>"), mine.get(name, "<missing>")
+        if a != b:
+            out.append(f"{name}: checkpoint {a!r} != now {b!r}")
+    return out
+
+
+def to_toml(config: DefectGANConfig) -> str:
+    """The effective config as TOML text (written into the run folder; `--config` reads it back)."""
+    lines = []
+    for name, value in config.to_dict().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        elif isinstance(value, list):
+            text = "[" + ", ".join('"' + v.replace('"', '\\"') + '"' for v in value) + "]"
+        else:
+            text = repr(value)
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"

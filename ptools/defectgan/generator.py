@@ -1,0 +1,116 @@
+"""The DefectGAN generator: encoder, residual bottleneck, SPADE decoder with noise, composition heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptools.nn import Conv2dSame, ConvTranspose2dSame
+
+
+class ResidualBlock(nn.Module):
+    """StarGAN's bottleneck block: conv-IN-ReLU-conv-IN plus the identity."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            Conv2dSame(channels, channels, 3, bias=False),
+            nn.InstanceNorm2d(channels, affine=True),
+            nn.ReLU(inplace=True),
+            Conv2dSame(channels, channels, 3, bias=False),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SPADE(nn.Module):
+    """Parameter-free instance norm, then a per-pixel scale and shift predicted from the control map.
+
+    The map is resized to the feature size with nearest sampling so a pixel mask stays a mask.
+    """
+
+    def __init__(self, channels: int, map_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.shared = nn.Sequential(Conv2dSame(map_channels, hidden, 3), nn.ReLU(inplace=True))
+        self.gamma = Conv2dSame(hidden, channels, 3)
+        self.beta = Conv2dSame(hidden, channels, 3)
+
+    def forward(self, h: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+        a = F.interpolate(control.to(h.dtype), size=h.shape[-2:], mode="nearest")
+        s = self.shared(a)
+        return self.norm(h) * (1 + self.gamma(s)) + self.beta(s)
+
+
+class NoiseInjection(nn.Module):
+    """Adaptive noise: fresh Gaussian noise on every pass, scaled per channel by a learned weight.
+
+    The scale starts at zero (StyleGAN's form) so training decides how much stochastic detail to use.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(h.shape[0], 1, h.shape[2], h.shape[3], device=h.device, dtype=h.dtype)
+        return h + self.scale.to(h.dtype) * noise
+
+
+class UpStage(nn.Module):
+    """x2 upsampling: transposed conv (TF-same), noise, SPADE on the control map, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, map_channels: int, hidden: int, noise: bool) -> None:
+        super().__init__()
+        self.up = ConvTranspose2dSame(in_channels, out_channels, 4, stride=2, bias=False)
+        self.noise = NoiseInjection(out_channels) if noise else nn.Identity()
+        self.spade = SPADE(out_channels, map_channels, hidden)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, h: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+        return self.act(self.spade(self.noise(self.up(h)), control))
+
+
+class Generator(nn.Module):
+    """G(x, A) -> (M * F + (1 - M) * x, M): one network for defacement and restoration, chosen by A.
+
+    `map_channels` is the control map's channel count (1 + number of defect labels).
+    """
+
+    def __init__(
+        self,
+        map_channels: int,
+        width: int = 64,
+        res_blocks: int = 6,
+        spade_hidden: int = 128,
+        noise: bool = True,
+    ) -> None:
+        super().__init__()
+        w = width
+        self.encoder = nn.Sequential(
+            Conv2dSame(3, w, 7, bias=False),
+            nn.InstanceNorm2d(w, affine=True),
+            nn.ReLU(inplace=True),
+            Conv2dSame(w, 2 * w, 4, stride=2, bias=False),
+            nn.InstanceNorm2d(2 * w, affine=True),
+            nn.ReLU(inplace=True),
+            Conv2dSame(2 * w, 4 * w, 4, stride=2, bias=False),
+            nn.InstanceNorm2d(4 * w, affine=True),
+            nn.ReLU(inplace=True),
+        )
+        self.bottleneck = nn.Sequential(*[ResidualBlock(4 * w) for _ in range(res_blocks)])
+        self.up1 = UpStage(4 * w, 2 * w, map_channels, spade_hidden, noise)
+        self.up2 = UpStage(2 * w, w, map_channels, spade_hidden, noise)
+        self.foreground = Conv2dSame(w, 3, 7)
+        self.spatial_map = Conv2dSame(w, 1, 7)
+
+    def forward(self, x: torch.Tensor, control: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.bottleneck(self.encoder(x))
+        h = self.up2(self.up1(h, control), control)
+        fg = torch.tanh(self.foreground(h))
+        m = torch.sigmoid(self.spatial_map(h))
+        # Layer-wise composition: the map decides where the foreground replaces the input.
+        return m * fg + (1 - m) * x, m

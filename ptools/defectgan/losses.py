@@ -1,0 +1,65 @@
+"""DefectGAN losses: WGAN-GP adversarial terms, multi-label classification, cycles, map cycle, sparsity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def critic_value(src: torch.Tensor) -> torch.Tensor:
+    """One critic score per sample: the mean over the PatchGAN map (the map is kept; the loss averages it)."""
+    return src.flatten(1).mean(dim=1)
+
+
+def d_adversarial(real_src: torch.Tensor, fake_src: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss: push real scores up and fake scores down."""
+    return critic_value(fake_src).mean() - critic_value(real_src).mean()
+
+
+def g_adversarial(fake_src: torch.Tensor) -> torch.Tensor:
+    return -critic_value(fake_src).mean()
+
+
+def classification(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label BCE on raw logits, summed over classes and averaged over the batch (StarGAN's scale)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / logits.shape[0]
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    inv_scale: float = 1.0,
+) -> torch.Tensor:
+    """WGAN-GP: (||grad_x D(x_hat)|| - 1)^2 with x_hat = eps * real + (1 - eps) * fake, eps ~ U(0,1) per sample.
+
+    With fp16 AMP, pass the GradScaler's `scale` and `1 / scale` so the inner gradient does not underflow
+    (the recipe of the PyTorch AMP notes); `fake` must already be detached.
+    """
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    src, _ = critic(x_hat)
+    score = critic_value(src).sum()
+    if scale is not None:
+        score = scale(score)
+    (grad,) = torch.autograd.grad(score, x_hat, create_graph=True)
+    grad = grad.float() * inv_scale
+    norm = grad.flatten(1).norm(2, dim=1)
+    return ((norm - 1) ** 2).mean()
+
+
+def cycle(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    return (reconstruction.float() - original.float()).abs().mean()
+
+
+def map_cycle(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """L1 between the spatial map of a translation and that of the translation back: defects go where they came."""
+    return (first.float() - second.float()).abs().mean()
+
+
+def sparsity(maps: torch.Tensor) -> torch.Tensor:
+    """Mean of the spatial maps: the generator should change as few pixels as it needs to."""
+    return maps.float().mean()

@@ -1,0 +1,189 @@
+"""What a training run reports: metrics.csv, TensorBoard, progress on stderr, and sample grids."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptools.errors import PtoolsError
+from ptools.files import atomic_path
+
+METRIC_COLUMNS = (
+    "step",
+    "lr_g",
+    "lr_d",
+    "d_loss",
+    "d_adv",
+    "d_cls",
+    "d_gp",
+    "g_loss",
+    "g_adv",
+    "g_cls",
+    "g_cycle",
+    "g_map_cycle",
+    "g_sparsity",
+    "data_s",
+    "step_s",
+)
+LOSS_COLUMNS = METRIC_COLUMNS[3:13]
+
+
+class MetricsLog:
+    """One CSV row per step (floats at full precision, so runs can be compared exactly), plus TensorBoard.
+
+    On resume the rows after the resumed step are dropped first: they belong to steps that will be redone.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.csv"
+        if resume_step is not None and self.path.is_file():
+            self._truncate_after(resume_step)
+        else:
+            with atomic_path(self.path, force=True) as tmp:
+                tmp.write_text(",".join(METRIC_COLUMNS) + "\n")
+        self._file = self.path.open("a", newline="")
+        self._writer = csv.writer(self._file)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise PtoolsError(
+                    "--log tensorboard: the tensorboard package is not installed",
+                    hint="pip install 'ptools[tensorboard]' or use --log csv",
+                ) from None
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with atomic_path(self.path, force=True) as tmp, tmp.open("w", newline="") as out:
+            csv.writer(out).writerows(kept)
+
+    def write(self, row: dict[str, float]) -> None:
+        self._writer.writerow([_cell(row.get(c)) for c in METRIC_COLUMNS])
+        self._file.flush()
+        if self._tb is not None:
+            step = int(row["step"])
+            for name in METRIC_COLUMNS[1:]:
+                value = row.get(name)
+                if value is not None:
+                    group = "lr" if name.startswith("lr") else "time" if name.endswith("_s") else "loss"
+                    self._tb.add_scalar(f"{group}/{name}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(int(value))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
+    """metrics.csv back as dicts (empty cells -> None): for tests and benchmarks."""
+    with Path(path).open(newline="") as f:
+        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class Progress:
+    """A rich progress bar (step/s, ETA, main losses) on a TTY, plain periodic lines otherwise (CI logs)."""
+
+    def __init__(self, total: int, start: int, every: int, enabled: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.total, self.start, self.every = total, start, max(every, 1)
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+        self.latest: dict[str, float] = {}
+        self._bar = None
+        if enabled and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._task = self._bar.add_task("train", total=total, completed=start, rate="", losses="")
+            self._bar.start()
+
+    def _summary(self) -> str:
+        keys = ("d_loss", "g_loss", "g_cycle", "g_sparsity")
+        return " ".join(f"{k}={self.latest[k]:.3f}" for k in keys if self.latest.get(k) is not None)
+
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        """`step` = iterations completed so far."""
+        self.latest.update({k: v for k, v in row.items() if v is not None})
+        if not self.enabled:
+            return
+        done = step - self.start
+        elapsed = time.perf_counter() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, rate=f"{rate:.2f} step/s", losses=self._summary())
+        elif step % self.every == 0 or step == self.total:
+            eta = (self.total - step) / rate if rate > 0 else math.inf
+            eta_text = f"{eta:.0f}s" if math.isfinite(eta) else "?"
+            print(
+                f"step {step}/{self.total} {rate:.2f} step/s eta {eta_text} {self._summary()}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# One colour per control-map channel (channel 0, "normal", stays black): for the grid's control column.
+_PALETTE = (
+    (0.0, 0.0, 0.0),
+    (1.0, 0.2, 0.2),
+    (0.2, 1.0, 0.2),
+    (0.3, 0.5, 1.0),
+    (1.0, 1.0, 0.2),
+    (1.0, 0.3, 1.0),
+    (0.2, 1.0, 1.0),
+    (1.0, 0.6, 0.2),
+)
+
+
+def colorize_control(control: torch.Tensor) -> torch.Tensor:
+    """(N,C,H,W) control map -> (N,3,H,W) in [0,1]: each defect channel painted in its own colour."""
+    c = control.shape[1]
+    palette = torch.tensor([_PALETTE[i % len(_PALETTE)] if i else (0.0, 0.0, 0.0) for i in range(c)])
+    palette = palette.to(control.device, control.dtype)
+    return torch.einsum("nchw,ck->nkhw", control, palette).clamp(0, 1)
+
+
+def save_grid(path: Path, columns: list[torch.Tensor]) -> Path:
+    """Save rows of [col0 | col1 | ...] (each (N,3,H,W) in [0,1]) as one PNG, atomically."""
+    from torchvision.utils import make_grid, save_image
+
+    n = columns[0].shape[0]
+    tiles = torch.stack([col.float().cpu() for col in columns], dim=1).reshape(n * len(columns), *columns[0].shape[1:])
+    grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, force=True) as tmp:
+        save_image(grid, tmp, format="PNG")
+    return path
