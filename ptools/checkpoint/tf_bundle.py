@@ -164,16 +164,24 @@ def sniff(path: Path, head: bytes) -> bool:
             )
         if path.name == "checkpoint" and path.is_file():
             return b"model_checkpoint_path" in head
-        if path.is_file() and head.startswith(b"\x00\x00"):  # first key is "" (the header)
-            size = path.stat().st_size
-            if size >= 48:
-                with open(path, "rb") as f:
-                    f.seek(size - 8)
-                    return f.read(8) == MAGIC_BYTES
+        if path.is_file() and head.startswith(b"\x00\x00") and _ends_with_magic(path):
+            return True  # an SSTable whose first key is "" (the bundle header)
         m = _DATA_RE.match(str(path))
         if m and Path(m.group("prefix") + ".index").is_file():
             return True
         return not path.exists() and Path(str(path) + ".index").is_file()
+    except OSError:
+        return False
+
+
+def _ends_with_magic(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+        if size < 48:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - 8)
+            return f.read(8) == MAGIC_BYTES
     except OSError:
         return False
 
@@ -195,6 +203,12 @@ class TFBundleReader(CheckpointReader):
         self.verify = verify
         self.prefix = resolve_prefix(path)
         self.index_path = Path(str(self.prefix) + ".index")
+        if not self.index_path.is_file() and self.prefix.is_file() and _ends_with_magic(self.prefix):
+            raise PtoolsError(
+                f"{path}: a single-file TensorFlow table: either a pre-1.0 (V1) checkpoint, which is not "
+                "supported, or a V2 index renamed without its `.index` suffix",
+                hint="re-save with TensorFlow >= 1.0, or restore the PREFIX.index / PREFIX.data-* names",
+            )
         if not self.index_path.is_file():
             raise PtoolsError(
                 f"{path}: no TensorFlow index file {self.index_path}",

@@ -216,3 +216,9 @@ def test_not_a_bundle_is_not_claimed(tmp_path: Path) -> None:
     with pytest.raises(PtoolsError) as e:
         open_checkpoint(f)
     assert "unrecognised format" in str(e.value)
+
+
+def test_single_file_table_is_explained(tmp_path: Path) -> None:
+    shutil.copy(FIX / "tf1_saver.index", tmp_path / "model.ckpt")  # what a V1 checkpoint looks like from outside
+    with pytest.raises(PtoolsError, match="single-file TensorFlow table"):
+        open_checkpoint(tmp_path / "model.ckpt")
