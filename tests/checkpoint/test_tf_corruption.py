@@ -222,3 +222,27 @@ def test_single_file_table_is_explained(tmp_path: Path) -> None:
     shutil.copy(FIX / "tf1_saver.index", tmp_path / "model.ckpt")  # what a V1 checkpoint looks like from outside
     with pytest.raises(PtoolsError, match="single-file TensorFlow table"):
         open_checkpoint(tmp_path / "model.ckpt")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_object_graph_with_valid_crc_never_crashes(tmp_path: Path, data: st.DataObject) -> None:
+    from ptools.checkpoint.tf_bundle_proto import encode_object_graph
+    from ptools.checkpoint.tf_bundle_writer import object_graph_for
+
+    graph = bytearray(
+        encode_object_graph(object_graph_for({"a/k": "a/kernel", "b/k": "b/kernel"}, slots={"a/k": {"m": "opt/m"}}))
+    )
+    for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        graph[data.draw(st.integers(0, len(graph) - 1), label="pos")] ^= data.draw(st.integers(1, 255), label="xor")
+    prefix = tmp_path / f"g{abs(hash(bytes(graph)))}"
+    with TFBundleWriter(prefix) as w:  # the writer seals the damage with a correct CRC: only parsing can object
+        w.add("a/k/.ATTRIBUTES/VARIABLE_VALUE", np.zeros(2, np.float32))
+        w.add("_CHECKPOINTABLE_OBJECT_GRAPH", np.array(bytes(graph), dtype=object), dtype="string")
+    reader = TFBundleReader(prefix)
+    try:
+        variables = reader.variables(include_optimizer=True)
+    except PtoolsError as e:
+        assert "object graph" in str(e)
+    else:
+        assert all(v.key in reader.keys() for v in variables)
