@@ -139,6 +139,7 @@ class KerasReader(CheckpointReader):
                     self.model_config = json.loads(self._zip.read("config.json"))
                 if "metadata.json" in names:
                     self.keras_version = json.loads(self._zip.read("metadata.json")).get("keras_version")
+                _check_member_crc(path, self._zip, "model.weights.h5")
                 # h5py reads from a seekable file object; Keras stores members uncompressed, so no temp file.
                 self._h5 = h5py.File(self._zip.open("model.weights.h5"), "r")
                 self.format = "keras-v3"
@@ -335,6 +336,23 @@ class KerasReader(CheckpointReader):
                 pass
         if self._zip is not None:
             self._zip.close()
+
+
+def _check_member_crc(path: Path, zf: zipfile.ZipFile, name: str) -> None:
+    """h5py reads the member at random offsets, so zipfile never gets to check its CRC: do it once, streaming."""
+    import zlib
+
+    info = zf.getinfo(name)
+    crc = 0
+    with zf.open(info) as f:
+        f._expected_crc = None  # type: ignore[attr-defined]  # we compare ourselves, with a clear message
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    if crc != info.CRC:
+        raise PtoolsError(
+            f"{path}: {name} is corrupt (zip CRC-32 {crc:08x}, expected {info.CRC:08x})",
+            hint="the .keras archive was damaged; re-export it",
+        )
 
 
 def _attr_str(group: Any, name: str) -> str | None:

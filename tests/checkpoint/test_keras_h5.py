@@ -1,0 +1,121 @@
+"""The Keras reader: legacy .h5 (chunked attrs, ':0' or not), Keras 3 .weights.h5 / .keras, detection."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ptools.checkpoint import open_checkpoint
+from ptools.checkpoint.keras_h5 import KerasReader, to_snake_case
+from ptools.errors import PtoolsError
+
+KERAS = Path(__file__).resolve().parents[1] / "fixtures" / "keras"
+
+
+def test_legacy_full_model_keys_classes_and_no_suffix() -> None:
+    with open_checkpoint(KERAS / "legacy_model.h5") as r:
+        assert r.format == "keras-h5"
+        keys = [t.key for t in r.tensors()]
+        assert keys[:3] == ["conv/kernel", "conv/bias", "bn/gamma"]
+        assert "lstm/lstm_cell/recurrent_kernel" in keys and not any(":" in k for k in keys)
+        classes = {lay.name: lay.class_name for lay in r.layers()}
+        assert classes["dw"] == "DepthwiseConv2D" and classes["gru"] == "GRU"
+        assert r.metadata()["keras_version"].startswith("2.")
+        assert r.read("gru/gru_cell/bias").shape == (2, 12)
+
+
+def test_keras3_archive_and_weights_file_agree_on_names() -> None:
+    with open_checkpoint(KERAS / "k3_model.keras") as a, open_checkpoint(KERAS / "k3.weights.h5") as w:
+        assert a.format == w.format == "keras-v3"
+        assert sorted(t.key for t in a.tensors()) == sorted(t.key for t in w.tensors())
+        layers = {lay.name: lay for lay in a.layers()}
+        assert layers["flat"].input_shape == (None, 4, 2, 3)  # from build_config in config.json
+        assert layers["bn"].config["epsilon"] == pytest.approx(1e-3)
+
+
+def _legacy_weights_file(path: Path, suffix: str, chunk: bool) -> None:
+    """A weights-only legacy h5 as Keras writes it (names with or without ':0'), maybe with chunked attrs."""
+    with h5py.File(path, "w") as f:
+        names = [b"d1", b"d2"]
+        if chunk:
+            f.attrs["layer_names0"] = np.array(names[:1])
+            f.attrs["layer_names1"] = np.array(names[1:])
+        else:
+            f.attrs["layer_names"] = np.array(names)
+        for i, lname in enumerate(["d1", "d2"]):
+            g = f.create_group(lname)
+            wn = [f"{lname}/kernel{suffix}".encode(), f"{lname}/bias{suffix}".encode()]
+            if chunk:
+                g.attrs["weight_names0"] = np.array(wn[:1])
+                g.attrs["weight_names1"] = np.array(wn[1:])
+            else:
+                g.attrs["weight_names"] = np.array(wn)
+            g.create_dataset(wn[0].decode(), data=np.full((3, 2), i, np.float32))
+            g.create_dataset(wn[1].decode(), data=np.arange(2, dtype=np.float32) + i)
+
+
+@pytest.mark.parametrize("suffix", [":0", ""])
+@pytest.mark.parametrize("chunk", [False, True])
+def test_legacy_weights_only_variants(tmp_path: Path, suffix: str, chunk: bool) -> None:
+    p = tmp_path / "w.h5"
+    _legacy_weights_file(p, suffix, chunk)
+    with open_checkpoint(p) as r:
+        assert [t.key for t in r.tensors()] == ["d1/kernel", "d1/bias", "d2/kernel", "d2/bias"]
+        np.testing.assert_array_equal(r.read("d2/bias"), [1.0, 2.0])
+
+
+def test_weights_h5_numeric_var_order_unknown_class_and_bf16(tmp_path: Path) -> None:
+    p = tmp_path / "x.weights.h5"
+    with h5py.File(p, "w") as f:
+        v = f.create_group("layers/my_block/vars")
+        v.attrs["name"] = "blk"
+        for i in range(12):
+            v.create_dataset(str(i), data=np.full((2,), i, np.float32))
+        d = f.create_group("layers/dense/vars")
+        bits = (np.array([1.5, -2.0], np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        ds = d.create_dataset("0", data=bits)
+        ds.attrs["dtype"] = "bfloat16"
+    with open_checkpoint(p) as r:
+        keys = [t.key for t in r.tensors()]
+        assert keys[:12] == [f"blk/vars/{i}" for i in range(12)]  # "10" after "9"
+        np.testing.assert_array_equal(r.read("blk/vars/10"), [10, 10])
+        info = {t.key: t for t in r.tensors()}["dense/kernel"]  # one var, no config: bias-less Dense
+        assert info.dtype == "bfloat16"
+        np.testing.assert_array_equal(r.read("dense/kernel"), [1.5, -2.0])
+
+
+def test_detection_by_content(tmp_path: Path) -> None:
+    renamed = tmp_path / "model.bin"
+    shutil.copy(KERAS / "k3_model.keras", renamed)
+    with open_checkpoint(renamed) as r:
+        assert r.format == "keras-v3"
+    ub = tmp_path / "userblock.h5"
+    with h5py.File(ub, "w", userblock_size=512) as f:
+        f.attrs["layer_names"] = np.array([], dtype="S1")
+    with open_checkpoint(ub) as r:
+        assert r.tensors() == []
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f.create_dataset("x", data=np.zeros(2))
+    with pytest.raises(PtoolsError, match="without Keras weights"):
+        KerasReader(plain)
+    npz_keras = tmp_path / "m.keras"
+    with zipfile.ZipFile(npz_keras, "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.npz", b"")
+    with pytest.raises(PtoolsError, match="weights_format"):
+        open_checkpoint(npz_keras)
+
+
+def test_snake_case_matches_keras_group_names() -> None:
+    assert to_snake_case("Conv2DTranspose") == "conv2d_transpose"
+    assert to_snake_case("BatchNormalization") == "batch_normalization"
+    assert to_snake_case("ReLU") == "re_lu"
