@@ -192,41 +192,38 @@ def _pads(pads: tfpad.Pads) -> str:
 
 
 def _render_check(check: tfpad.Check) -> None:
-    from rich.table import Table
+    """Plain lines through click (not rich): this is the path `ptools check-conv` users time by feel."""
+    import os
 
-    from ptools.cli._output import stdout_console
+    import click
 
-    console = stdout_console()
-    mode = check.mode.upper()
+    color = False if os.environ.get("NO_COLOR") else None  # None: click strips styles when not a TTY
+
+    def line(text: str = "") -> None:
+        click.echo(text, color=color)
+
     params = f"kernel {_hw(check.kernel)}, stride {_hw(check.stride)}"
     if check.dilation != (1, 1):
         params += f", dilation {_hw(check.dilation)}"
     if check.output_padding is not None:
         params += f", output_padding {_hw(check.output_padding)}"
-    console.print(f"{check.op} {_hw(check.input)}, {params}, TF {mode} padding", highlight=False, soft_wrap=True)
-    console.print(f"  TF output   {_hw(check.output)}", highlight=False, soft_wrap=True)
+    line(f"{check.op} {_hw(check.input)}, {params}, TF {check.mode.upper()} padding")
+    line(f"  TF output   {_hw(check.output)}")
     sym = "symmetric" if check.symmetric else "asymmetric"
     if check.op == "transpose":  # TF's transposed conv = the full (padding=0) result, cropped
-        console.print(
-            f"  TF crop     {_pads(check.padding)} ({sym}) of the full transposed conv", highlight=False, soft_wrap=True
-        )
+        line(f"  TF crop     {_pads(check.padding)} ({sym}) of the full transposed conv")
     else:
-        console.print(f"  TF pads     {_pads(check.padding)} ({sym})", highlight=False, soft_wrap=True)
+        line(f"  TF pads     {_pads(check.padding)} ({sym})")
     if check.pytorch:
-        console.print(
-            f"  PyTorch     [green]{check.pytorch}[/green] reproduces it exactly", highlight=False, soft_wrap=True
-        )
+        line("  PyTorch     " + click.style(check.pytorch, fg="green") + " reproduces it exactly")
     else:
-        console.print(f"  PyTorch     [yellow]{check.pytorch_note}[/yellow]", highlight=False, soft_wrap=True)
+        line("  PyTorch     " + click.style(check.pytorch_note, fg="yellow"))
     if check.mistakes:
-        table = Table(title="common recipes", title_justify="left", box=None, pad_edge=False)
-        table.add_column("recipe")
-        table.add_column("output")
-        table.add_column("vs TF")
+        line("common recipes:")
+        width = max(len(m.name) for m in check.mistakes)
         for m in check.mistakes:
-            colour = "green" if m.matches_tf else "red"
-            table.add_row(m.name, _hw(m.output), f"[{colour}]{m.note}[/{colour}]")
-        console.print(table)
+            note = click.style(m.note, fg="green" if m.matches_tf else "red")
+            line(f"  {m.name.ljust(width)}  {_hw(m.output).ljust(9)}  {note}")
 
 
 def _render_range(rows: list[tuple[int, tfpad.Check | str]], op: str, mode: str) -> None:
