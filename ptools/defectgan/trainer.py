@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,17 @@ class TrainResult:
     device: str = "cpu"
     world_size: int = 1
     amp: str = "off"
+
+
+@dataclass
+class StepInfo:
+    """What an `on_step` callback sees after each completed iteration (the raw, unwrapped modules)."""
+
+    step: int
+    row: dict[str, Any]
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    rank: int
 
 
 def lr_at(step: int, total: int, lr: float, lr_end: float, schedule: str) -> float:
@@ -157,10 +169,12 @@ def train(
     device: str = "auto",
     resume_from: str | Path | dict[str, Any] | None = None,
     progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a DefectGAN run in `run_dir`; returns where it stopped and the last losses.
 
-    `resume_from` is a checkpoint path or an already loaded checkpoint dict.
+    `resume_from` is a checkpoint path or an already loaded checkpoint dict. `on_step` is called on
+    every rank after each iteration (benchmarks use it to measure the models as training goes).
     """
     run_dir, data_root = Path(run_dir), Path(data_root)
     own_group = not dist.is_initialized()
@@ -169,7 +183,7 @@ def train(
     master = rank == 0
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(config, data_root, run_dir, dev, resume_from, progress and master, rank, world, master)
+        return _train(config, data_root, run_dir, dev, resume_from, progress and master, rank, world, on_step)
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         if own_group:
@@ -185,11 +199,12 @@ def _train(
     show_progress: bool,
     rank: int,
     world: int,
-    master: bool,
+    on_step: Callable[[StepInfo], None] | None,
 ) -> TrainResult:
     from ptools.data import DefectDataset, denormalize, make_loader
 
     ddp = world > 1
+    master = rank == 0
     cuda = dev.type == "cuda"
 
     # ---- resume state and config check: refuse a checkpoint of another model ----
@@ -473,6 +488,8 @@ def _train(
                 bar.update(step, row)
                 if master and config.sample_every and step % config.sample_every == 0:
                     write_samples(step)
+                if on_step is not None:
+                    on_step(StepInfo(step, row, g_raw, d_raw, rank))
 
                 # All ranks agree on stopping, so they save the same step and none waits forever.
                 stop_now = stop.requested
