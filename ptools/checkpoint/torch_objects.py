@@ -138,7 +138,11 @@ class TorchObjectReader(CheckpointReader):
     def metadata(self) -> dict[str, Any]:
         return dict(self._meta)
 
+    scanned_globals: list[dict[str, Any]] | None = None  # set by callers that scanned the file beforehand
+
     def pickle_globals(self) -> list[dict[str, Any]]:
+        if self.scanned_globals is not None:
+            return self.scanned_globals
         return [g.as_dict() for g in self._scan.globals.values()] if self._scan else []
 
     def findings(self) -> list[dict[str, Any]]:
@@ -196,4 +200,4 @@ def open_unsafe(path: Path) -> CheckpointReader:
     except Exception as e:
         raise PtoolsError(f"{path}: torch.load failed ({type(e).__name__}: {e})") from None
     meta = {"reader": "torch.load(weights_only=False): full unpickling (--unsafe)"}
-    return TorchObjectReader(path, obj, "torch (unsafe full load)", meta)
+    return TorchObjectReader(path, obj, "torch-unsafe", meta)

@@ -92,7 +92,10 @@ def inspect_command(
                 from ptools.checkpoint.stats import tensor_stats
 
                 for row in rows:
-                    row["stats"] = tensor_stats(reader, selection.full_keys[row["key"]])
+                    try:
+                        row["stats"] = tensor_stats(reader, selection.full_keys[row["key"]])
+                    except PtoolsError as e:  # e.g. data of a flagged legacy file is never loaded
+                        row["stats"] = {"skipped": e.message}
             payload = {
                 "mode": "stats" if stats else "keys",
                 **base,
@@ -120,11 +123,22 @@ def _open(path: Path, unsafe: bool) -> Any:
 
     if not path.is_file():
         raise PtoolsError(f"{path}: no such file")
+    # Scan first so the report still lists what the pickle names (and the user sees it before it runs).
+    scanned: list[dict[str, Any]] = []
+    try:
+        with open_checkpoint(path) as safe:
+            scanned = safe.pickle_globals()
+    except PtoolsError:
+        pass
+    unsafe_names = [f"{g['module']}.{g['name']}" for g in scanned if g["grade"] != "safe"]
+    listed = f" It names {', '.join(unsafe_names)}." if unsafe_names else ""
     warn(
         f"--unsafe: fully unpickling {path} with torch.load(weights_only=False). Any code in the file RUNS NOW, "
-        "with your permissions. Only do this for files you trust."
+        f"with your permissions. Only do this for files you trust.{listed}"
     )
-    return open_unsafe(path)
+    reader = open_unsafe(path)
+    reader.scanned_globals = scanned
+    return reader
 
 
 def _diff_mode(

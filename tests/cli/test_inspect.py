@@ -1,0 +1,221 @@
+"""`ptools inspect` end to end: every mode's output and JSON, exit codes, payloads that never run, lazy torch."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ptools.cli import app
+from tests.checkpoint.torch_files import (
+    PAYLOAD_KINDS,
+    TinyNet,
+    save_bare_pickle,
+    save_lightning,
+    save_malicious,
+    save_nested,
+    tiny_state_dict,
+)
+from tests.conftest import run_ptools
+
+
+def _json(result) -> dict:
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "ptools.inspect/1"
+    return doc
+
+
+@pytest.fixture
+def nested(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_nested(path)
+    return path
+
+
+def test_default_summary_human_and_json(runner, nested):
+    result = runner.invoke(app, ["inspect", str(nested)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "torch-zip" in out and "state_dict: 'model' (auto-detected" in out
+    assert "optimizer" in out and "features" in out and "only allow-listed globals" in out
+    doc = _json(runner.invoke(app, ["inspect", str(nested), "--json", "--depth", "1"]))
+    assert doc["mode"] == "summary" and doc["format"] == "torch-zip"
+    assert doc["selection"]["path"] == "model"
+    sd = TinyNet().state_dict()
+    assert doc["totals"]["tensors"] == len(sd)
+    assert doc["totals"]["params"] == sum(v.numel() for v in sd.values())
+    assert {c["name"] for c in doc["tree"]["children"]} == {"features", "head"}
+    assert all(c.get("collapsed") for c in doc["tree"]["children"])
+    assert doc["security"]["grade"] == "safe"
+    assert doc["file_size"] == nested.stat().st_size
+
+
+def test_keys_filter_and_stats(runner, nested):
+    doc = _json(runner.invoke(app, ["inspect", str(nested), "--keys", "--json"]))
+    assert [r["key"] for r in doc["keys"]] == list(TinyNet().state_dict())
+    doc = _json(runner.invoke(app, ["inspect", str(nested), "--filter", "head.*", "--stats", "--json"]))
+    assert doc["mode"] == "stats"
+    assert [r["key"] for r in doc["keys"]] == ["head.weight", "head.bias"]
+    weight = torch.load(nested, weights_only=True)["model"]["head.weight"]
+    stats = doc["keys"][0]["stats"]
+    assert stats["max"] == pytest.approx(float(weight.max())) and stats["nan"] == 0
+    result = runner.invoke(app, ["inspect", str(nested), "--key", "optimizer.state", "--keys"])
+    assert result.exit_code == 0 and "0.exp_avg" in result.stdout
+
+
+def test_lightning_summary(runner, tmp_path):
+    path = tmp_path / "last.ckpt"
+    save_lightning(path)
+    doc = _json(runner.invoke(app, ["inspect", str(path), "--json"]))
+    assert doc["kind"] == "lightning" and doc["selection"]["path"] == "state_dict"
+    assert doc["lightning"]["hyper_parameters"]["lr"] == 0.01
+    assert doc["security"]["findings"] == []
+
+
+def test_wrapper_prefix_is_reported(runner, tmp_path):
+    path = tmp_path / "ddp.pt"
+    torch.save(OrderedDict((f"module.{k}", v) for k, v in tiny_state_dict().items()), path)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert "prefix 'module.' on every key" in result.stdout
+
+
+@pytest.mark.parametrize("kind", PAYLOAD_KINDS)
+def test_malicious_file_never_runs_and_exits_1(runner, tmp_path, kind):
+    target = tmp_path / "side-effect"
+    path = tmp_path / "evil.pt"
+    save_malicious(path, kind, target)
+    for args in (["inspect", str(path)], ["inspect", str(path), "--scan", "--json"], ["inspect", str(path), "--keys"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert not target.exists()
+    doc = _json(runner.invoke(app, ["inspect", str(path), "--scan", "--json"]))
+    assert doc["security"]["grade"] == "dangerous"
+    assert [f["where"] for f in doc["security"]["findings"]] == [["config.payload"]]
+
+
+def test_malicious_legacy_and_bare_pickle_in_a_fresh_process(tmp_path):
+    target = tmp_path / "side-effect"
+    legacy, bare = tmp_path / "legacy.pt", tmp_path / "model.bin"
+    save_malicious(legacy, "os.system", target, legacy=True)
+    save_bare_pickle(bare, "exec", target)
+    for path in (legacy, bare):
+        proc = run_ptools("inspect", str(path), "--stats")
+        assert proc.returncode == 1, proc.stderr
+        assert "UNSAFE" in proc.stdout
+        assert not target.exists()
+
+
+def test_scan_of_clean_files(runner, nested, tmp_path):
+    result = runner.invoke(app, ["inspect", str(nested), "--scan"])
+    assert result.exit_code == 0 and "0 suspicious, 0 dangerous" in result.stdout
+    st = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(st))
+    doc = _json(runner.invoke(app, ["inspect", str(st), "--scan", "--json"]))
+    assert doc["security"]["pickle"] is False and doc["security"]["grade"] == "none"
+    result = runner.invoke(app, ["inspect", str(nested), "--scan", "--keys"])
+    assert result.exit_code == 2
+
+
+def test_diff_exit_codes_and_json(runner, tmp_path):
+    sd = tiny_state_dict()
+    a, same, b = tmp_path / "a.pt", tmp_path / "same.safetensors", tmp_path / "b.safetensors"
+    torch.save(sd, a)
+    save_file(dict(sd), str(same))
+    changed = dict(sd)
+    changed["head.weight"] = changed["head.weight"] + 1
+    save_file(changed, str(b))
+    result = runner.invoke(app, ["inspect", str(a), "--diff", str(same), "--stats"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["inspect", str(a), "--diff", str(b)])
+    assert result.exit_code == 0  # same keys/shapes/dtypes: values are only compared with --stats
+    result = runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--stats", "--json"])
+    assert result.exit_code == 1
+    doc = _json(result)
+    assert doc["mode"] == "diff" and [v["key"] for v in doc["diff"]["value_changed"]] == ["head.weight"]
+    assert doc["diff"]["value_changed"][0]["max_abs"] == pytest.approx(1.0)
+
+
+def test_against(runner, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": OrderedDict((f"_orig_mod.{k}", v) for k, v in TinyNet().state_dict().items())}, path)
+    result = runner.invoke(app, ["inspect", str(path), "--against", "tests.checkpoint.torch_files:TinyNet"])
+    assert result.exit_code == 1
+    assert "strip the '_orig_mod.' prefix: 0 problems left" in result.stdout
+    good = tmp_path / "good.pt"
+    torch.save(TinyNet().state_dict(), good)
+    doc = _json(
+        runner.invoke(app, ["inspect", str(good), "--against", "tests.checkpoint.torch_files:TinyNet", "--json"])
+    )
+    assert doc["against"]["ok"] is True and doc["mode"] == "against"
+    result = runner.invoke(app, ["inspect", str(good), "--against", "torchvision:resnet18"])
+    assert result.exit_code == 1 and "missing in the file" in result.stdout
+
+
+def test_unsafe_is_explicit_and_warns(runner, tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), path)  # a whole pickled module: not loadable with weights_only
+    assert runner.invoke(app, ["inspect", str(path)]).exit_code == 1
+    result = runner.invoke(app, ["inspect", str(path), "--unsafe", "--json"])
+    assert result.exit_code == 1, result.output  # loaded, but the findings still stand
+    assert "RUNS NOW" in result.stderr and "torch.nn.modules.linear.Linear" in result.stderr
+    doc = _json(result)
+    assert doc["format"] == "torch-unsafe" and doc["security"]["grade"] == "suspicious"
+    assert sorted(r["name"] for r in doc["tree"]["children"]) == ["bias", "weight"]
+
+
+def test_legacy_and_torchscript_say_which_path(runner, tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    torch.save(tiny_state_dict(), legacy, _use_new_zipfile_serialization=False)
+    doc = _json(runner.invoke(app, ["inspect", str(legacy), "--json"]))
+    assert doc["format"] == "torch-legacy" and "torch.load(weights_only=True)" in doc["metadata"]["reader"]
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 3)).save(str(scripted))
+    doc = _json(runner.invoke(app, ["inspect", str(scripted), "--json"]))
+    assert doc["format"] == "torchscript" and "torch.jit.load" in doc["metadata"]["reader"]
+    assert doc["totals"]["params"] == 9
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n", "Git LFS pointer"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "HTML"),
+        (b"PK\x03\x04garbage", "zip"),
+    ],
+)
+def test_not_a_checkpoint_is_one_line_exit_2(runner, tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptools: error:") and message in lines[0], result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_truncated_checkpoint_in_a_fresh_process(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(tiny_state_dict(), path)
+    path.write_bytes(path.read_bytes()[:700])
+    proc = run_ptools("inspect", str(path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_inspect_does_not_import_torch(tmp_path, fmt):
+    path = tmp_path / f"m.{fmt}"
+    sd = {k: v for k, v in tiny_state_dict().items() if v.dtype != torch.int64}
+    sd["bf"] = torch.ones(3, dtype=torch.bfloat16)
+    if fmt == "pt":
+        torch.save({"model": sd, "epoch": 1}, path)
+    else:
+        save_file(sd, str(path))
+    proc = run_ptools("inspect", str(path), "--stats", check_modules=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout[-300:]
