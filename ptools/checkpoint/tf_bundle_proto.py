@@ -378,7 +378,7 @@ def _signed_num_increasing(v: int) -> bytes:
 
 def slice_key(name: str, extents: list[Extent]) -> bytes:
     """The index key TensorFlow stores one slice of variable `name` under."""
-    out = _num_increasing(0) + _escape_name(name.encode()) + _num_increasing(len(extents))
+    out = _num_increasing(0) + _escape_name(name.encode("utf-8", "surrogateescape")) + _num_increasing(len(extents))
     for start, length in extents:
         out += _signed_num_increasing(start) + _signed_num_increasing(length)
     return out

@@ -39,6 +39,8 @@ _TF1_SLOT_NAMES = {
 }
 _TF1_OPTIMIZER = re.compile(r"^(.*/)?(beta[12]_power|beta_[12]_power)(_\d+)?$")
 _COUNTER_NAMES = {"global_step", "save_counter", "iter", "iteration", "iterations", "_iterations"}
+# Keras 3 optimizers with use_ema=True keep the moving average as an "<var>_average" optimizer variable.
+_KERAS3_EMA_SLOT = "average"
 _ITER_CHILDREN = {"iter", "_iterations", "iterations"}
 _LR_CHILDREN = {"learning_rate", "_learning_rate", "lr"}
 
@@ -170,7 +172,9 @@ def _classify_tf2(reader: TFBundleReader, graph: list[TrackableNode]) -> list[Va
             out.append(_info(reader, key, name=name, role="counter", path=obj_path))
         else:
             weight, slot = _keras3_slot(name, weights_by_flat)
-            if weight is not None:
+            if weight is not None and slot == _KERAS3_EMA_SLOT:
+                out.append(_info(reader, key, name=weight, role="ema", path=obj_path))
+            elif weight is not None:
                 out.append(_info(reader, key, name=name, role="slot", path=obj_path, slot_of=weight, slot_name=slot))
             else:
                 out.append(_info(reader, key, name=name, role="optimizer", path=obj_path))

@@ -116,7 +116,7 @@ class TFBundleWriter:
         return offset, len(mv)
 
     def _key(self, key: str | bytes) -> bytes:
-        k = key.encode("utf-8") if isinstance(key, str) else key
+        k = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
         if not k:
             raise ValueError("the empty key is reserved for the bundle header")
         if k in self._entries:

@@ -173,3 +173,30 @@ def test_any_keys_any_block_layout_round_trip(tmp_path: Path, keys, block_size, 
     for i, k in enumerate(keys):
         if not k.startswith(b"\x00"):
             assert reader.read(k.decode("utf-8", "surrogateescape")).tolist() == [i]
+
+
+def test_keras3_use_ema_average_is_an_ema_shadow(tmp_path: Path) -> None:
+    # Names as Keras 3.15 writes them for Adam(use_ema=True) under tf.train.Checkpoint(model=, optimizer=).
+    kernel, average = np.ones((3, 2), np.float32), np.full((3, 2), 0.5, np.float32)
+    paths = {
+        "model/_operations/0/kernel": "sequential/d/kernel",
+        "optimizer/_variables/1": "adam/sequential_d_kernel_average",
+        "optimizer/_variables/2": "adam/sequential_d_kernel_momentum",
+        "optimizer/_iterations": "adam/iteration",
+    }
+    with TFBundleWriter(tmp_path / "ck") as w:
+        for path, value in zip(paths, [kernel, average, kernel * 0, np.int64(1)], strict=True):
+            w.add(f"{path}/.ATTRIBUTES/VARIABLE_VALUE", value)
+        w.add_object_graph(object_graph_for(paths))
+    reader = TFBundleReader(tmp_path / "ck")
+    assert [(v.name, v.role) for v in reader.variables()] == [("sequential/d/kernel", "weight")]
+    (ema,) = reader.variables(ema=True)
+    assert (ema.name, ema.role, ema.key) == (
+        "sequential/d/kernel",
+        "ema",
+        "optimizer/_variables/1/.ATTRIBUTES/VARIABLE_VALUE",
+    )
+    assert np.array_equal(reader.read(ema.key), average)
+    roles = {v.name: (v.role, v.slot_of, v.slot_name) for v in reader.variables(include_optimizer=True)}
+    assert roles["adam/sequential_d_kernel_momentum"] == ("slot", "sequential/d/kernel", "momentum")
+    assert roles["adam/iteration"][0] == "counter"
