@@ -9,6 +9,7 @@ without importing torch.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -120,10 +121,14 @@ def effective_kernel(kernel: int, dilation: int = 1) -> int:
 
 def pair(value: IntOrPair, name: str = "value") -> tuple[int, int]:
     """An int or a 2-sequence as (h, w)."""
-    if isinstance(value, int):
-        return (value, value)
-    values = tuple(value)
-    if len(values) != 2 or not all(isinstance(v, int) for v in values):
+    try:  # operator.index also takes numpy and torch integers, and refuses floats
+        if not isinstance(value, Sequence):
+            n = operator.index(value)
+            return (n, n)
+        values = tuple(operator.index(v) for v in value)
+    except TypeError:
+        values = ()
+    if len(values) != 2:
         raise PtoolsError(f"{name} must be an integer or a pair of integers, got {value!r}")
     return (values[0], values[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,8 +158,10 @@ def test_bad_numbers_raise(kwargs):
 def test_pair():
     assert tfpad.pair(3) == (3, 3)
     assert tfpad.pair([2, 5]) == (2, 5)
-    with pytest.raises(PtoolsError):
-        tfpad.pair((1, 2, 3))
+    assert tfpad.pair(np.int64(4)) == (4, 4) and tfpad.pair((np.int32(1), 2)) == (1, 2)
+    for bad in ((1, 2, 3), 2.0, (1.0, 2), "3"):
+        with pytest.raises(PtoolsError):
+            tfpad.pair(bad)
 
 
 @given(sizes, kernels, strides, st.integers(0, 4), st.integers(1, 3), st.booleans())
