@@ -8,6 +8,7 @@ tensor is materialised at a time. `read()` returns values (bfloat16 widened to f
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -318,7 +319,7 @@ class TFBundleReader(CheckpointReader):
         if npdt is None:
             raise PtoolsError(f"{self.index_path}: tensor {key} is a {name} tensor, which holds no array data")
         dt = np.dtype(npdt)
-        numel = int(np.prod(e.shape, dtype=np.int64)) if e.shape else 1
+        numel = math.prod(e.shape)
         if e.size != numel * dt.itemsize:
             raise PtoolsError(
                 f"{self.index_path}: entry {key} says {e.size} bytes, but shape {list(e.shape)} of {name} "
@@ -332,7 +333,7 @@ class TFBundleReader(CheckpointReader):
     def _read_strings(self, key: str, e: BundleEntry) -> np.ndarray:
         # [varint64 len]*N [masked crc32c of the lengths] [bytes]*N  (tensor_bundle.cc WriteStringTensor)
         raw = bytes(self._raw(key, e))
-        numel = int(np.prod(e.shape, dtype=np.int64)) if e.shape else 1
+        numel = math.prod(e.shape)
         where = f"{self.index_path.name}: string tensor {key}"
         lengths: list[int] = []
         pos = 0
@@ -363,7 +364,8 @@ class TFBundleReader(CheckpointReader):
         name, npdt = self._dtype(key, e)
         if npdt is None:
             raise PtoolsError(f"{self.index_path}: sliced {name} tensor {key} is not supported")
-        full = np.zeros(e.shape, dtype=np.dtype(npdt))
+        # Check every slice against the index before allocating: a bad shape must not cost memory.
+        parts = []
         covered = 0
         for extents in e.slices:
             if len(extents) != len(e.shape):
@@ -385,10 +387,14 @@ class TFBundleReader(CheckpointReader):
                 raise PtoolsError(
                     f"{self.index_path}: slice {extents} of {key} has shape {list(se.shape)}, expected {want}"
                 )
-            full[tuple(index)] = self._read_dense(f"{key}{extents}", se)
-            covered += int(np.prod(want, dtype=np.int64))
-        if covered != full.size:
-            raise PtoolsError(f"{self.index_path}: the slices of {key} cover {covered} of {full.size} elements")
+            parts.append((tuple(index), extents, se))
+            covered += math.prod(want)
+        total = math.prod(e.shape)
+        if covered != total:
+            raise PtoolsError(f"{self.index_path}: the slices of {key} cover {covered} of {total} elements")
+        full = np.zeros(e.shape, dtype=np.dtype(npdt))
+        for index, extents, se in parts:
+            full[index] = self._read_dense(f"{key}{extents}", se)
         return full
 
     def read_raw(self, key: str) -> tuple[np.ndarray, str]:
@@ -439,7 +445,7 @@ class TFBundleReader(CheckpointReader):
         for key, e in self._entries.items():
             dtype = self.dtype_of(key)
             npdt = TF_DTYPES.get(e.dtype, ("", None))[1]
-            numel = int(np.prod(e.shape, dtype=np.int64)) if e.shape else 1
+            numel = math.prod(e.shape)
             nbytes = numel * np.dtype(npdt).itemsize if npdt else (0 if e.slices else e.size)
             extra: dict[str, Any] = {"shard": e.shard_id, "offset": e.offset}
             if e.slices:

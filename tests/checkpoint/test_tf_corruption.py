@@ -246,3 +246,20 @@ def test_damaged_object_graph_with_valid_crc_never_crashes(tmp_path: Path, data:
         assert "object graph" in str(e)
     else:
         assert all(v.key in reader.keys() for v in variables)
+
+
+def test_sliced_variable_structure_errors(tmp_path: Path) -> None:
+    with TFBundleWriter(tmp_path / "ck") as w:
+        w.add_sliced("holes", (4, 2), [([(0, 1), (0, -1)], np.ones((1, 2), np.float32))])
+        w.declare_sliced("missing", (4,), [[(0, 4)]], "float32")
+        w.declare_sliced("outside", (4,), [[(2, 4)]], "float32")
+        w.declare_sliced("huge", (2**40, 2**40), [[(0, 1), (0, 1)]], "float32")
+    reader = TFBundleReader(tmp_path / "ck")
+    with pytest.raises(PtoolsError, match="the slices of holes cover 2 of 8 elements"):
+        reader.read("holes")
+    with pytest.raises(PtoolsError, match=r"slice \[\(0, 4\)\] of partitioned tensor missing is missing"):
+        reader.read("missing")
+    with pytest.raises(PtoolsError, match="lies outside shape"):
+        reader.read("outside")
+    with pytest.raises(PtoolsError, match="is missing"):  # checked before any allocation
+        reader.read("huge")
