@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ptools.data.imageio import load_mask, load_rgb
 from ptools.data.layouts import DatasetIndex, Sample, scan
-from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, normalize, paired_augment
+from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, paired_augment
 from ptools.errors import PtoolsError
 
 NORMAL_CHANNEL = "normal"
@@ -123,8 +123,8 @@ class DefectDataset(Dataset):
         has_mask = mask is not None
         mask_f = mask.to(torch.float32) if mask is not None else torch.zeros(1, size, size)
         return {
-            "normal": normalize(normal.contiguous()),
-            "defect": normalize(defect.contiguous()),
+            "normal": _to_unit_range(normal),
+            "defect": _to_unit_range(defect),
             "mask": mask_f,
             "defect_labels": self.label_vector(sample.labels),
             "normal_labels": self.label_vector(()),
@@ -151,7 +151,12 @@ class DefectDataset(Dataset):
                 control[self._channel[name]] = 1.0
             else:
                 control[self._channel[name]] = mask[0]
-        control[0] = 1.0 - control[1:].amax(dim=0) if self.num_classes > 1 else 1.0
+        if len(labels) == 1:  # the common case: the union is that one channel
+            torch.sub(1.0, control[self._channel[labels[0]]], out=control[0])
+        elif not labels:
+            control[0] = 1.0
+        else:
+            torch.sub(1.0, control[1:].amax(dim=0), out=control[0])
         return control
 
     def label_counts(self) -> dict[str, int]:
@@ -160,6 +165,15 @@ class DefectDataset(Dataset):
             for name in s.labels:
                 counts[name] += 1
         return counts
+
+
+_UNIT_LUT = np.linspace(-1.0, 1.0, 256, dtype=np.float32)  # k -> k / 127.5 - 1, exactly as normalize()
+
+
+def _to_unit_range(chw_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (3,H,W) view (possibly strided) -> contiguous float32 [-1, 1] in one pass (a table lookup
+    that also does the HWC -> CHW copy; about half the time of permute + contiguous + to + div + sub)."""
+    return torch.from_numpy(np.take(_UNIT_LUT, chw_uint8.numpy()))
 
 
 def numpy_image(t: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,9 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
         if img.format == "JPEG":
             img.draft("RGB", (size, size))  # never below the requested size; resize finishes the job
         try:
-            img = img.convert("RGB")
+            img.load()
+            if img.mode != "RGB":
+                img = img.convert("RGB")
         except OSError as e:
             raise PtoolsError(f"{path}: cannot decode image ({e})") from None
         if img.size != (size, size):
