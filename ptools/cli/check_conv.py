@@ -186,6 +186,10 @@ def _hw(values: tuple[int, int] | None) -> str:
     return "-" if values is None else f"{values[0]}x{values[1]}"
 
 
+def _short(values: tuple[int, int]) -> str:
+    return str(values[0]) if values[0] == values[1] else _hw(values)
+
+
 def _pads(pads: tfpad.Pads) -> str:
     (top, bottom), (left, right) = pads
     return f"top {top}, bottom {bottom}, left {left}, right {right}"
@@ -281,10 +285,15 @@ def _render_scan(result) -> None:
 
     c, h, w = result.input_size
     table = Table(title=f"{result.model} at {c}x{h}x{w}, against TF {result.expect.upper()}", title_justify="left")
-    for column in ("layer", "type", "input", "k / s / d", "PyTorch", "TF", ""):
-        table.add_column(column)
+    table.add_column("layer", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("input", no_wrap=True)
+    table.add_column("k/s/d", no_wrap=True)
+    table.add_column("PyTorch", no_wrap=True)
+    table.add_column("TF", no_wrap=True)
+    table.add_column("")
     for layer in result.layers:
-        ksd = f"{_hw(layer.kernel)} / {_hw(layer.stride)} / {_hw(layer.dilation)}"
+        ksd = "/".join(_short(v) for v in (layer.kernel, layer.stride, layer.dilation))
         status = "[green]ok[/green]" if layer.ok else f"[red]{layer.problem}[/red]"
         row = (layer.name, layer.type, _hw(layer.input), ksd, _hw(layer.pytorch_output), _hw(layer.tf_output), status)
         table.add_row(*row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,9 @@ def _import(spec: str, module_name: str):
         except Exception as e:
             raise PtoolsError(f"--model {spec!r}: importing {path} failed: {type(e).__name__}: {e}") from None
         return module
+    # Like `python -m` (and uvicorn's app specs): modules of the project you run it from are importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -170,14 +174,11 @@ def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, i
     if isinstance(module, _OURS) and mode != expect:
         problems.append(f"layer uses TF {mode.upper()}, expected {expect.upper()}")
     if tf_output is not None and tuple(out) != tuple(tf_output):
-        problems.append(f"size {out[0]}x{out[1]}, TF gives {tf_output[0]}x{tf_output[1]}")
+        problems.append(f"size {out[0]}x{out[1]}, TF {tf_output[0]}x{tf_output[1]}")
     elif tf_pads is not None and torch_pads is not None:
         before = (torch_pads[0][0], torch_pads[1][0])
         if before != (tf_pads[0][0], tf_pads[1][0]):
-            problems.append(
-                f"windows shifted: PyTorch pads {before[0]},{before[1]} before (top, left), "
-                f"TF {tf_pads[0][0]},{tf_pads[1][0]} (TF puts the odd pixel after)"
-            )
+            problems.append(f"shifted: top,left pad {before[0]},{before[1]}, TF {tf_pads[0][0]},{tf_pads[1][0]}")
     if not isinstance(module, _OURS) and not _custom_forward(module):
         problems.extend(_value_problems(module, op, tf_pads))
     # The after side of a symmetric torch pad is what the sizes imply; report TF's when they agree.
