@@ -162,3 +162,24 @@ def test_torchvision_resnet18(runner):
     assert layers["conv1"]["pytorch_output"] == layers["conv1"]["tf_output"] == [16, 16]
     assert layers["conv1"]["ok"] is False and layers["conv1"]["tf_padding"] == [[2, 3], [2, 3]]
     assert layers["layer1.0.conv1"]["ok"] is True
+
+
+def test_model_spec_imports_from_current_directory(tmp_path):
+    # The console script does not put the working directory on sys.path by itself; `python -m` does.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "mynet.py").write_text("from torch import nn\n\ndef build():\n    return nn.Conv2d(1, 1, 3, 2, 1)\n")
+    script = Path(sys.executable).with_name("ptools")
+    if not script.exists():
+        pytest.skip("ptools console script not installed next to this Python")
+    proc = subprocess.run(
+        [str(script), "check-conv", "--model", "mynet:build", "--input-size", "1x8x8", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr  # k3 s2 padding=1 on an even input: shifted windows
+    assert json.loads(proc.stdout)["layers"][0]["tf_padding"] == [[0, 1], [0, 1]]
