@@ -1,0 +1,70 @@
+"""The training config: defaults, TOML and flag overrides, validation, resume field diffs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ptools.defectgan.config import DefectGANConfig, diff_fields, load_toml, replace_fields, to_toml
+from ptools.errors import PtoolsError
+
+
+def test_defaults_are_the_papers():
+    c = DefectGANConfig()
+    assert (c.image_size, c.batch_size, c.d_steps) == (128, 4, 5)
+    assert (c.lr_g, c.lr_d, c.lr_end, c.beta1, c.beta2) == (2e-4, 2e-4, 1e-6, 0.5, 0.999)
+    assert (c.w_cls_d, c.w_cls_g, c.w_cycle, c.w_map_cycle, c.w_sparsity, c.w_gp) == (2, 5, 5, 5, 1, 10)
+    assert c.spectral_norm and c.noise
+    assert (c.d_layers, c.d_width, c.d_max_width) == (6, 64, 2048)
+
+
+def test_toml_then_flags_override(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('batch-size = 8\nlr_schedule = "cosine"\n[defectgan]\nw_gp = 5\n')
+    c = replace_fields(DefectGANConfig(), load_toml(path), str(path))
+    assert (c.batch_size, c.lr_schedule, c.w_gp) == (8, "cosine", 5.0)
+    c = replace_fields(c, {"batch_size": 2}, "flags")
+    assert c.batch_size == 2 and c.w_gp == 5.0
+
+
+def test_toml_roundtrip(tmp_path):
+    c = DefectGANConfig(labels=["crack", 'we"ird'], lr_end=1e-6, compile=True)
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(c))
+    assert DefectGANConfig.from_dict(load_toml(path)) == c
+
+
+@pytest.mark.parametrize(
+    ("overrides", "word"),
+    [({"nope": 1}, "nope"), ({"batch_size": "4"}, "batch_size"), ({"spectral_norm": 1}, "spectral_norm")],
+)
+def test_unknown_keys_and_wrong_types_are_errors(overrides, word):
+    with pytest.raises(PtoolsError, match=word):
+        replace_fields(DefectGANConfig(), overrides, "test")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "word"),
+    [
+        ({"image_size": 100}, "2\\*\\*d_layers"),
+        ({"amp": "fp8"}, "amp"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_validate_names_the_field(overrides, word):
+    with pytest.raises(PtoolsError, match=word):
+        DefectGANConfig(**overrides).validate()
+
+
+def test_bad_toml_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("batch_size = = 3")
+    with pytest.raises(PtoolsError, match="not a valid TOML"):
+        load_toml(path)
+
+
+def test_diff_ignores_runtime_fields_only():
+    saved = DefectGANConfig(labels=["a"]).to_dict()
+    assert diff_fields(saved, DefectGANConfig(labels=["a"], steps=7, workers=0, keep=9)) == []
+    diffs = diff_fields(saved, DefectGANConfig(labels=["a"], batch_size=8, g_width=32))
+    assert [d.split(":")[0] for d in diffs] == ["batch_size", "g_width"]

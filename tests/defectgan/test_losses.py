@@ -1,0 +1,53 @@
+"""Losses: WGAN-GP against a critic whose gradient is known, BCE scale, signs, cycle terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptools.defectgan import losses
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 4)
+
+    def critic(x):
+        # A 2x2 patch map whose mean is <w, x>: the gradient of the critic value is w everywhere.
+        score = (x * w).sum(dim=(1, 2, 3))
+        return score.view(-1, 1, 1, 1).expand(-1, 1, 2, 2), None
+
+    real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    gp = losses.gradient_penalty(critic, real, fake)
+    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
+
+
+def test_gradient_penalty_has_a_gradient_and_draws_eps_per_sample():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 1, 3)
+    gp = losses.gradient_penalty(
+        lambda x: (torch.tanh(conv(x)), None), torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    )
+    gp.backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_classification_is_multilabel_bce_on_logits():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 4.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    expected = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1).mean()
+    assert losses.classification(logits, targets).item() == pytest.approx(expected.item())
+
+
+def test_adversarial_signs():
+    real, fake = torch.full((2, 1, 2, 2), 3.0), torch.full((2, 1, 2, 2), -1.0)
+    assert losses.d_adversarial(real, fake).item() == -4.0  # D is happy: low loss
+    assert losses.g_adversarial(fake).item() == 1.0
+
+
+def test_cycle_map_cycle_and_sparsity():
+    a, b = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    assert losses.cycle(b, a).item() == 1.0
+    assert losses.map_cycle(a[:, :1], b[:, :1] * 0.5).item() == 0.5
+    assert losses.sparsity(torch.full((2, 1, 2, 2), 0.25)).item() == 0.25
