@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ptools.errors import PtoolsError
+
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (one replica when torch.distributed is not initialised) that yields
@@ -98,7 +100,14 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over `dataset` with a ResumableSampler (as `loader.sampler`), pinned memory when CUDA
     is available, persistent workers, and a seeded generator."""
+    if batch_size < 1:
+        raise PtoolsError(f"batch size must be at least 1 (got {batch_size})")
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed)
+    if drop_last and sampler.num_samples < batch_size:
+        raise PtoolsError(
+            f"the dataset has {sampler.num_samples} samples per process, fewer than one batch of {batch_size}",
+            hint="lower --batch-size or add data",
+        )
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(

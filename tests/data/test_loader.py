@@ -7,6 +7,7 @@ import torch
 
 from ptools.data import DefectDataset, make_loader
 from ptools.data.loader import ResumableSampler
+from ptools.errors import PtoolsError
 from tests.data.helpers import SIZE, folders_layout, seed_layout
 
 STEMS = {"crack": [f"c{i}" for i in range(7)], "stain": [f"s{i}" for i in range(6)]}
@@ -34,6 +35,8 @@ def test_batches_and_reproducible_order(dataset):
     assert _epoch(make_loader(dataset, batch_size=4, workers=0, seed=6), 0) != first
     unshuffled = make_loader(dataset, batch_size=13, workers=0, shuffle=False, drop_last=False)
     assert _epoch(unshuffled, 0) == [list(range(13))]
+    with pytest.raises(PtoolsError, match="fewer than one batch"):
+        make_loader(dataset, batch_size=14, workers=0)
 
 
 def test_resume_mid_epoch_gives_the_same_batches(dataset):
