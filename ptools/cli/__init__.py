@@ -17,6 +17,10 @@ from typer.core import TyperGroup
 from ptools import __version__
 from ptools.errors import ExitCode, PtoolsError
 
+# Plain Click help and usage errors. With rich installed, Typer 0.20 escapes "[default: 1]" as
+# "\[default: 1]" even in plain help, and imports rich for every --help; our tables use rich directly.
+typer.core.HAS_RICH = False
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check found problems (shape drift, keys missing, unsafe pickle, "
     "dataset defects, files differ); 2 usage or bad input (file missing, corrupt, unsupported); "

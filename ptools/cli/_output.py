@@ -9,9 +9,10 @@ import math
 import sys
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich costs ~50 ms to import: only commands that print tables pay for it
+    from rich.console import Console
 
 SCHEMA_VERSION = 1
 
@@ -19,12 +20,16 @@ SCHEMA_VERSION = 1
 @lru_cache(maxsize=1)
 def stdout_console() -> Console:
     """Results for people. Colour follows rich's own detection (NO_COLOR, TTY)."""
+    from rich.console import Console
+
     return Console(soft_wrap=False)
 
 
 @lru_cache(maxsize=1)
 def stderr_console() -> Console:
     """Progress, warnings and logs: never mixed into stdout, which scripts parse."""
+    from rich.console import Console
+
     return Console(stderr=True)
 
 

@@ -77,3 +77,10 @@ def test_completion_files_are_current(shell):
 def test_completions_rejects_unknown_shell(runner):
     result = runner.invoke(app, ["completions", "tcsh"])
     assert result.exit_code == 2
+
+
+def test_help_shows_defaults_without_markup_escapes(runner):
+    result = runner.invoke(app, ["check-conv", "--help"])
+    assert result.exit_code == 0
+    assert "[default: " in result.output
+    assert "\\[" not in result.output
