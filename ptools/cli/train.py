@@ -119,6 +119,10 @@ def train_command(
         config = replace_fields(config, load_toml(config_file), str(config_file))
     config = replace_fields(config, {k: v for k, v in flags.items() if v is not None}, "flags").validate()
 
+    if config.log == "tensorboard":
+        from ptools.defectgan.monitor import require_tensorboard
+
+        require_tensorboard()
     if run_dir is None:
         run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if state is None:

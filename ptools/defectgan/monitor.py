@@ -34,6 +34,17 @@ METRIC_COLUMNS = (
 LOSS_COLUMNS = METRIC_COLUMNS[3:13]
 
 
+def require_tensorboard() -> None:
+    """Fail before any work when --log tensorboard is asked for without the package."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise PtoolsError(
+            "--log tensorboard: the tensorboard package is not installed",
+            hint="pip install 'ptools[tensorboard]' or use --log csv",
+        )
+
+
 class MetricsLog:
     """One CSV row per step (floats at full precision, so runs can be compared exactly), plus TensorBoard.
 
@@ -51,13 +62,9 @@ class MetricsLog:
         self._writer = csv.writer(self._file)
         self._tb = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise PtoolsError(
-                    "--log tensorboard: the tensorboard package is not installed",
-                    hint="pip install 'ptools[tensorboard]' or use --log csv",
-                ) from None
+            require_tensorboard()
+            from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step)
 
     def _truncate_after(self, step: int) -> None:

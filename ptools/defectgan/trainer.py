@@ -38,7 +38,7 @@ from ptools.defectgan.checkpoint import (
 )
 from ptools.defectgan.config import DefectGANConfig, diff_fields, to_toml
 from ptools.defectgan.models import build_models
-from ptools.defectgan.monitor import MetricsLog, Progress, colorize_control, save_grid
+from ptools.defectgan.monitor import MetricsLog, Progress, colorize_control, require_tensorboard, save_grid
 from ptools.devices import resolve_device
 from ptools.errors import PtoolsError
 from ptools.files import atomic_path
@@ -221,6 +221,9 @@ def _train(
                 f"{source}: checkpoint was trained with another config: " + "; ".join(differing),
                 hint="resume with the same settings (steps, logging and runtime flags may change)",
             )
+
+    if config.log == "tensorboard":
+        require_tensorboard()
 
     # ---- determinism ----
     if config.deterministic:
