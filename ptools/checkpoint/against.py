@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader
 from ptools.checkpoint.summary import WRAPPER_PREFIXES, Selection, resolve_path, state_dict_candidates
 from ptools.errors import PtoolsError
@@ -36,7 +37,7 @@ def parse_spec(spec: str) -> tuple[str, str, list[Any], dict[str, Any]]:
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
         except (SyntaxError, ValueError) as e:
-            raise PtoolsError(f"--against {spec!r}: arguments must be Python literals ({e})") from None
+            raise PtoolsError(f"--against {spec!r}: arguments must be Python literals ({oneline(e)})") from None
     if not module or not name.replace(".", "").replace("_", "").isalnum():
         raise PtoolsError(f"--against {spec!r}: bad module or factory name")
     return module, name, args, kwargs
@@ -54,13 +55,13 @@ def build_model(spec: str) -> Any:
         try:
             return torchvision.models.get_model(attr, weights=None, **kwargs)
         except (ValueError, TypeError) as e:
-            raise PtoolsError(f"--against {spec}: {e}", hint="see torchvision.models.list_models()") from None
+            raise PtoolsError(f"--against {spec}: {oneline(e)}", hint="see torchvision.models.list_models()") from None
     if os.getcwd() not in sys.path:  # the console script does not put the working directory on the path
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
-        raise PtoolsError(f"--against {spec}: cannot import {module_name} ({e})") from None
+        raise PtoolsError(f"--against {spec}: cannot import {module_name} ({oneline(e)})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise PtoolsError(f"--against {spec}: {module_name} has no attribute {attr!r}")
@@ -72,7 +73,7 @@ def build_model(spec: str) -> Any:
         try:
             model = obj(*args, **kwargs)
         except Exception as e:
-            raise PtoolsError(f"--against {spec}: building the model failed ({type(e).__name__}: {e})") from None
+            raise PtoolsError(f"--against {spec}: building the model failed ({oneline(e)})") from None
     if not isinstance(model, torch.nn.Module):
         raise PtoolsError(f"--against {spec}: {attr} returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -141,7 +141,11 @@ def open_checkpoint(path: str | Path) -> CheckpointReader:
         except OSError as e:
             raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
     for _name, sniffer, opener in _FORMATS:
-        if sniffer(path, head):
+        try:
+            claimed = sniffer(path, head)
+        except Exception:  # a sniffer tripping over damaged bytes means "not mine", not a crash
+            claimed = False
+        if claimed:
             return opener(path)
     raise PtoolsError(f"{path}: {diagnose_not_a_checkpoint(path, head)}")
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.dtypes import STORAGE_DTYPES, TORCH_DTYPE_NAMES
 
 SAFE, SUSPICIOUS, DANGEROUS = "safe", "suspicious", "dangerous"
@@ -782,7 +783,7 @@ def restricted_load(
     except RecursionError:
         result.error = "pickle nests too deeply"
     except Exception as e:  # corrupt or hostile streams raise anything: keep what we learnt
-        result.error = f"{type(e).__name__}: {e}"[:300]
+        result.error = oneline(e)
     finally:
         for ref, obj in unpickler._pending_calls:
             if len(ref.calls) < MAX_CALL_RECORDS:

@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
 from ptools.errors import PtoolsError
@@ -74,7 +75,7 @@ class SafetensorsReader(CheckpointReader):
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise PtoolsError(f"{path}: corrupted safetensors header (invalid JSON: {e})") from None
+            raise PtoolsError(f"{path}: corrupted safetensors header (invalid JSON: {oneline(e)})") from None
         if not isinstance(header, dict):
             raise PtoolsError(f"{path}: corrupted safetensors header (not a JSON object)")
         self._data_start = 8 + n

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.pickle_structure import PickleContents, build
 from ptools.checkpoint.restricted_pickle import ScanResult, restricted_load
@@ -134,7 +135,7 @@ class TorchLegacyReader(_PickleFileReader):
                 warnings.simplefilter("ignore")  # torch's protocol notices; errors still raise
                 obj = torch.load(str(self.path), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise PtoolsError(f"{self.path}: torch.load(weights_only=True) failed ({type(e).__name__}: {e})") from None
+            raise PtoolsError(f"{self.path}: torch.load(weights_only=True) failed ({oneline(e)})") from None
         return flatten_torch(obj)[2]
 
 

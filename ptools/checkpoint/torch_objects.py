@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.restricted_pickle import ScanResult, join_path
 from ptools.errors import PtoolsError
@@ -179,7 +180,7 @@ def open_torchscript(path: Path) -> CheckpointReader:
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice is not the user's business here
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise PtoolsError(f"{path}: TorchScript archive could not be loaded ({type(e).__name__}: {e})") from None
+        raise PtoolsError(f"{path}: TorchScript archive could not be loaded ({oneline(e)})") from None
     meta = {
         "reader": "torch.jit.load (TorchScript), after a restricted scan of its pickles",
         "torchscript_class": getattr(module, "original_name", type(module).__name__),
@@ -198,6 +199,6 @@ def open_unsafe(path: Path) -> CheckpointReader:
     try:
         obj = torch.load(str(path), **kwargs)
     except Exception as e:
-        raise PtoolsError(f"{path}: torch.load failed ({type(e).__name__}: {e})") from None
+        raise PtoolsError(f"{path}: torch.load failed ({oneline(e)})") from None
     meta = {"reader": "torch.load(weights_only=False): full unpickling (--unsafe)"}
     return TorchObjectReader(path, obj, "torch-unsafe", meta)

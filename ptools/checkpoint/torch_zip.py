@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
 from ptools.checkpoint.pickle_structure import PickleContents, build
@@ -78,10 +79,10 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
         raise PtoolsError(
-            f"{path}: truncated or corrupted zip archive ({e})", hint="download or copy the file again"
+            f"{path}: truncated or corrupted zip archive ({oneline(e)})", hint="download or copy the file again"
         ) from None
-    except (OSError, ValueError, EOFError) as e:
-        raise PtoolsError(f"{path}: cannot read the zip archive ({e})") from None
+    except Exception as e:  # zipfile also raises NotImplementedError, ValueError, EOFError on damaged headers
+        raise PtoolsError(f"{path}: cannot read the zip archive ({oneline(e)})") from None
 
 
 def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
@@ -91,9 +92,11 @@ def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PI
     try:
         return zf.read(name)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
-        raise PtoolsError(f"{path}: {name} is truncated or corrupted ({e})", hint="download the file again") from None
+        raise PtoolsError(
+            f"{path}: {name} is truncated or corrupted ({oneline(e)})", hint="download the file again"
+        ) from None
     except Exception as e:  # zlib.error and friends
-        raise PtoolsError(f"{path}: {name} cannot be decompressed ({type(e).__name__}: {e})") from None
+        raise PtoolsError(f"{path}: {name} cannot be decompressed ({oneline(e)})") from None
 
 
 def scan_zip_pickles(
@@ -218,7 +221,10 @@ class TorchZipReader(CheckpointReader):
     def _storage_buffer(self, storage_key: str) -> tuple[Any, int, int]:
         """(buffer, byte offset of the storage in it, storage bytes)."""
         member = f"{self._prefix}data/{storage_key}"
-        info = self._zf.getinfo(member)
+        try:
+            info = self._zf.getinfo(member)
+        except KeyError:
+            raise PtoolsError(f"{self.path}: storage {storage_key} is missing from the archive") from None
         if info.compress_type != zipfile.ZIP_STORED:
             # Someone re-zipped the archive with compression: no mapping possible, read this storage.
             return read_member(self._zf, member, self.path, limit=1 << 62), 0, info.file_size
@@ -292,7 +298,7 @@ def tensor_from_storage(
         try:
             return ref.array.numpy(), ref.array.dtype_name
         except Exception as e:
-            raise PtoolsError(f"{path}: {key}: numpy array data not readable ({e})") from None
+            raise PtoolsError(f"{path}: {key}: numpy array data not readable ({oneline(e)})") from None
     if ref.storage is None:
         raise PtoolsError(f"{path}: {key} has no data in the file ({ref.kind} tensor)")
     buf, start, size = storage_buffer(ref.storage.key)
