@@ -103,9 +103,15 @@ def check_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a dataset (never modifies it). Exit 1 when problems are found, 2 when ROOT is not a dataset."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from ptools.data.check import check_dataset
 
-    report = check_dataset(root, layout)
+    with Progress(
+        TextColumn("check"), BarColumn(), MofNCompleteColumn(), console=stderr_console(), transient=True
+    ) as bar:
+        task = bar.add_task("check", total=None)
+        report = check_dataset(root, layout, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if json_out:
         emit_json(
             "dataset.check",
