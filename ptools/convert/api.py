@@ -52,7 +52,7 @@ class Plan:
         return not (self.unfilled or self.mismatched or self.duplicates)
 
     def out_tensors(self) -> list[OutTensor]:
-        return [OutTensor(self.targets[id(i)], i.dtype, i.shape_after, i.make) for i in self.written]
+        return [OutTensor(self.targets[id(i)], i.dtype, i.shape_after, i.make, i.chunks) for i in self.written]
 
 
 def _heuristic_prefix(layer: str) -> str:
@@ -170,6 +170,7 @@ def _apply_rules(items: list[Item], rules: list[rules_mod.Rule]) -> tuple[dict[i
             it.transform = f"{rule.transform} (--map)"
             it.shape_after = rules_mod.transformed_shape(rule.transform, it.shape_before, rule.flatten_shape)
             it.make = lambda fn=fn, raw=raw: fn(raw())
+            it.chunks = None
     for it in items:
         if id(it) in targets:
             continue

@@ -6,7 +6,7 @@ A rule returns `Item`s whose data is computed lazily, so the writer holds one te
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +17,44 @@ from ptools.convert.source import LayerMeta, SourceTensor
 # -- pure array transforms ------------------------------------------------------------------------
 
 
+TILE = 128  # a (spatial, 128, 128) float32 tile stays in L2 cache
+
+
+def swap_last_two_to_front(k: np.ndarray) -> np.ndarray:
+    """(*S, I, O) -> (O, I, *S) contiguous, copied tile by tile.
+
+    numpy's one-shot copy of such a transposed view walks one side with a stride of O*4 bytes and is
+    several times slower than copying cache-sized tiles; this is the hot loop of big conversions.
+    """
+    *spatial, n_in, n_out = k.shape
+    s = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
+    src = k.reshape(s, n_in, n_out)
+    out = np.empty((n_out, n_in, s), dtype=k.dtype)
+    if src.size <= TILE * TILE * 4:
+        out[...] = src.transpose(2, 1, 0)
+    else:
+        for i in range(0, n_in, TILE):
+            for o in range(0, n_out, TILE):
+                out[o : o + TILE, i : i + TILE, :] = src[:, i : i + TILE, o : o + TILE].transpose(2, 1, 0)
+    return out.reshape(n_out, n_in, *spatial)
+
+
+def swap_chunks(k: np.ndarray) -> Iterator[np.ndarray]:
+    """The same result as `swap_last_two_to_front`, as consecutive row blocks of the output (C order), so a
+    writer can stream a big kernel without holding its transposed copy."""
+    *spatial, n_in, n_out = k.shape
+    s = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
+    src = k.reshape(s, n_in, n_out)
+    for o in range(0, n_out, TILE):
+        block = np.empty((min(TILE, n_out - o), n_in, s), dtype=k.dtype)
+        for i in range(0, n_in, TILE):
+            block[:, i : i + TILE, :] = src[:, i : i + TILE, o : o + TILE].transpose(2, 1, 0)
+        yield block
+
+
 def conv_kernel(k: np.ndarray) -> np.ndarray:
     """Conv1D/2D/3D (..., in, out) -> (out, in, ...); Conv*Transpose (..., out, in) -> (in, out, ...): same axes."""
-    n = k.ndim
-    return np.ascontiguousarray(k.transpose(n - 1, n - 2, *range(n - 2)))
+    return swap_last_two_to_front(k)
 
 
 def depthwise_kernel(k: np.ndarray) -> np.ndarray:
@@ -30,7 +64,8 @@ def depthwise_kernel(k: np.ndarray) -> np.ndarray:
 
 
 def dense_kernel(k: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(k.T)
+    """(in, out) -> (out, in) for nn.Linear and RNN weights."""
+    return swap_last_two_to_front(k) if k.ndim == 2 else np.ascontiguousarray(k.T)
 
 
 def dense_after_flatten(k: np.ndarray, pre_shape: tuple[int, ...]) -> np.ndarray:
@@ -74,6 +109,7 @@ class Item:
     role: str  # last name part of the target: weight, bias, running_mean, weight_ih_l0, ...
     synthetic: bool = False  # no source tensor (LSTM bias_hh zeros, num_batches_tracked)
     raw: Callable[[], np.ndarray] | None = None  # the untransformed source, for a --map transform override
+    chunks: Callable[[], Iterator[np.ndarray]] | None = None  # same data as make(), in C-order pieces
 
 
 @dataclass
@@ -128,10 +164,13 @@ def _permuted_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _kernel_item(prefix: str, t: SourceTensor, layer: str) -> Item:
     if len(t.shape) == 2:
-        return _item(prefix, "weight", t, dense_kernel, "transpose", (t.shape[1], t.shape[0]), layer)
-    if len(t.shape) in (3, 4, 5):
-        return _item(prefix, "weight", t, conv_kernel, PERMUTE_NAMES[len(t.shape) - 2], _permuted_shape(t.shape), layer)
-    return _item(prefix, "weight", t, _copy, "copy", t.shape, layer)
+        it = _item(prefix, "weight", t, dense_kernel, "transpose", (t.shape[1], t.shape[0]), layer)
+    elif len(t.shape) in (3, 4, 5):
+        it = _item(prefix, "weight", t, conv_kernel, PERMUTE_NAMES[len(t.shape) - 2], _permuted_shape(t.shape), layer)
+    else:
+        return _item(prefix, "weight", t, _copy, "copy", t.shape, layer)
+    it.chunks = lambda: swap_chunks(t.load())
+    return it
 
 
 # -- per-layer kinds -----------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ptools.errors import PtoolsError
 from ptools.files import atomic_path
@@ -57,6 +57,7 @@ class OutTensor:
     dtype: str  # numpy-style name; "bfloat16" arrays arrive as float32 values (or uint16 bit patterns)
     shape: tuple[int, ...]
     make: Callable[[], np.ndarray]
+    chunks: Callable[[], Iterator[np.ndarray]] | None = None  # C-order pieces of make(), for streaming
 
 
 def bf16_bits(a: np.ndarray) -> np.ndarray:
@@ -110,20 +111,82 @@ def write_safetensors(
     with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for t in tensors:
-            a = np.asarray(t.make())
-            if tuple(a.shape) != tuple(t.shape):
-                raise PtoolsError(f"{t.key}: produced shape {tuple(a.shape)}, expected {t.shape} (internal error)")
-            if t.dtype == "bfloat16":
-                a = bf16_bits(a)
-            elif a.dtype != np.dtype(t.dtype):
-                a = a.astype(t.dtype)
-            if a.dtype.byteorder == ">":
-                a = a.astype(a.dtype.newbyteorder("<"))
-            f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
-            del a  # drop the only reference before producing the next tensor
-            if on_tensor:
-                on_tensor(t)
+        with _BackgroundWriter(f) as sink:
+            for t in tensors:
+                expected = _numel(t.shape) * _ITEMSIZE[_st_dtype(t)]
+                written = 0
+                pieces = t.chunks() if t.chunks is not None else iter([t.make()])
+                for piece in pieces:
+                    written += sink.put(_prepare(t, np.asarray(piece)))
+                    del piece  # the sink holds the only reference until it is on disk
+                if written != expected:
+                    raise PtoolsError(f"{t.key}: produced {written} bytes, expected {expected} (internal error)")
+                # Wait for this tensor to reach the file before loading the next: memory stays ~one tensor.
+                sink.flush()
+                if on_tensor:
+                    on_tensor(t)
+
+
+class _BackgroundWriter:
+    """Writes pieces on a thread, so transposing the next block overlaps writing this one (both release
+    the GIL). At most `depth` pieces wait in the queue."""
+
+    def __init__(self, f: Any, depth: int = 3) -> None:
+        import queue
+        import threading
+
+        self._f = f
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ptools-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            buf = self._q.get()
+            try:
+                if buf is None:
+                    return
+                if self._error is None:
+                    self._f.write(buf)
+            except BaseException as e:  # noqa: BLE001 - handed to the producer thread
+                self._error = e
+            finally:
+                self._q.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, buf: memoryview) -> int:
+        self._check()
+        self._q.put(buf)
+        return len(buf)
+
+    def flush(self) -> None:
+        self._q.join()
+        self._check()
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._check()
+
+
+def _prepare(t: OutTensor, a: np.ndarray) -> memoryview:
+    import numpy as np
+
+    if t.dtype == "bfloat16":
+        a = bf16_bits(a)
+    elif a.dtype != np.dtype(t.dtype):
+        a = a.astype(t.dtype)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
 def write_pt(path: Path, tensors: Iterable[OutTensor], force: bool = False) -> None:

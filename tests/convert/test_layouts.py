@@ -149,3 +149,13 @@ def test_bf16_rounding_matches_torch() -> None:
     ours = bf16_bits(a).view(np.int16)
     ref = torch.from_numpy(a).to(torch.bfloat16).view(torch.int16).numpy()
     np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (300, 129), (3, 3, 130, 260), (2, 257), (4, 1, 3, 2, 140)])
+def test_tiled_transpose_and_chunks_match_numpy(shape: tuple[int, ...]) -> None:
+    k = rng.standard_normal(shape).astype(np.float32)
+    n = k.ndim
+    ref = k.transpose(n - 1, n - 2, *range(n - 2))
+    np.testing.assert_array_equal(layouts.conv_kernel(k), ref)
+    joined = np.concatenate([c.reshape(-1) for c in layouts.swap_chunks(k)])
+    np.testing.assert_array_equal(joined, ref.reshape(-1))
