@@ -29,7 +29,7 @@ from ptools.data.synth import synthesize
 
 class SeedDefectDataset(Dataset):
     """The seed project's dataset, re-implemented as described in the data issue: every image is
-    opened and decoded twice per sample (once to validate/convert, once inside the transform),
+    opened and decoded twice per sample (once to validate, once inside the transform),
     torchvision v1 transforms on PIL images, and the label vectors and control map assembled from
     fresh per-channel tensors for every sample. (Its `.to(device)` inside __getitem__ is left out:
     on CPU it is a no-op, and it would stop workers from being used at all.)"""
@@ -56,10 +56,11 @@ class SeedDefectDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         label, defect_path, normal_path, mask_path = self.items[i]
-        # First decode: check the pair is readable and RGB.
+        # First decode: check the triplet is readable and the sizes agree.
         defect_img = Image.open(defect_path).convert("RGB")
         normal_img = Image.open(normal_path).convert("RGB")
-        assert defect_img.size == normal_img.size
+        mask_img = Image.open(mask_path).convert("L")
+        assert defect_img.size == normal_img.size == mask_img.size
         # Second decode: the transform pipeline reopens the files.
         defect = self.transform(Image.open(defect_path).convert("RGB"))
         normal = self.transform(Image.open(normal_path).convert("RGB"))
