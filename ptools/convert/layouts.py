@@ -261,9 +261,8 @@ def _settings_notes(meta: LayerMeta, torch_cls: str) -> list[Note]:
                 meta.name,
                 "padding",
                 "same",
-                f"TF SAME transposed conv: {torch_cls}(padding=0) then crop "
-                "(extra row/column cropped bottom/right) - nn.ConvTranspose2d padding/output_padding cannot "
-                "express it when kernel-stride is odd",
+                "TF SAME transposed conv: use ptools.nn.ConvTranspose2dSame (full transposed conv, then TF's "
+                "crop: the extra row/column goes bottom/right, which padding/output_padding cannot express)",
             )
         )
     elif padding == "same":

@@ -119,3 +119,27 @@ def test_snake_case_matches_keras_group_names() -> None:
     assert to_snake_case("Conv2DTranspose") == "conv2d_transpose"
     assert to_snake_case("BatchNormalization") == "batch_normalization"
     assert to_snake_case("ReLU") == "re_lu"
+
+
+def test_optimizer_weights_are_tagged(tmp_path: Path) -> None:
+    from ptools.convert.api import ConvertOptions, plan
+
+    legacy = tmp_path / "opt.h5"
+    _legacy_weights_file(legacy, ":0", chunk=False)
+    with h5py.File(legacy, "a") as f:  # a weights-only file + optimizer state, as tf.keras writes it
+        g = f.create_group("optimizer_weights")
+        names = [b"Adam/iter:0", b"Adam/m/d1/kernel:0"]
+        g.attrs["weight_names"] = np.array(names)
+        g.create_dataset("Adam/iter:0", data=np.int64(3))
+        g.create_dataset("Adam/m/d1/kernel:0", data=np.zeros((3, 2), np.float32))
+    with open_checkpoint(legacy) as r:
+        roles = {t.key: t.extra["role"] for t in r.tensors()}
+    assert roles["optimizer/Adam/iter"] == "counter" and roles["optimizer/Adam/m/d1/kernel"] == "optimizer"
+    assert {t.key for t in plan(legacy, ConvertOptions()).out_tensors()} == {
+        "d1.weight",
+        "d1.bias",
+        "d2.weight",
+        "d2.bias",
+    }
+    with_opt = {t.key for t in plan(legacy, ConvertOptions(include_optimizer=True)).out_tensors()}
+    assert "optimizer.Adam.m.d1.kernel" in with_opt and "optimizer.Adam.iter" in with_opt
