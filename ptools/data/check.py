@@ -57,7 +57,7 @@ def _inspect(path: Path, is_mask: bool) -> FileInfo | Problem:
             img.load()  # a full decode: header-only opens miss truncated files
             values = None
             if is_mask:
-                grey = img if img.mode in ("L", "1") else img.convert("L")
+                grey = img if img.mode in ("L", "1", "P") else img.convert("L")  # P: class indices
                 hist = np.bincount(np.asarray(grey, dtype=np.uint8).ravel(), minlength=256)
                 values = tuple(int(v) for v in np.flatnonzero(hist))
     except UnidentifiedImageError:

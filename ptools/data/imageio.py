@@ -41,11 +41,14 @@ def load_mask(path: Path, size: int) -> np.ndarray:
     """
     with _open(path) as img:
         try:
-            img = img.convert("L")
+            # Palette masks (VOC style) hold class indices: keep them, their colours' luminance means nothing.
+            img.load()
+            if img.mode not in ("L", "P"):
+                img = img.convert("L")
         except OSError as e:
             raise PtoolsError(f"{path}: cannot decode mask ({e})") from None
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.NEAREST)
-        arr = np.asarray(img)
+        arr = np.asarray(img, dtype=np.uint8)
     threshold = 0 if arr.max(initial=0) <= 1 else 127
     return (arr > threshold).astype(np.uint8)

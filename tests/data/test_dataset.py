@@ -166,3 +166,13 @@ def test_normalize_roundtrip():
     assert y.min() == -1 and y.max() == 1
     assert torch.equal((denormalize(y) * 255).round().to(torch.uint8), x)
     assert torch.allclose(normalize(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_palette_and_01_masks(tmp_path):
+    root = seed_layout(tmp_path, {"crack": ["a", "b"]})
+    pal = Image.new("P", (SIZE, SIZE), 0)
+    pal.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)  # index 1 is dark red: luminance 38
+    pal.paste(1, (4, 4, 10, 10))
+    pal.save(root / "crack" / "defect_segmentation" / "a.png")
+    for i in range(2):
+        assert DefectDataset(root, image_size=SIZE)[i]["mask"].sum() == 36
