@@ -212,6 +212,8 @@ def _scan_csv(root: Path) -> DatasetIndex:
     files: dict[str, list[Path]] = {"normal": [], "defect": [], "mask": []}
     labels: set[str] = set()
     seen: dict[str, int] = {}
+    stems: dict[str, str] = {}
+    seen_stem: dict[str, int] = {}
     try:
         with manifest.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -231,10 +233,20 @@ def _scan_csv(root: Path) -> DatasetIndex:
             continue
         path = base / row["path"]
         names = tuple(dict.fromkeys(n.strip() for n in row.get("labels", "").split(";") if n.strip()))
-        if path.name in seen:
-            problems.append(Problem("duplicate_stem", where, f"{row['path']} also listed on line {seen[path.name]}"))
+        key = str(path.resolve()) if path.exists() else str(path)
+        if key in seen:
+            problems.append(Problem("duplicate_row", where, f"{row['path']} is also listed on line {seen[key]}"))
             continue
-        seen[path.name] = line
+        if path.stem in stems:
+            # Outputs and previews are named by stem: two images with one stem would overwrite each other.
+            problems.append(
+                Problem(
+                    "duplicate_stem", where, f"same stem as {stems[path.stem]} (line {seen_stem[path.stem]})", "warning"
+                )
+            )
+        seen[key] = line
+        stems.setdefault(path.stem, row["path"])
+        seen_stem.setdefault(path.stem, line)
         if not path.is_file():
             problems.append(Problem("missing_file", where, f"{row['path']} does not exist"))
             continue

@@ -80,10 +80,15 @@ def test_folders_and_csv_layouts(tmp_path):
     assert report.layout == "folders" and report.counts == {"crack": 2, "stain": 1} and report.normals == 5
     root = csv_layout(tmp_path / "c")
     with (root / "data.csv").open("a") as f:
-        f.write("img/missing.png,rust,\nimg/a.png,rust,\n")
+        f.write("img/missing.png,rust,\nimg/a.png,rust,\nimg/../img/b.png,dent,\n")
+    Image.open(root / "img" / "a.png").save(root / "a.jpg")
+    with (root / "data.csv").open("a") as f:
+        f.write("a.jpg,dent,\n")
     report = check_dataset(root)
-    assert {p.kind for p in report.problems} == {"missing_file", "duplicate_stem"}
-    assert report.counts == {"dent": 1, "rust": 2}
+    kinds = {(p.kind, p.severity) for p in report.problems}
+    assert kinds == {("missing_file", "error"), ("duplicate_row", "error"), ("duplicate_stem", "warning")}
+    assert sum(p.kind == "duplicate_row" for p in report.problems) == 2
+    assert report.counts == {"dent": 2, "rust": 2}
 
 
 def test_not_a_dataset(tmp_path):
