@@ -73,6 +73,9 @@ class DefectGANConfig:
     d_max_width: int = 2048
     spectral_norm: bool = True
     init: str = "xavier"
+    # (choice) the spatial-map head starts at sigmoid(-3) ~ 0.05: G starts near the identity, which the
+    # sparsity term asks for anyway, instead of blending half of every pixel with an untrained foreground.
+    map_bias: float = -3.0
 
     # runtime (may change on resume)
     amp: str = "auto"

@@ -35,6 +35,8 @@ def prepare(model: nn.Module, config: DefectGANConfig, device: torch.device | st
     """Init before spectral norm (which re-parametrises the weight) and before .to() (which may copy it):
     the other order writes the init into a tensor the model no longer reads."""
     init_weights(model, scheme=config.init)
+    if isinstance(model, Generator):
+        nn.init.constant_(model.spatial_map.bias, config.map_bias)
     if config.spectral_norm:
         add_spectral_norm(model)
     return model.to(device)
