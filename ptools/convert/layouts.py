@@ -418,7 +418,9 @@ def _norm(
             items.append(_item(prefix, role, v[var], _copy, "copy", v[var].shape, meta.name))
     notes: list[Note] = []
     eps = meta.config.get("epsilon", 1e-3)
-    torch_cls = "BatchNorm2d" if bn else ("LayerNorm" if cls != "GroupNormalization" else "GroupNorm")
+    torch_cls = {"BatchNormalization": "BatchNorm2d", "GroupNormalization": "GroupNorm"}.get(cls, "LayerNorm")
+    if cls == "InstanceNormalization":
+        torch_cls = "InstanceNorm2d"  # with affine=True: gamma/beta are its weight/bias
     eps_src = "" if "epsilon" in meta.config else " (TF default; not recorded in this file)"
     notes.append(Note(meta.name, "eps", eps, f"{torch_cls}(eps={eps:g}){eps_src}: PyTorch's default is 1e-5"))
     if bn:
@@ -700,6 +702,7 @@ _RULES: dict[str, Callable[..., tuple[list[Item], list[Note]]]] = {
     "BatchNormalization": _norm,
     "LayerNormalization": _norm,
     "GroupNormalization": _norm,
+    "InstanceNormalization": _norm,
     "Embedding": _embedding,
     "PReLU": _prelu,
     "LSTM": _lstm,

@@ -142,6 +142,10 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
             ema_of = _EMA.sub("", name)
             name = info.key if name == ema_of else name
         layer = info.extra.get("layer") if isinstance(info.extra.get("layer"), str) else layer_of(name)
+        scope = layer_of(name)
+        if scope != layer and not _RNN_CELL.match(scope):
+            # A nested model (a Sequential inside a Functional): its inner layers are the real layers.
+            layer = scope
         dtype = info.dtype
         if dtype.startswith("float8"):
             dtype = "float32"  # read() widens float8 exactly; written as float32

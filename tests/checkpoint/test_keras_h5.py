@@ -143,3 +143,19 @@ def test_optimizer_weights_are_tagged(tmp_path: Path) -> None:
     }
     with_opt = {t.key for t in plan(legacy, ConvertOptions(include_optimizer=True)).out_tensors()}
     assert "optimizer.Adam.m.d1.kernel" in with_opt and "optimizer.Adam.iter" in with_opt
+
+
+def test_nested_model_layers_become_their_own_layers(tmp_path: Path) -> None:
+    from ptools.convert.api import ConvertOptions, plan
+
+    p = tmp_path / "nested.h5"
+    with h5py.File(p, "w") as f:  # a Sequential "backbone" inside a model: inner names, no layer prefix
+        f.attrs["layer_names"] = np.array([b"backbone"])
+        g = f.create_group("backbone")
+        names = [b"c1/kernel:0", b"c1/bias:0", b"c2/kernel:0", b"c2/bias:0"]
+        g.attrs["weight_names"] = np.array(names)
+        for n in names:
+            shape = (3, 3, 2, 2) if b"kernel" in n else (2,)
+            g.create_dataset(n.decode(), data=np.ones(shape, np.float32))
+    keys = {t.key: t.shape for t in plan(p, ConvertOptions()).out_tensors()}
+    assert keys == {"c1.weight": (2, 2, 3, 3), "c1.bias": (2,), "c2.weight": (2, 2, 3, 3), "c2.bias": (2,)}
