@@ -4,27 +4,32 @@ Both run in this one process tree, side by side, on the same synthetic set (JPEG
 256 px sources resized to 128), with the same worker count and batch size. Also measured: the decode
 limit, i.e. PIL decode + resize of a sample's three files alone in one process, with no torch at all.
 
-    python benchmarks/data.py [--n 500] [--source-size 256] [--size 128] [--workers 2] [--epochs 3]
+    python benchmarks/data.py [--n 500] [--source-size 256] [--size 128] [--workers 2] [--epochs 5] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
+# Run as a script, this folder comes first on sys.path, and benchmarks/inspect.py would shadow the
+# standard library's inspect (which torch imports).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from ptools.data import DefectDataset, make_loader
-from ptools.data.synth import synthesize
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
+from ptools.data import DefectDataset, make_loader  # noqa: E402
+from ptools.data.synth import synthesize  # noqa: E402
 
 
 class SeedDefectDataset(Dataset):
