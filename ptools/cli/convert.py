@@ -54,7 +54,8 @@ def convert_command(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    from ptools.convert.api import ConvertOptions, plan, report
+    from ptools.convert.api import ConvertOptions, plan, report, source_metadata
+    from ptools.convert.writer import write_state_dict
     from ptools.files import check_output_path
 
     if model and template:
@@ -69,20 +70,18 @@ def convert_command(
         check_output_path(dst, force)
     opts = ConvertOptions(map_file, model, template, include_optimizer, ema, verify, forget_bias)
     p = plan(src, opts)
-    written = False
-    if dst is not None and not dry_run and p.ok:
-        from ptools.convert.writer import write_state_dict
-
-        meta = {"format": "pt", "converted_by": "ptools", "source": Path(src).name}
-        write_state_dict(dst, p.out_tensors(), force=force, metadata=meta)
-        written = True
-    doc = report(p, dst if not dry_run else None, written)
     check: dict[str, Any] | None = None
-    if check_output:
+    if check_output:  # before writing: a conversion that fails its check leaves no file behind
         from ptools.convert.verify import check_model_output
 
         assert input_file is not None and expected is not None
         check = check_model_output(p, input_file, expected, tolerance)
+    written = False
+    if dst is not None and not dry_run and p.ok and (check is None or check["ok"]):
+        write_state_dict(dst, p.out_tensors(), force=force, metadata=source_metadata(src))
+        written = True
+    doc = report(p, dst if not dry_run else None, written)
+    if check is not None:
         doc["check_output"] = check
     failed = not p.ok or (check is not None and not check["ok"])
     if json_out:
@@ -179,3 +178,5 @@ def _render(doc: dict[str, Any]) -> None:
         con.print(f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)", highlight=False)
     elif doc["output"] and not doc["ok"]:
         con.print(f"[red]not written[/red]: {doc['output']} (fix the mapping: --map rules, or a matching --model)")
+    elif doc["output"]:
+        con.print(f"[red]not written[/red]: {doc['output']} (--check-output failed)")

@@ -26,7 +26,7 @@ class ConvertOptions:
 
 @dataclass
 class Plan:
-    """Everything the report shows; `tensors` is what gets written, in order."""
+    """Everything the report shows; `written` is what goes into the output, in order."""
 
     source: Canonical
     items: list[Item]
@@ -84,10 +84,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         meta = canon.layers[layer]
         if any(v.role != "weight" for v in vars_.values()):
             # optimizer slots / counters (--include-optimizer): written as stored, under their own names
-            items += [
-                layouts._item(_heuristic_prefix(layer), rel.replace("/", "."), t, lambda a: a, "copy", t.shape, layer)
-                for rel, t in vars_.items()
-            ]
+            items += [layouts.copy_item(_heuristic_prefix(layer), rel.replace("/", "."), t) for rel, t in vars_.items()]
             continue
         lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias)
         its, ns = layouts.convert_layer(meta, vars_, _heuristic_prefix(layer), lopts)
@@ -185,13 +182,21 @@ def _apply_rules(items: list[Item], rules: list[rules_mod.Rule]) -> tuple[dict[i
     return targets, how, fixed
 
 
-def convert(src: str | Path, dst: str | Path | None, opts: ConvertOptions, force: bool = False) -> Plan:
-    """Plan, then write `dst` (if given) only when every target is filled and every shape agrees."""
+def convert(src: str | Path, dst: str | Path | None, opts: ConvertOptions, force: bool = False) -> tuple[Plan, bool]:
+    """Plan, then write `dst` (if given) only when every target is filled and every shape agrees.
+
+    Returns the plan and whether the file was written.
+    """
     p = plan(src, opts)
-    if dst is not None and p.ok:
-        meta = {"format": "pt", "converted_by": "ptools", "source": Path(src).name}
-        write_state_dict(Path(dst), p.out_tensors(), force=force, metadata=meta)
-    return p
+    if dst is None or not p.ok:
+        return p, False
+    write_state_dict(Path(dst), p.out_tensors(), force=force, metadata=source_metadata(src))
+    return p, True
+
+
+def source_metadata(src: str | Path) -> dict[str, str]:
+    """safetensors `__metadata__`: `format: pt` (what transformers and friends expect) and provenance."""
+    return {"format": "pt", "converted_by": "ptools", "source": Path(src).name}
 
 
 def report(p: Plan, dst: str | Path | None, written: bool) -> dict[str, Any]:

@@ -157,6 +157,11 @@ def _copy(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def copy_item(prefix: str, role: str, t: SourceTensor) -> Item:
+    """A tensor written as stored (optimizer slots and counters with --include-optimizer)."""
+    return _item(prefix, role, t, _copy, "copy", t.shape, t.layer)
+
+
 def _permuted_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     n = len(shape)
     return (shape[n - 1], shape[n - 2], *shape[: n - 2])

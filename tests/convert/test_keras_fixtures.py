@@ -103,4 +103,6 @@ def test_cli_check_output(runner, tmp_path: Path) -> None:
     np.savez(tmp_path / "y.npz", y_img=io["y_img"] + 0.01, y_seq=io["y_seq"])
     r = runner.invoke(app, [*args[:2], str(tmp_path / "port2.safetensors"), *args[3:]])
     assert r.exit_code == 1
-    assert json.loads(r.stdout)["check_output"]["ok"] is False
+    doc = json.loads(r.stdout)
+    assert doc["check_output"]["ok"] is False and doc["written"] is False
+    assert not (tmp_path / "port2.safetensors").exists()

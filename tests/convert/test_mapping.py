@@ -128,3 +128,19 @@ def test_order_match_with_model_file_factory(runner, tmp_path: Path) -> None:
 
     sd = torch.load(out, weights_only=True)
     assert list(sd) == ["0.weight", "0.bias"]
+
+
+def test_library_convert_writes_only_when_ok(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from ptools.convert.api import convert
+
+    out = tmp_path / "m.safetensors"
+    p, written = convert(LEGACY, out, ConvertOptions())
+    assert written and p.ok
+    with safe_open(str(out), "np") as f:
+        assert f.metadata()["format"] == "pt"
+        assert f.get_tensor("head.weight").shape == (4, 24)
+    tpl = _template(tmp_path / "t.safetensors", {"only.weight": (1,)})
+    p, written = convert(LEGACY, tmp_path / "n.safetensors", ConvertOptions(template=tpl))
+    assert not written and not p.ok and not (tmp_path / "n.safetensors").exists()
