@@ -6,6 +6,7 @@ A rule returns `Item`s whose data is computed lazily, so the writer holds one te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -217,6 +218,8 @@ def infer_class(layer: str, vars_: dict[str, SourceTensor]) -> str | None:
         if len(rk) == 2 and rk[1] == 3 * rk[0]:
             return "GRU"
         return "SimpleRNN"
+    if k is not None and re.search(r"gru_cell/(gates|candidate)$", layer):
+        return "TF1GRUCellPart"
     if k is not None:
         last = layer.rsplit("/", 1)[-1]
         if len(k.shape) == 2 and last in ("lstm_cell", "basic_lstm_cell") and k.shape[1] % 4 == 0:
@@ -683,6 +686,19 @@ def _generic(
     return _leftovers(meta, v, prefix, set()), []
 
 
+def _tf1_gru_part(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    note = Note(
+        meta.name,
+        "structure",
+        "TF1 GRUCell",
+        "TF1 GRUCell applies the reset gate before the candidate matmul ([x, r*h] @ W): nn.GRU cannot "
+        "reproduce it; the kernels are written as Linear weights (transposed) for a custom cell",
+    )
+    return _leftovers(meta, v, prefix, set()), [note]
+
+
 def _leftovers(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, handled: set[str]) -> list[Item]:
     """Variables no rule claimed: name heuristics, kernel transposes by rank, everything else copied."""
     items = []
@@ -713,5 +729,6 @@ _RULES: dict[str, Callable[..., tuple[list[Item], list[Note]]]] = {
     "LSTM": _lstm,
     "GRU": _gru,
     "TF1LSTMCell": _tf1_lstm_cell,
+    "TF1GRUCellPart": _tf1_gru_part,
 }
 KNOWN_CLASSES = set(_RULES)

@@ -139,6 +139,7 @@ def test_infer_class_from_names_and_shapes() -> None:
     assert layouts.infer_class("l", {"kernel": t((4, 5))}) == "Dense"
     assert layouts.infer_class("l", {"kernel": t((3, 8)), "recurrent_kernel": t((2, 8)), "bias": t((8,))}) == "LSTM"
     assert layouts.infer_class("l", {"kernel": t((3, 6)), "recurrent_kernel": t((2, 6)), "bias": t((2, 6))}) == "GRU"
+    assert layouts.infer_class("rnn/gru_cell/gates", {"kernel": t((5, 4)), "bias": t((4,))}) == "TF1GRUCellPart"
     assert layouts.infer_class("l", {"beta": t((4,)), "moving_mean": t((4,)), "moving_variance": t((4,))}) == (
         "BatchNormalization"
     )
