@@ -24,6 +24,7 @@ from ptools.checkpoint import keras_h5  # noqa: E402  (h5py is imported only whe
 
 register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
 register_format("keras-h5", keras_h5.sniff_h5, keras_h5.open_reader)
+register_format("keras-shards", keras_h5.sniff_keras_shards, keras_h5.open_reader)
 
 from ptools.checkpoint import tf_bundle  # noqa: E402  (numpy only; data shards are opened lazily)
 

@@ -143,6 +143,9 @@ class KerasReader(CheckpointReader):
                 # h5py reads from a seekable file object; Keras stores members uncompressed, so no temp file.
                 self._h5 = h5py.File(self._zip.open("model.weights.h5"), "r")
                 self.format = "keras-v3"
+            elif _is_shard_index(path):
+                self._h5 = _open_shards(path, h5py)
+                self.format = "keras-v3"
             else:
                 self._h5 = h5py.File(path, "r")
         except PtoolsError:
@@ -169,7 +172,9 @@ class KerasReader(CheckpointReader):
         if self.keras_version is None and "keras_version" in f.attrs:
             kv = f.attrs["keras_version"]
             self.keras_version = kv.decode() if isinstance(kv, bytes) else str(kv)
-        if self._zip is None:
+        if isinstance(f, _MergedGroup):
+            pass  # sharded Keras 3 weights: always the layers/... layout
+        elif self._zip is None:
             if "layer_names" in f.attrs or "layer_names0" in f.attrs:
                 self.format = "keras-h5"
                 self._index_legacy(f, role="weight")
@@ -236,6 +241,9 @@ class KerasReader(CheckpointReader):
         unnamed = [lc for lc in cfg_layers]
         if cfg_layers:
             order = sorted(groups, key=lambda g: _group_order(g, cfg_layers))
+        elif getattr(f, "layer_order", None):
+            rank = {g: i for i, g in enumerate(f.layer_order)}
+            order = sorted(groups, key=lambda g: (rank.get(g, len(rank)), g))
         else:  # no config: datasets are written in model order, so their file offsets give that order
             order = sorted(groups, key=lambda g: (_first_offset(layers_group[g]), g))
         for gname in order:
@@ -355,6 +363,87 @@ def _check_member_crc(path: Path, zf: zipfile.ZipFile, name: str) -> None:
         )
 
 
+def _is_shard_index(path: Path) -> bool:
+    return path.name.endswith(".json")
+
+
+def _open_shards(path: Path, h5py: Any) -> _MergedGroup:
+    """Keras 3 sharded weights: `X.weights.json` maps each `/layers/<name>/vars` to the shard files holding
+    it (one layer's variables can be split over two files); the shards are read as one tree."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        weight_map = index["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PtoolsError(f"{path}: not a Keras sharded-weights index ({e})") from None
+    names: list[str] = []
+    for v in weight_map.values():
+        for n in v if isinstance(v, list) else [v]:
+            if n not in names:
+                names.append(n)
+    files = []
+    for n in names:
+        shard = path.parent / n
+        if not shard.is_file():
+            raise PtoolsError(f"{path}: shard {n} is missing (expected next to the index)")
+        files.append(h5py.File(shard, "r"))
+    merged = _MergedGroup(files)
+    # The index lists groups in the order Keras saved them, i.e. model order.
+    merged.layer_order = [k.strip("/").split("/")[1] for k in weight_map if k.strip("/").startswith("layers/")]
+    return merged
+
+
+class _MergedGroup:
+    """Several h5py groups with the same layout read as one: children are merged by name, datasets come
+    from whichever shard holds them (the union h5py itself cannot give across files)."""
+
+    def __init__(self, groups: list[Any]) -> None:
+        self._groups = groups
+        self.name = groups[0].name if groups else "/"
+        self.layer_order: list[str] = []
+
+    @property
+    def attrs(self) -> Any:
+        for g in self._groups:
+            if len(g.attrs):
+                return g.attrs
+        return self._groups[0].attrs
+
+    def keys(self) -> list[str]:
+        out: list[str] = []
+        for g in self._groups:
+            out += [k for k in g.keys() if k not in out]
+        return out
+
+    def __iter__(self) -> Any:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __contains__(self, key: str) -> bool:
+        return any(key in g for g in self._groups)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __getitem__(self, key: str) -> Any:
+        found = [g[key] for g in self._groups if key in g]
+        if not found:
+            raise KeyError(key)
+        if not hasattr(found[0], "keys"):
+            return found[0]  # a dataset
+        return _MergedGroup(found)
+
+    def visititems(self, fn: Any) -> None:
+        for g in self._groups:
+            g.visititems(fn)
+
+    def close(self) -> None:
+        for g in self._groups:
+            if hasattr(g, "close"):
+                g.close()
+
+
 def _attr_str(group: Any, name: str) -> str | None:
     if group is None or name not in group.attrs:
         return None
@@ -411,6 +500,11 @@ def _var_names(cls: str | None, cfg: dict[str, Any], count: int) -> list[str] | 
 def sniff_h5(path: Path, head: bytes) -> bool:
     """HDF5 superblock at 0, 512, 1024, ... (a user block may precede it); we only see the first 4 KiB."""
     return any(head[off : off + 8] == HDF5_MAGIC for off in (0, 512, 1024, 2048))
+
+
+def sniff_keras_shards(path: Path, head: bytes) -> bool:
+    """`X.weights.json`: a JSON index whose weight_map points at `.weights.h5` shards."""
+    return head.lstrip().startswith(b"{") and b'"weight_map"' in head and b".weights.h5" in head
 
 
 def sniff_keras_zip(path: Path, head: bytes) -> bool:

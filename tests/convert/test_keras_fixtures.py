@@ -106,3 +106,28 @@ def test_cli_check_output(runner, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert doc["check_output"]["ok"] is False and doc["written"] is False
     assert not (tmp_path / "port2.safetensors").exists()
+
+
+def test_sharded_keras3_weights(tmp_path: Path) -> None:
+    # X.weights.json + 3 shard files; d1's kernel and bias live in different shards.
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8, eps=1e-3), torch.nn.Linear(8, 3))
+    ref = tmp_path / "ref.pt"
+    torch.save(model.state_dict(), ref)
+    p = plan(KERAS / "k3_sharded.weights.json", ConvertOptions(template=ref))
+    assert p.ok and {p.how[id(i)] for i in p.written} == {"order"}
+    model.load_state_dict({t.key: torch.from_numpy(np.array(t.make())) for t in p.out_tensors()})
+    io = np.load(KERAS / "k3_sharded_io.npz")
+    model.eval()
+    with torch.no_grad():
+        y = model(torch.from_numpy(io["x"]))
+    assert float((y - torch.from_numpy(io["y"])).abs().max()) <= 1e-5
+
+
+def test_sharded_index_with_missing_shard_exit_2(runner, tmp_path: Path) -> None:
+    import shutil
+
+    for f in KERAS.glob("k3_sharded*"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "k3_sharded_00001.weights.h5").unlink()
+    r = runner.invoke(app, ["convert", str(tmp_path / "k3_sharded.weights.json"), "--dry-run"])
+    assert r.exit_code == 2 and "k3_sharded_00001.weights.h5 is missing" in r.stderr
