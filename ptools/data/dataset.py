@@ -105,10 +105,18 @@ class DefectDataset(Dataset):
             index += len(self.samples)
         sample = self.samples[index]
         size = self.image_size
-        load_size = round(size * AUGMENT_SOURCE_FACTOR) if self._transform is not None else size
-        # Each file is decoded exactly once, straight to its working size.
-        defect = torch.from_numpy(load_rgb(sample.defect, load_size)).permute(2, 0, 1)
-        normal = torch.from_numpy(load_rgb(self.normal_for(index, epoch), load_size)).permute(2, 0, 1)
+        # Each file is decoded exactly once, straight to its working size. For augmentation that is the
+        # source's own resolution up to 1.5x the output: upsampling first would only make the crop's
+        # nearest-neighbour mask resize drop thin structures (1 px cracks) on the way back down.
+        augment = self._transform is not None
+        cap = round(size * AUGMENT_SOURCE_FACTOR) if augment else size
+        defect_np = load_rgb(sample.defect, cap, upscale=not augment)
+        load_size = defect_np.shape[0]
+        defect = torch.from_numpy(defect_np).permute(2, 0, 1)
+        # A paired normal must match its defect pixel for pixel; an unpaired one is cropped on its own.
+        normal_path = self.normal_for(index, epoch)
+        normal_np = load_rgb(normal_path, load_size) if self.paired else load_rgb(normal_path, cap, upscale=not augment)
+        normal = torch.from_numpy(normal_np).permute(2, 0, 1)
         mask = None if sample.mask is None else torch.from_numpy(load_mask(sample.mask, load_size))[None]
         if self._transform is not None:
             with torch.random.fork_rng(devices=[]):  # never disturb the caller's global RNG

@@ -17,10 +17,16 @@ def _open(path: Path) -> Image.Image:
         raise PtoolsError(f"{path}: cannot read image ({e})") from None
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
+def load_rgb(path: Path, size: int, upscale: bool = True) -> np.ndarray:
     """(size, size, 3) uint8. JPEG draft mode lets libjpeg decode at 1/2, 1/4, 1/8 scale directly,
-    which is most of the gain over decode-then-resize when sources are larger than `size`."""
+    which is most of the gain over decode-then-resize when sources are larger than `size`.
+
+    With upscale=False a smaller source keeps its resolution (side = its longer side, squared), so a
+    later crop-and-resize works from the real pixels instead of an upsampled copy.
+    """
     with _open(path) as img:
+        if not upscale:
+            size = min(size, max(img.size))
         if img.format == "JPEG":
             img.draft("RGB", (size, size))  # never below the requested size; resize finishes the job
         try:

@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 # Crops keep at least half the area so a small defect usually stays in frame; the mild zoom (<= 1.41x)
-# is taken from a source decoded at AUGMENT_SOURCE_FACTOR x the output size, so crops stay sharp.
+# is taken from a source decoded at its own resolution up to AUGMENT_SOURCE_FACTOR x the output size.
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 AUGMENT_SOURCE_FACTOR = 1.5

@@ -176,3 +176,24 @@ def test_palette_and_01_masks(tmp_path):
     pal.save(root / "crack" / "defect_segmentation" / "a.png")
     for i in range(2):
         assert DefectDataset(root, image_size=SIZE)[i]["mask"].sum() == 36
+
+
+def test_thin_masks_survive_augmentation(tmp_path):
+    """A 1 px line on a source no larger than the output: crops only upsample, so the mask keeps it."""
+    for sub in ("normal", "defect", "defect_segmentation"):
+        (tmp_path / "crack" / sub).mkdir(parents=True)
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[13, :, 0] = 255
+    mask = (img[..., 0] > 0).astype(np.uint8) * 255
+    Image.fromarray(img).save(tmp_path / "crack" / "defect" / "a.png")
+    Image.fromarray(np.zeros_like(img)).save(tmp_path / "crack" / "normal" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "crack" / "defect_segmentation" / "a.png")
+    ds = DefectDataset(tmp_path, image_size=32, augment=True)
+    seen = 0
+    for epoch in range(30):
+        item = ds[(0, epoch)]
+        if denormalize(item["defect"])[0].max() < 0.5:
+            continue  # the crop left the line out
+        seen += 1
+        assert item["mask"][0].any(dim=0).all(), epoch  # the line still crosses every column
+    assert seen >= 10
