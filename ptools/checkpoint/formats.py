@@ -26,9 +26,15 @@ register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
 register_format("keras-h5", keras_h5.sniff_h5, keras_h5.open_reader)
 register_format("keras-shards", keras_h5.sniff_keras_shards, keras_h5.open_reader)
 
-from ptools.checkpoint import tf_bundle  # noqa: E402  (numpy only; data shards are opened lazily)
 
-register_format("tf-bundle", tf_bundle.sniff, tf_bundle.open_reader)
+def _tf_bundle():  # noqa: ANN202
+    # Imported on first use: it pulls in numpy (~0.2 s), which `inspect` of torch/safetensors files never needs.
+    from ptools.checkpoint import tf_bundle
+
+    return tf_bundle
+
+
+register_format("tf-bundle", lambda p, h: _tf_bundle().sniff(p, h), lambda p: _tf_bundle().open_reader(p))
 
 # Last: any other zip gets a specific error (truncated, or a zip holding no checkpoint) instead of "unrecognised".
 register_format("zip", torch_zip.sniff_any_zip, torch_zip.open_reader)

@@ -320,8 +320,12 @@ def _render_summary(p: dict[str, Any]) -> None:
         console.print(table)
 
 
+_RUN = 6  # numbered siblings (blocks.0 ... blocks.N) beyond this many are folded into one row
+
+
 def _walk_tree(root: dict[str, Any]) -> Any:
-    stack = [(c, 1) for c in reversed(root.get("children", []))]
+    """Depth-first rows; long runs of numbered siblings show the first one and one row for the rest."""
+    stack: list[tuple[dict[str, Any], int]] = [(c, 1) for c in reversed(_fold(root.get("children", [])))]
     count = 0
     while stack:
         node, level = stack.pop()
@@ -329,7 +333,21 @@ def _walk_tree(root: dict[str, Any]) -> Any:
         if count > 400:
             return
         yield node, level
-        stack.extend((c, level + 1) for c in reversed(node.get("children", [])))
+        stack.extend((c, level + 1) for c in reversed(_fold(node.get("children", []))))
+
+
+def _fold(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(children) <= _RUN or not all(c["name"].isdigit() for c in children):
+        return children
+    rest = children[1:]
+    folded = {
+        "name": f"{rest[0]['name']}…{rest[-1]['name']} ({len(rest)} more like {children[0]['name']})",
+        "tensors": sum(c["tensors"] for c in rest),
+        "params": sum(c["params"] for c in rest),
+        "bytes": sum(c["bytes"] for c in rest),
+        "dtypes": sorted({d for c in rest for d in c["dtypes"]}),
+    }
+    return [children[0], folded]
 
 
 def _render_totals(t: dict[str, Any], title: str) -> None:
