@@ -23,6 +23,7 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 import argparse  # noqa: E402
+import json
 import math
 import tempfile
 import time
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temp folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +104,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         synthesize(work / "train_data", n=args.train_n, size=64, seed=0)
         synthesize(work / "eval_data", n=args.eval_n, size=64, seed=1)
-        config = DefectGANConfig(**BENCH_CONFIG, steps=args.steps).validate()
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+        config = DefectGANConfig(**{**BENCH_CONFIG, "steps": args.steps, **overrides}).validate()
         eval_set = DefectDataset(work / "eval_data", image_size=64)
 
         torch.manual_seed(config.seed)
@@ -127,6 +130,8 @@ def main() -> None:
         f"DefectGAN quality benchmark: {config.steps} steps at 64 px, batch {config.batch_size}, CPU, {minutes:.1f} min"
     )
     print(f"  widths: G {config.g_width} ({config.g_res_blocks} res blocks), D {config.d_width} x {config.d_layers}")
+    lr = f"lr {config.lr_g} -> {config.lr_end} {config.lr_schedule}"
+    print(f"  d_steps {config.d_steps}, map_bias {config.map_bias}, {lr}")
     print(f"  held-out synthetic samples: {args.eval_n}")
     print(f"  {'':32s} {'untrained':>10s} {'trained':>10s}  target")
     print(f"  {'IoU(map > 0.5, mask)':32s} {before['iou']:10.3f} {after['iou']:10.3f}  >= 0.5")

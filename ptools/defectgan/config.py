@@ -62,6 +62,10 @@ class DefectGANConfig:
     w_map_cycle: float = 5.0
     w_sparsity: float = 1.0
     w_gp: float = 10.0
+    # (choice, 0 = off as in the paper) ramp the sparsity weight up linearly over the first N iterations:
+    # with full sparsity from step 0 the map can shut (M -> 0, G = identity) before D's classifier has
+    # learnt enough to pull it open again, and the sigmoid then leaves almost no gradient.
+    sparsity_warmup: int = 0
 
     # model
     g_width: int = 64
@@ -73,9 +77,8 @@ class DefectGANConfig:
     d_max_width: int = 2048
     spectral_norm: bool = True
     init: str = "xavier"
-    # (choice) the spatial-map head starts at sigmoid(-3) ~ 0.05: G starts near the identity, which the
-    # sparsity term asks for anyway, instead of blending half of every pixel with an untrained foreground.
-    map_bias: float = -3.0
+    # Initial bias of the spatial-map head (0: M starts at 0.5). Negative values start G nearer the identity.
+    map_bias: float = 0.0
 
     # runtime (may change on resume)
     amp: str = "auto"
@@ -103,7 +106,7 @@ class DefectGANConfig:
 
         for name in ("image_size", "batch_size", "steps", "d_steps", "g_width", "d_width", "d_layers", "spade_hidden"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("workers", "g_res_blocks", "sample_every", "ckpt_every", "keep", "log_every"):
+        for name in ("workers", "g_res_blocks", "sample_every", "ckpt_every", "keep", "log_every", "sparsity_warmup"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
         # G has total stride 4; D halves the size d_layers times and needs at least a 1x1 map at the end.
         need(self.image_size % 4 == 0, f"image_size must be divisible by 4 for the generator (got {self.image_size})")

@@ -448,6 +448,8 @@ def _train(
 
                 # -- G step every d_steps iterations, on a graph built after D's update --
                 if (step + 1) % config.d_steps == 0:
+                    warm = min(1.0, (step + 1) / config.sparsity_warmup) if config.sparsity_warmup else 1.0
+                    w_sparsity = config.w_sparsity * warm
                     d_raw.requires_grad_(False)
                     with autocast():
                         out, m1 = g_train(x_in, a_fwd)  # defacement and restoration
@@ -463,7 +465,7 @@ def _train(
                             + config.w_cls_g * g_cls
                             + config.w_cycle * g_cycle
                             + config.w_map_cycle * g_map_cycle
-                            + config.w_sparsity * g_sparsity
+                            + w_sparsity * g_sparsity
                         )
                     opt_g.zero_grad(set_to_none=True)
                     scaler_g.scale(g_loss).backward()
