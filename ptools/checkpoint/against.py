@@ -50,7 +50,10 @@ def build_model(spec: str) -> Any:
     import torch
 
     if module_name == "torchvision":
-        import torchvision
+        try:
+            import torchvision
+        except ImportError as e:
+            raise PtoolsError(f"--against {spec}: torchvision is not installed ({oneline(e)})") from None
 
         try:
             return torchvision.models.get_model(attr, weights=None, **kwargs)

@@ -19,6 +19,7 @@ WRAPPER_PREFIXES = {
 }
 # Names a state_dict goes by inside a nested checkpoint, most telling first.
 PREFERRED_NAMES = ("state_dict", "model", "model_state_dict", "model_state", "net", "network", "module", "weights")
+_SEPARATORS = re.compile(r"([./])")
 _NOT_MODEL = re.compile(r"(^|\.)(optim\w*|optimizer_states?|lr_schedulers?|schedulers?|scaler|grad_scaler)(\.|$)")
 
 
@@ -217,10 +218,12 @@ def module_tree(infos: list[TensorInfo], depth: int) -> dict[str, Any]:
     root: dict[str, Any] = {"name": "", "path": "", "children": {}, "infos": []}
     for info in infos:
         node = root
-        parts = info.key.split(".")
-        for i, part in enumerate(parts):
+        # torch keys nest with '.', TF/Keras ones with '/': both are module boundaries.
+        tokens = _SEPARATORS.split(info.key)
+        for i in range(0, len(tokens), 2):
+            part = tokens[i]
             node = node["children"].setdefault(
-                part, {"name": part, "path": ".".join(parts[: i + 1]), "children": {}, "infos": []}
+                part, {"name": part, "path": "".join(tokens[: i + 1]), "children": {}, "infos": []}
             )
         node["tensor"] = info
     _aggregate(root)

@@ -18,6 +18,8 @@ HELP = (
     "when --diff finds differences or --against finds key problems."
 )
 
+_NUMERIC_COLUMNS = {"tensors", "params", "bytes", "numel", "min", "max", "mean", "std", "nan", "inf", "uses"}
+_NUMERIC_COLUMNS |= {"max abs diff", "differing values"}
 _MAX_ROWS = 60  # rows per list in human output; --json always has everything
 
 
@@ -240,8 +242,28 @@ def _table(*columns: str, title: str | None = None) -> Any:
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 or col in ("dtype", "dtypes", "shape", "key") else "right")
+        left = i == 0 or col not in _NUMERIC_COLUMNS
+        # Names wrap rather than being cut: a truncated key is useless to copy into --key or --filter.
+        table.add_column(col, justify="left" if left else "right", overflow="fold" if i == 0 else "ellipsis")
     return table
+
+
+def _print_table(table: Any) -> None:
+    """On a terminal, fit its width; piped into a file or pager, print at natural width so that neither
+    keys nor numbers are cut."""
+    console = _console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update(max_width=400), table).maximum
+    saved = console.width
+    console.width = max(saved, min(natural, 400))  # print(width=) can only narrow, so widen the console
+    try:
+        console.print(table)
+    finally:
+        console.width = saved
 
 
 def _header(payload: dict[str, Any]) -> None:
@@ -275,10 +297,9 @@ def _render_summary(p: dict[str, Any]) -> None:
     console.print(f"  kind: {p['kind']}", highlight=False)
     if p["top_level"]:
         table = _table("key", "holds", title="\nTop-level structure")
-        table.columns[1].justify = "left"
         for row in p["top_level"]:
             table.add_row(row["key"], row["summary"])
-        console.print(table)
+        _print_table(table)
     if p.get("lightning"):
         console.print("\n[bold]Lightning[/bold]")
         for k, v in p["lightning"].items():
@@ -304,7 +325,7 @@ def _render_summary(p: dict[str, Any]) -> None:
             ",".join(node["dtypes"]),
             "×".join(map(str, node["shape"])) if "shape" in node else "",
         )
-    console.print(table)
+    _print_table(table)
     _render_totals(p["totals"], "Totals (selection)" if p["selection"]["path"] else "Totals")
     if p["selection"]["path"] or p["file_totals"]["tensors"] != p["totals"]["tensors"]:
         t = p["file_totals"]
@@ -314,10 +335,9 @@ def _render_summary(p: dict[str, Any]) -> None:
         )
     if p["shared_storages"]:
         table = _table("storage", "bytes", "kind", "keys", title="\nShared storages (counted once)")
-        table.columns[2].justify = table.columns[3].justify = "left"
         for g in p["shared_storages"]:
             table.add_row(str(g["storage"]), human_bytes(g["bytes"]), g["kind"], ", ".join(g["keys"]))
-        console.print(table)
+        _print_table(table)
 
 
 _RUN = 6  # numbered siblings (blocks.0 ... blocks.N) beyond this many are folded into one row
@@ -355,7 +375,7 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
     for dtype, row in sorted(t["by_dtype"].items(), key=lambda kv: -kv[1]["bytes"]):
         table.add_row(dtype, str(row["tensors"]), human_count(row["params"]), human_bytes(row["bytes"]))
     table.add_row("[bold]total[/bold]", str(t["tensors"]), human_count(t["params"]), human_bytes(t["bytes"]))
-    _console().print(table)
+    _print_table(table)
 
 
 def _fmt(v: Any) -> str:
@@ -382,7 +402,7 @@ def _render_keys(p: dict[str, Any]) -> None:
             else:
                 cells += [_fmt(s[k]) for k in ("min", "max", "mean", "std", "nan", "inf")]
         table.add_row(*cells)
-    console.print(table)
+    _print_table(table)
     console.print(f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else ""), highlight=False)
 
 
@@ -409,17 +429,17 @@ def _render_diff(p: dict[str, Any]) -> None:
         table = _table("key", "A", "B", title=f"\nShape changed ({len(d['shape_changed'])})")
         for r in _limited(d["shape_changed"])[0]:
             table.add_row(r["key"], "×".join(map(str, r["a"])), "×".join(map(str, r["b"])))
-        console.print(table)
+        _print_table(table)
     if d["dtype_changed"]:
         table = _table("key", "A", "B", title=f"\nDtype changed ({len(d['dtype_changed'])})")
         for r in _limited(d["dtype_changed"])[0]:
             table.add_row(r["key"], r["a"], r["b"])
-        console.print(table)
+        _print_table(table)
     if d["value_changed"]:
         table = _table("key", "max abs diff", "differing values", title=f"\nValues differ ({len(d['value_changed'])})")
         for r in _limited(d["value_changed"])[0]:
             table.add_row(r["key"], _fmt(r["max_abs"]), f"{r['differing']:,}")
-        console.print(table)
+        _print_table(table)
     if d["hint"]:
         console.print(f"\n[yellow]hint:[/yellow] {d['hint']}", highlight=False)
     if d["differ"]:
@@ -453,7 +473,7 @@ def _render_against(p: dict[str, Any]) -> None:
         table = _table("key", "model", "file", title=f"\nShape mismatch ({len(r['shape_mismatch'])})")
         for m in _limited(r["shape_mismatch"])[0]:
             table.add_row(m["key"], "×".join(map(str, m["model"])), "×".join(map(str, m["file"])))
-        console.print(table)
+        _print_table(table)
     if r["ok"]:
         console.print("\n[green]load_state_dict(strict=True) would accept this state_dict[/green]")
         return
@@ -485,7 +505,7 @@ def _render_scan(p: dict[str, Any]) -> None:
             g["reason"],
             where,
         )
-    console.print(table)
+    _print_table(table)
     c = s["counts"]
     console.print(f"\n{c['safe']} safe, {c['suspicious']} suspicious, {c['dangerous']} dangerous", highlight=False)
     _render_security(s, label=p["file"])

@@ -139,3 +139,48 @@ def test_truncated_zip_and_missing_storage_are_one_line_errors(tmp_path):
                 dst.writestr(item, src.read(item.filename))
     with pytest.raises(PtoolsError, match="storage 1 is missing"):
         open_checkpoint(holed)
+
+
+def _rewrite_zip(src_path, dst_path, change) -> None:
+    """Copy an archive member by member, letting `change(name, data)` replace contents (CRCs recomputed)."""
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, change(item.filename, src.read(item.filename)))
+
+
+def test_big_endian_archive(tmp_path):
+    sd = {"w": torch.randn(3, 5), "h": torch.randn(4).half(), "i": torch.arange(6)}
+    path, big = tmp_path / "little.pt", tmp_path / "big.pt"
+    torch.save(sd, path)
+    sizes = {"0": 4, "1": 2, "2": 8}
+
+    def to_big(name: str, data: bytes) -> bytes:
+        if name.endswith("/byteorder"):
+            return b"big"
+        key = name.rsplit("/", 1)[-1]
+        if "/data/" in name and key in sizes:
+            return np.frombuffer(data, dtype=f"<u{sizes[key]}").byteswap().tobytes()
+        return data
+
+    _rewrite_zip(path, big, to_big)
+    with open_checkpoint(big) as reader:
+        assert reader.metadata()["byteorder"] == "big"
+        _assert_same_values(reader, sd)
+
+
+def test_torchscript_with_a_payload_is_never_handed_to_torch(tmp_path):
+    import pickle
+
+    from tests.checkpoint.torch_files import Payload
+
+    target = tmp_path / "pwned"
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(good))
+    payload = pickle.dumps(Payload("os.system", target), protocol=2)
+    _rewrite_zip(good, bad, lambda name, data: payload if name.endswith("constants.pkl") else data)
+    with open_checkpoint(bad) as reader:
+        assert reader.format == "torchscript"
+        assert "not loaded" in reader.metadata()["reader"]
+        assert [(f["module"], f["name"]) for f in reader.findings()] == [("posix", "system")]
+        assert sorted(t.key for t in reader.tensors()) == ["bias", "weight"]  # from the restricted scan
+    assert not target.exists()
