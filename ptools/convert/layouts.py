@@ -40,14 +40,36 @@ def swap_last_two_to_front(k: np.ndarray) -> np.ndarray:
     return out.reshape(n_out, n_in, *spatial)
 
 
-def swap_chunks(k: np.ndarray) -> Iterator[np.ndarray]:
+class BlockPool:
+    """A ring of reusable output buffers for `swap_chunks`.
+
+    Fresh memory is expensive: the kernel zeroes every new page, which costs more CPU than the transpose
+    itself. A writer that keeps at most `size - 2` blocks in flight can cycle through the same buffers.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._bufs: list[np.ndarray] = [np.empty(0, np.uint8) for _ in range(size)]
+        self._next = 0
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        i = self._next
+        self._next = (i + 1) % len(self._bufs)
+        if self._bufs[i].size < nbytes:
+            self._bufs[i] = np.empty(nbytes, np.uint8)
+        return self._bufs[i][:nbytes].view(dtype).reshape(shape)
+
+
+def swap_chunks(k: np.ndarray, pool: BlockPool | None = None) -> Iterator[np.ndarray]:
     """The same result as `swap_last_two_to_front`, as consecutive row blocks of the output (C order), so a
-    writer can stream a big kernel without holding its transposed copy."""
+    writer can stream a big kernel without holding its transposed copy. With a `pool`, a yielded block is
+    only valid until the pool comes round to its buffer again."""
     *spatial, n_in, n_out = k.shape
     s = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
     src = k.reshape(s, n_in, n_out)
     for o in range(0, n_out, TILE):
-        block = np.empty((min(TILE, n_out - o), n_in, s), dtype=k.dtype)
+        shape = (min(TILE, n_out - o), n_in, s)
+        block = pool.take(shape, k.dtype) if pool is not None else np.empty(shape, dtype=k.dtype)
         for i in range(0, n_in, TILE):
             block[:, i : i + TILE, :] = src[:, i : i + TILE, o : o + TILE].transpose(2, 1, 0)
         yield block
@@ -110,7 +132,8 @@ class Item:
     role: str  # last name part of the target: weight, bias, running_mean, weight_ih_l0, ...
     synthetic: bool = False  # no source tensor (LSTM bias_hh zeros, num_batches_tracked)
     raw: Callable[[], np.ndarray] | None = None  # the untransformed source, for a --map transform override
-    chunks: Callable[[], Iterator[np.ndarray]] | None = None  # same data as make(), in C-order pieces
+    # The same data as make(), in C-order pieces, optionally written into a BlockPool's buffers.
+    chunks: Callable[[BlockPool | None], Iterator[np.ndarray]] | None = None
 
 
 @dataclass
@@ -175,7 +198,7 @@ def _kernel_item(prefix: str, t: SourceTensor, layer: str) -> Item:
         it = _item(prefix, "weight", t, conv_kernel, PERMUTE_NAMES[len(t.shape) - 2], _permuted_shape(t.shape), layer)
     else:
         return _item(prefix, "weight", t, _copy, "copy", t.shape, layer)
-    it.chunks = lambda: swap_chunks(t.load())
+    it.chunks = lambda pool=None: swap_chunks(t.load(), pool)
     return it
 
 

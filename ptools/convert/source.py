@@ -212,64 +212,17 @@ def _fold_rnn_layers(tensors: dict[str, SourceTensor]) -> None:
                 t.layer = m.group(1)
 
 
-_PLAIN = {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64"}
-
-
 def _loader(reader: CheckpointReader, key: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        if reader.format == "tf-bundle" and not getattr(reader, "verify", False):
-            arr = _pread_bundle_tensor(reader, key)
-            if arr is not None:
-                return arr
-        return reader.read(key)
+        arr = reader.read(key)
+        if reader.format == "tf-bundle":
+            # Numeric data is a view of the reader's memory map, which is the cheapest source (no fresh
+            # pages to zero, no copy). Dropping the reader's cached maps lets this one close once the
+            # tensor is written, so touched pages do not pile up in resident memory across tensors.
+            reader.close()
+        return arr
 
     return load
-
-
-def _pread_bundle_tensor(reader: Any, key: str) -> np.ndarray | None:
-    """A plain dense tensor of a TF bundle read with one pread into private memory.
-
-    The reader's memory map would be as fast to read, but transposing straight out of a map faults pages
-    in a scattered order (2-3x slower) and every touched page stays resident while the map is open: for a
-    GiB-sized checkpoint that is the whole file. A private copy is freed as soon as the tensor is written.
-    --verify goes through the reader (it checks the CRC32C).
-    """
-    import os
-
-    import numpy as np
-
-    from ptools.checkpoint import tf_bundle
-
-    try:
-        e = reader.entry(key)
-        name, npdt = tf_bundle.TF_DTYPES[e.dtype]
-    except (KeyError, AttributeError):
-        return None
-    if e.slices or name not in _PLAIN or npdt is None:
-        return None
-    dt = np.dtype(npdt)
-    n = 1
-    for d in e.shape:
-        n *= int(d)
-    if n * dt.itemsize != e.size:
-        return None  # let the reader produce its precise error
-    fname = tf_bundle.data_filename(str(reader.prefix), e.shard_id, reader.header.num_shards)
-    out = np.empty(n, dtype=dt)
-    buf = memoryview(out).cast("B")
-    try:
-        fd = os.open(fname, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        done = 0
-        while done < e.size:
-            got = os.preadv(fd, [buf[done:]], e.offset + done)
-            if got <= 0:
-                return None  # truncated: the reader reports it properly
-            done += got
-    finally:
-        os.close(fd)
-    return out.reshape(e.shape)
 
 
 def _position(info: TensorInfo) -> tuple[int, int] | None:

@@ -57,7 +57,7 @@ class OutTensor:
     dtype: str  # numpy-style name; "bfloat16" arrays arrive as float32 values (or uint16 bit patterns)
     shape: tuple[int, ...]
     make: Callable[[], np.ndarray]
-    chunks: Callable[[], Iterator[np.ndarray]] | None = None  # C-order pieces of make(), for streaming
+    chunks: Callable[[Any], Iterator[np.ndarray]] | None = None  # C-order pieces of make(), for streaming
 
 
 def bf16_bits(a: np.ndarray) -> np.ndarray:
@@ -111,11 +111,15 @@ def write_safetensors(
     with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        with _BackgroundWriter(f) as sink:
+        from ptools.convert.layouts import BlockPool
+
+        with _BackgroundWriter(f, depth=3) as sink:
+            # Buffers in use at once: 3 queued + 1 being written + 1 being filled; one spare.
+            pool = BlockPool(6)
             for t in tensors:
                 expected = _numel(t.shape) * _ITEMSIZE[_st_dtype(t)]
                 written = 0
-                pieces = t.chunks() if t.chunks is not None else iter([t.make()])
+                pieces = t.chunks(pool) if t.chunks is not None else iter([t.make()])
                 for piece in pieces:
                     written += sink.put(_prepare(t, np.asarray(piece)))
                     del piece  # the sink holds the only reference until it is on disk
