@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ptools.data.imageio import load_mask, load_rgb
 from ptools.data.layouts import DatasetIndex, Sample, scan
-from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, paired_augment
+from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, normalize, paired_augment
 from ptools.errors import PtoolsError
 
 NORMAL_CHANNEL = "normal"
@@ -100,6 +100,16 @@ class DefectDataset(Dataset):
         return self.normals[mix_seed(self.seed, epoch, index, 1) % len(self.normals)]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """One sample in the float contract (see the module docstring)."""
+        return expand(self.compact_item(key))
+
+    def compact_item(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """The same sample before expansion: images and mask as uint8 (3,S,S) / (1,S,S), no control map.
+
+        About 7x fewer bytes than the float form; `make_loader` ships these from its workers and
+        expands whole batches with `expand` in the consuming process, where the values come out
+        identical to `dataset[key]`.
+        """
         index, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
         if index < 0:
             index += len(self.samples)
@@ -118,7 +128,7 @@ class DefectDataset(Dataset):
         normal_np = load_rgb(normal_path, load_size) if self.paired else load_rgb(normal_path, cap, upscale=not augment)
         normal = torch.from_numpy(normal_np).permute(2, 0, 1)
         mask = None if sample.mask is None else torch.from_numpy(load_mask(sample.mask, load_size))[None]
-        if self._transform is not None:
+        if augment:
             with torch.random.fork_rng(devices=[]):  # never disturb the caller's global RNG
                 torch.manual_seed(mix_seed(self.seed, epoch, index, 2))
                 if self.paired:
@@ -128,17 +138,14 @@ class DefectDataset(Dataset):
                     images, mask = apply_paired(self._transform, {"defect": defect}, mask)
                     defect = images["defect"]
                     normal = apply_paired(self._transform, {"normal": normal}, None)[0]["normal"]
-        has_mask = mask is not None
-        mask_f = mask.to(torch.float32) if mask is not None else torch.zeros(1, size, size)
         return {
-            "normal": _to_unit_range(normal),
-            "defect": _to_unit_range(defect),
-            "mask": mask_f,
+            "normal": normal.contiguous(),
+            "defect": defect.contiguous(),
+            "mask": mask.contiguous() if mask is not None else torch.zeros(1, size, size, dtype=torch.uint8),
             "defect_labels": self.label_vector(sample.labels),
             "normal_labels": self.label_vector(()),
-            "control": self.control_map(sample.labels, mask_f if has_mask else None),
             "index": index,
-            "has_mask": torch.tensor(has_mask),
+            "has_mask": torch.tensor(mask is not None),
         }
 
     def label_vector(self, labels: tuple[str, ...] | list[str]) -> torch.Tensor:
@@ -152,20 +159,9 @@ class DefectDataset(Dataset):
 
     def control_map(self, labels: tuple[str, ...] | list[str], mask: torch.Tensor | None) -> torch.Tensor:
         """(C,S,S): the mask in each label's channel (ones without a mask), channel 0 = 1 - their union."""
-        size = self.image_size
-        control = torch.zeros(self.num_classes, size, size)
-        for name in labels:
-            if mask is None:
-                control[self._channel[name]] = 1.0
-            else:
-                control[self._channel[name]] = mask[0]
-        if len(labels) == 1:  # the common case: the union is that one channel
-            torch.sub(1.0, control[self._channel[labels[0]]], out=control[0])
-        elif not labels:
-            control[0] = 1.0
-        else:
-            torch.sub(1.0, control[1:].amax(dim=0), out=control[0])
-        return control
+        has_mask = torch.tensor([mask is not None])
+        spatial = mask[None] if mask is not None else torch.zeros(1, 1, self.image_size, self.image_size)
+        return control_maps(self.label_vector(labels)[None], spatial, has_mask)[0]
 
     def label_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.labels, 0)
@@ -175,13 +171,56 @@ class DefectDataset(Dataset):
         return counts
 
 
-_UNIT_LUT = np.linspace(-1.0, 1.0, 256, dtype=np.float32)  # k -> k / 127.5 - 1, exactly as normalize()
+def control_maps(
+    labels: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,C,S,S) control maps from multi-hot labels (B,C), masks (B,1,S,S) in {0,1} and has_mask (B,).
+
+    Each defect label's channel holds the mask, or ones for an image-level label without a mask;
+    channel 0 = 1 - the union of the defect channels (all ones for a sample with no defect label).
+    """
+    b, c = labels.shape
+    size = mask.shape[-2:]
+    if out is None:
+        out = torch.empty(b, c, *size)
+    spatial = torch.where(has_mask.view(b, 1, 1, 1), mask.to(torch.float32), torch.ones(()))
+    torch.mul(labels[:, 1:, None, None], spatial, out=out[:, 1:])
+    if c > 1:
+        torch.sub(1.0, out[:, 1:].amax(dim=1), out=out[:, 0])
+    else:
+        out[:, 0] = 1.0
+    return out
 
 
-def _to_unit_range(chw_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (3,H,W) view (possibly strided) -> contiguous float32 [-1, 1] in one pass (a table lookup
-    that also does the HWC -> CHW copy; about half the time of permute + contiguous + to + div + sub)."""
-    return torch.from_numpy(np.take(_UNIT_LUT, chw_uint8.numpy()))
+def expand(compact: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """Compact sample(s) (uint8 images and mask; from `compact_item` or a collated batch of them) ->
+    the float contract, with the control map. With pin_memory the outputs are allocated pinned, so a
+    later `.to("cuda", non_blocking=True)` really is asynchronous."""
+    batched = compact["normal"].dim() == 4
+    items = compact if batched else {k: (v[None] if torch.is_tensor(v) else v) for k, v in compact.items()}
+    b, _, s, _ = items["normal"].shape
+    c = items["defect_labels"].shape[1]
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, pin_memory=pin_memory)
+
+    normal = normalize(items["normal"], out=empty(b, 3, s, s))
+    defect = normalize(items["defect"], out=empty(b, 3, s, s))
+    mask = empty(b, 1, s, s).copy_(items["mask"])
+    control = control_maps(items["defect_labels"], mask, items["has_mask"], out=empty(b, c, s, s))
+    out = {
+        "normal": normal,
+        "defect": defect,
+        "mask": mask,
+        "defect_labels": items["defect_labels"],
+        "normal_labels": items["normal_labels"],
+        "control": control,
+        "index": compact["index"],
+        "has_mask": items["has_mask"],
+    }
+    if not batched:
+        out = {k: (v[0] if torch.is_tensor(v) and k != "index" else v) for k, v in out.items()}
+    return out
 
 
 def numpy_image(t: torch.Tensor) -> np.ndarray:

@@ -60,11 +60,17 @@ def apply_paired(
     )
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] -> float32 [-1, 1]."""
+def normalize(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float32 [-1, 1] (into `out` when given).
+
+    Elementwise and correctly rounded, so a sample gives the same values alone or inside a batch.
+    """
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32)
+    out.copy_(x)
     if x.dtype == torch.uint8:
-        return x.to(torch.float32).div_(127.5).sub_(1.0)
-    return x.to(torch.float32) * 2.0 - 1.0
+        return out.div_(127.5).sub_(1.0)
+    return out.mul_(2.0).sub_(1.0)
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

@@ -100,3 +100,16 @@ def test_workers_do_not_change_the_batches(tmp_path):
 def _epoch_batches(loader, epoch):
     loader.sampler.set_epoch(epoch)
     return list(loader)
+
+
+def test_batches_equal_the_samples_they_hold(tmp_path):
+    """Workers ship compact uint8 samples; the expanded batch must be exactly the stacked dataset items."""
+    ds = DefectDataset(folders_layout(tmp_path), image_size=SIZE, augment=True, seed=2)
+    loader = make_loader(ds, batch_size=3, workers=0, seed=1, drop_last=False)
+    loader.sampler.set_epoch(5)
+    for batch in loader:
+        for row, index in enumerate(batch["index"].tolist()):
+            item = ds[(index, 5)]
+            for key in ("normal", "defect", "mask", "control", "defect_labels", "normal_labels", "has_mask"):
+                assert torch.equal(batch[key][row], item[key]), key
+    assert batch["normal"].dtype == torch.float32 and batch["control"].shape[1] == ds.num_classes
