@@ -95,10 +95,16 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(cmd: list[str], repeats: int) -> tuple[float, float]:
-    run(cmd)  # warm the page cache and the interpreter's files
-    results = [run(cmd) for _ in range(repeats)]
-    return statistics.median(t for t, _ in results), max(r for _, r in results)
+def measure_interleaved(cmds: list[list[str]], repeats: int) -> list[tuple[float, float]]:
+    """Median time and max peak RSS per command, running them in rounds (one of each per round) so a
+    busy machine slows every command alike instead of whichever happened to run during the busy spell."""
+    for cmd in cmds:
+        run(cmd)  # warm the page cache and the interpreter's files
+    samples: list[list[tuple[float, float]]] = [[] for _ in cmds]
+    for _ in range(repeats):
+        for i, cmd in enumerate(cmds):
+            samples[i].append(run(cmd))
+    return [(statistics.median(t for t, _ in s), max(r for _, r in s)) for s in samples]
 
 
 def main() -> None:
@@ -122,10 +128,9 @@ def main() -> None:
             print(f"generating {label}: {layers * 8} tensors, {nbytes / GIB:.2f} GiB ...", file=sys.stderr)
             pt, st, n = generate(tmp, label.replace(" ", "_"), layers, nbytes)
             size = pt.stat().st_size
-            t_pt, rss_pt = measure([*ptools, str(pt)], args.repeats)
-            t_st, rss_st = measure([*ptools, str(st)], args.repeats)
-            t_torch, rss_torch = measure([*torch_load, str(pt)], max(3, args.repeats // 2))
-            t_stl, rss_stl = measure([*st_load, str(st)], max(3, args.repeats // 2))
+            (t_pt, rss_pt), (t_st, rss_st), (t_torch, rss_torch), (t_stl, rss_stl) = measure_interleaved(
+                [[*ptools, str(pt)], [*ptools, str(st)], [*torch_load, str(pt)], [*st_load, str(st)]], args.repeats
+            )
             rows.append((label, n, size, t_pt, rss_pt, t_st, rss_st, t_torch, rss_torch, t_stl, rss_stl))
             pt.unlink()
             st.unlink()

@@ -680,6 +680,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.torchscript = torchscript
         self.legacy_ids = legacy_ids
         self._placeholders: dict[tuple[str, str], type[Placeholder]] = {}
+        self._pending_calls: list[tuple[GlobalRef, Placeholder]] = []  # rendered once loading stops
 
     # -- globals
     def find_class(self, module: str, name: str) -> Any:
@@ -725,8 +726,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             cls._module, cls._name, cls._on_call = module, name, staticmethod(on_call)
             self._placeholders[(module, name)] = cls
         return cls
-
-    _pending_calls: list[tuple[GlobalRef, Placeholder]]
 
     # -- storages
     def persistent_load(self, pid: Any) -> Any:
@@ -777,7 +776,6 @@ def restricted_load(
         head = data[1]
     result.protocol = head
     unpickler = RestrictedUnpickler(stream, result, source=source, torchscript=torchscript, legacy_ids=legacy_ids)
-    unpickler._pending_calls = []
     try:
         result.obj = unpickler.load()
     except RecursionError:
