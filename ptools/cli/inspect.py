@@ -126,12 +126,19 @@ def _open(path: Path, unsafe: bool) -> Any:
     if not path.is_file():
         raise PtoolsError(f"{path}: no such file")
     # Scan first so the report still lists what the pickle names (and the user sees it before it runs).
+    from ptools.checkpoint.scan import PICKLE_FORMATS
+
     scanned: list[dict[str, Any]] = []
     try:
-        with open_checkpoint(path) as safe:
-            scanned = safe.pickle_globals()
+        safe = open_checkpoint(path)
     except PtoolsError:
-        pass
+        safe = None  # the user asked for torch.load; let it try
+    if safe is not None:
+        if safe.format not in PICKLE_FORMATS:
+            warn(f"--unsafe has no effect on {safe.format} files: they hold no pickle")
+            return safe
+        scanned = safe.pickle_globals()
+        safe.close()
     unsafe_names = [f"{g['module']}.{g['name']}" for g in scanned if g["grade"] != "safe"]
     listed = f" It names {', '.join(unsafe_names)}." if unsafe_names else ""
     warn(
@@ -518,7 +525,9 @@ def _render_security(s: dict[str, Any], label: str) -> None:
     if s.get("pickle_error"):
         console.print(f"[yellow]pickle stream ended early: {s['pickle_error']}[/yellow]", highlight=False)
     if not s["findings"]:
-        console.print(f"\n[green]pickle: only allow-listed globals ({s['counts']['safe']})[/green]", highlight=False)
+        console.print(
+            f"\n[green]pickle in {label}: only allow-listed globals ({s['counts']['safe']})[/green]", highlight=False
+        )
         return
     colour = "red" if s["grade"] == "dangerous" else "yellow"
     console.print(
