@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ptools.data.imageio import load_mask, load_rgb
 from ptools.data.layouts import DatasetIndex, Sample, scan
-from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, normalize, paired_augment
+from ptools.data.transforms import AUGMENT_SOURCE_FACTOR, apply_paired, paired_augment
 from ptools.errors import PtoolsError
 
 NORMAL_CHANNEL = "normal"
@@ -180,15 +180,26 @@ def control_maps(
     channel 0 = 1 - the union of the defect channels (all ones for a sample with no defect label).
     """
     b, c = labels.shape
-    size = mask.shape[-2:]
     if out is None:
-        out = torch.empty(b, c, *size)
-    spatial = torch.where(has_mask.view(b, 1, 1, 1), mask.to(torch.float32), torch.ones(()))
-    torch.mul(labels[:, 1:, None, None], spatial, out=out[:, 1:])
+        out = torch.empty(b, c, *mask.shape[-2:])
+    # numpy, not torch: this runs in the training process, whose intra-op thread pool is sized for the
+    # model; small elementwise ops fanned out over it cost more than they save on a busy machine.
+    o = out.numpy()
+    spatial = np.where(has_mask.numpy().reshape(b, 1, 1, 1), mask.numpy(), np.float32(1)).astype(np.float32, copy=False)
+    np.multiply(labels.numpy()[:, 1:, None, None], spatial, out=o[:, 1:])
     if c > 1:
-        torch.sub(1.0, out[:, 1:].amax(dim=1), out=out[:, 0])
+        np.subtract(np.float32(1), o[:, 1:].max(axis=1), out=o[:, 0])
     else:
-        out[:, 0] = 1.0
+        o[:, 0] = 1.0
+    return out
+
+
+def _unit_range(u8: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 [-1, 1] into `out` with numpy (see control_maps for why); x / 127.5 - 1, like
+    `normalize`, elementwise and correctly rounded, so alone or batched the values are the same."""
+    o = out.numpy()
+    np.divide(u8.numpy(), np.float32(127.5), out=o, dtype=np.float32)
+    np.subtract(o, np.float32(1), out=o)
     return out
 
 
@@ -204,9 +215,10 @@ def expand(compact: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
     def empty(*shape: int) -> torch.Tensor:
         return torch.empty(*shape, pin_memory=pin_memory)
 
-    normal = normalize(items["normal"], out=empty(b, 3, s, s))
-    defect = normalize(items["defect"], out=empty(b, 3, s, s))
-    mask = empty(b, 1, s, s).copy_(items["mask"])
+    normal = _unit_range(items["normal"], empty(b, 3, s, s))
+    defect = _unit_range(items["defect"], empty(b, 3, s, s))
+    mask = empty(b, 1, s, s)
+    np.copyto(mask.numpy(), items["mask"].numpy(), casting="unsafe")
     control = control_maps(items["defect_labels"], mask, items["has_mask"], out=empty(b, c, s, s))
     out = {
         "normal": normal,
