@@ -512,6 +512,14 @@ def _safe_bytearray(*args: Any) -> bytearray:
     return bytearray(*args)
 
 
+def _safe_range(*args: Any) -> range:
+    # list(range(10**12)) is a memory bomb made only of allow-listed builtins: cap what a pickle may build.
+    r = range(*args)
+    if len(r) > _MAX_BYTES:
+        raise ValueError("range() too long")
+    return r
+
+
 class _SizeStandIn(tuple):
     """torch.Size as a plain tuple."""
 
@@ -532,7 +540,7 @@ _BUILTINS: dict[str, Any] = {
     "bytes": _safe_bytes,
     "bytearray": _safe_bytearray,
     "slice": slice,
-    "range": range,
+    "range": _safe_range,
     "object": object,
     "NoneType": type(None),
     "Ellipsis": Ellipsis,

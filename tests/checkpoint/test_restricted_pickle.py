@@ -154,3 +154,12 @@ def test_allow_listed_torch_file_has_only_safe_globals(tmp_path):
         assert {g["grade"] for g in reader.pickle_globals()} == {SAFE}
         info = {t.key: t for t in reader.tensors()}
     assert info["p"].extra["parameter"] is True
+
+
+def test_memory_bombs_from_allow_listed_builtins_are_refused():
+    # list(range(10**12)) and bytes(10**12): only allow-listed names, yet they would exhaust memory.
+    bomb = b"\x80\x02cbuiltins\nlist\ncbuiltins\nrange\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R\x85R."
+    result = restricted_load(bomb)
+    assert result.obj is None and "too long" in result.error
+    result = restricted_load(b"\x80\x02cbuiltins\nbytes\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R.")
+    assert result.obj is None and "huge" in result.error
