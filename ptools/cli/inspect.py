@@ -93,7 +93,7 @@ def inspect_command(
             if stats:
                 from ptools.checkpoint.stats import tensor_stats
 
-                for row in rows:
+                for row in _progress(rows, "statistics"):
                     try:
                         row["stats"] = tensor_stats(reader, selection.full_keys[row["key"]])
                     except PtoolsError as e:  # e.g. data of a flagged legacy file is never loaded
@@ -179,6 +179,18 @@ def _diff_mode(
     payload = {"mode": "diff", **base, "diff": result, "security": security, "security_b": security_b}
     unsafe_any = bool(security["findings"] or security_b["findings"])
     _finish(payload, json_output, _render_diff, result["differ"] or unsafe_any)
+
+
+def _progress(items: list[Any], what: str) -> Any:
+    """A transient progress bar on stderr for people at a terminal; a plain iterator otherwise."""
+    from ptools.cli._output import stderr_console
+
+    console = stderr_console()
+    if not console.is_terminal or len(items) < 20:
+        return items
+    from rich.progress import track
+
+    return track(items, description=what, console=console, transient=True)
 
 
 def _finish(payload: dict[str, Any], json_output: bool, render: Any, findings: bool) -> None:
