@@ -147,6 +147,8 @@ def open_checkpoint(path: str | Path) -> CheckpointReader:
             claimed = False
         if claimed:
             return opener(path)
+    if path.is_dir():
+        raise PtoolsError(f"{path}: a directory without a checkpoint this tool can read (TF bundle, SavedModel)")
     raise PtoolsError(f"{path}: {diagnose_not_a_checkpoint(path, head)}")
 
 
