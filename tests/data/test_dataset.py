@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from ptools.data import DefectDataset, denormalize, normalize
@@ -197,3 +199,26 @@ def test_thin_masks_survive_augmentation(tmp_path):
         seen += 1
         assert item["mask"][0].any(dim=0).all(), epoch  # the line still crosses every column
     assert seen >= 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_control_maps_property(labels, seed):
+    """For any labels and masks: label channels hold the mask (or ones), channel 0 is 1 - their union."""
+    from ptools.data.dataset import control_maps
+
+    b = len(labels)
+    gen = torch.Generator().manual_seed(seed)
+    multi_hot = torch.zeros(b, 4)
+    multi_hot[:, 1:] = torch.tensor(labels, dtype=torch.float32)
+    mask = (torch.rand(b, 1, 5, 5, generator=gen) > 0.5).float()
+    has_mask = torch.rand(b, generator=gen) > 0.5
+    control = control_maps(multi_hot, mask, has_mask)
+    for i in range(b):
+        spatial = mask[i, 0] if has_mask[i] else torch.ones(5, 5)
+        for c in range(1, 4):
+            assert torch.equal(control[i, c], spatial if labels[i][c - 1] else torch.zeros(5, 5))
+        assert torch.equal(control[i, 0], 1 - control[i, 1:].amax(0))
