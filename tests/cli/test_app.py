@@ -84,3 +84,9 @@ def test_help_shows_defaults_without_markup_escapes(runner):
     assert result.exit_code == 0
     assert "[default: " in result.output
     assert "\\[" not in result.output
+
+
+def test_help_shows_argument_descriptions(runner):
+    result = runner.invoke(app, ["completions", "--help"])
+    assert result.exit_code == 0
+    assert "bash, zsh or fish." in result.output
