@@ -160,7 +160,7 @@ def main() -> None:
     )
     print(f"  inspect time, 2x bytes / 1x (.pt):        {two_b[3] / one[3]:.2f}   (flat in bytes: ~1.0)")
     print(f"  inspect time, 2x bytes / 1x (.st):        {two_b[5] / one[5]:.2f}")
-    print(f"  inspect time, 2x tensors / 1x (.pt):      {two_t[3] / one[3]:.2f}   (grows with the tensor count)")
+    print(f"  inspect time, 2x tensors / 1x (.pt):      {two_t[3] / one[3]:.2f}   (only the count can move it)")
     print(f"  torch.load time, 2x bytes / 1x:           {two_b[7] / one[7]:.2f}")
 
 
