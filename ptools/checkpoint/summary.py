@@ -119,6 +119,14 @@ def select(reader: CheckpointReader, key: str | None = None) -> Selection:
     if len(candidates) == 1:
         node, path = resolve_path(structure, candidates[0])
         return _selection(path, "auto-detected", _tensor_leaves(node), path, candidates)
+    preferred = [c for c in candidates if c.rsplit(".", 1)[-1] in PREFERRED_NAMES]
+    if len(preferred) == 1:
+        # timm's state_dict + state_dict_ema, model + model_ema: the conventional name is the model.
+        node, path = resolve_path(structure, preferred[0])
+        sel = _selection(path, "auto-detected by name", _tensor_leaves(node), path, candidates)
+        others = ", ".join(c for c in candidates if c != preferred[0])
+        sel.note = f"also holds {others}: pick another with --key"
+        return sel
     sel = _selection(None, "whole file", all_infos, "", candidates)
     if len(candidates) > 1:
         sel.note = f"several state_dicts ({', '.join(candidates)}): pick one with --key"

@@ -57,6 +57,15 @@ def test_ambiguous_and_explicit_key(tmp_path):
             sm.select(reader, "E")
 
 
+def test_conventional_name_wins_over_ema(tmp_path):
+    path = tmp_path / "timm.pth"
+    torch.save({"state_dict": tiny_state_dict(0), "state_dict_ema": tiny_state_dict(1), "epoch": 9}, path)
+    with open_checkpoint(path) as reader:
+        sel = sm.select(reader)
+    assert (sel.path, sel.how) == ("state_dict", "auto-detected by name")
+    assert "state_dict_ema" in sel.note
+
+
 def test_key_path_with_dotted_dict_keys():
     info = sm.TensorInfo("a.b.c", "float32", (1,), 4)
     structure = {"a.b": {"c": info}}
