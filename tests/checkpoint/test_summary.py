@@ -183,3 +183,15 @@ def test_against_shape_mismatch_and_spec_parsing(tmp_path):
         parse_spec("no_colon")
     with pytest.raises(PtoolsError, match="literals"):
         parse_spec("m:f(x=open('a'))")
+
+
+def test_diff_pairs_keys_that_differ_only_by_wrapper_prefixes(tmp_path):
+    sd = tiny_state_dict()
+    plain, ddp = tmp_path / "plain.pt", tmp_path / "ddp.safetensors"
+    torch.save(sd, plain)
+    save_file({f"module._orig_mod.{k}": v for k, v in sd.items()}, str(ddp))
+    with open_checkpoint(plain) as a, open_checkpoint(ddp) as b:
+        d = diff_selections(a, sm.select(a), b, sm.select(b), values=True)
+    assert d["only_in_a"] == [] and d["only_in_b"] == []
+    assert len(d["renamed"]) == len(sd) and d["identical"] == len(sd) and d["value_changed"] == []
+    assert d["differ"] and "paired after stripping" in d["hint"]
