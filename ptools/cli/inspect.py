@@ -334,7 +334,8 @@ def _render_summary(p: dict[str, Any]) -> None:
             highlight=False,
         )
     table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=f"\nModules (depth {p['depth']})")
-    for node, level in _walk_tree(p["tree"]):
+    rows = list(_walk_tree(p["tree"])) or [({**p["tree"], "name": "(all)"}, 1)]  # --depth 0: one row
+    for node, level in rows:
         name = "  " * (level - 1) + node["name"] + ("/" if node.get("collapsed") else "")
         table.add_row(
             name,
