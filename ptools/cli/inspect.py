@@ -289,9 +289,9 @@ def _header(payload: dict[str, Any]) -> None:
     console = _console()
     meta = payload.get("metadata", {})
     size = f", {human_bytes(payload.get('file_size'))}" if payload.get("file_size") is not None else ""
-    console.print(f"[bold]{payload['file']}[/bold]  ({payload['format']}{size})", highlight=False)
+    console.print(f"[bold]{payload['file']}[/bold]  ({payload['format']}{size})", highlight=False, soft_wrap=True)
     if meta.get("reader"):
-        console.print(f"  read with: {meta['reader']}", highlight=False)
+        console.print(f"  read with: {meta['reader']}", highlight=False, soft_wrap=True)
     extras = {
         k: v
         for k, v in meta.items()
@@ -313,7 +313,7 @@ def _selection_line(sel: dict[str, Any]) -> str:
 def _render_summary(p: dict[str, Any]) -> None:
     console = _console()
     _header(p)
-    console.print(f"  kind: {p['kind']}", highlight=False)
+    console.print(f"  kind: {p['kind']}", highlight=False, soft_wrap=True)
     if p["top_level"]:
         table = _table("key", "holds", title="\nTop-level structure")
         for row in p["top_level"]:
@@ -323,15 +323,16 @@ def _render_summary(p: dict[str, Any]) -> None:
         console.print("\n[bold]Lightning[/bold]")
         for k, v in p["lightning"].items():
             console.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
-    console.print("\n" + _selection_line(p["selection"]), highlight=False)
+    console.print("\n" + _selection_line(p["selection"]), highlight=False, soft_wrap=True)
     if p["selection"].get("note"):
-        console.print(f"  [yellow]{p['selection']['note']}[/yellow]", highlight=False)
+        console.print(f"  [yellow]{p['selection']['note']}[/yellow]", highlight=False, soft_wrap=True)
     for w in p["wrapper_prefixes"]:
         scope = "every key" if w["all"] else f"{w['keys']} keys"
         console.print(
             f"  [yellow]prefix '{w['prefix']}' on {scope}[/yellow] "
             f"({w['meaning']}; strip it to load into the bare model)",
             highlight=False,
+            soft_wrap=True,
         )
     table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=f"\nModules (depth {p['depth']})")
     rows = list(_walk_tree(p["tree"])) or [({**p["tree"], "name": "(all)"}, 1)]  # --depth 0: one row
@@ -352,6 +353,7 @@ def _render_summary(p: dict[str, Any]) -> None:
         console.print(
             f"whole file: {t['tensors']} tensors, {human_count(t['params'])} values, {human_bytes(t['bytes'])}",
             highlight=False,
+            soft_wrap=True,
         )
     if p["shared_storages"]:
         table = _table("storage", "bytes", "kind", "keys", title="\nShared storages (counted once)")
@@ -408,7 +410,11 @@ def _fmt(v: Any) -> str:
 
 def _render_keys(p: dict[str, Any]) -> None:
     console = _console()
-    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]), highlight=False)
+    console.print(
+        f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]),
+        highlight=False,
+        soft_wrap=True,
+    )
     cols = ["key", "shape", "dtype", "numel"]
     if p["mode"] == "stats":
         cols += ["min", "max", "mean", "std", "nan", "inf"]
@@ -423,7 +429,11 @@ def _render_keys(p: dict[str, Any]) -> None:
                 cells += [_fmt(s[k]) for k in ("min", "max", "mean", "std", "nan", "inf")]
         table.add_row(*cells)
     _print_table(table)
-    console.print(f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else ""), highlight=False)
+    console.print(
+        f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _limited(items: list[Any]) -> tuple[list[Any], str]:
@@ -435,14 +445,22 @@ def _limited(items: list[Any]) -> tuple[list[Any], str]:
 def _render_diff(p: dict[str, Any]) -> None:
     console = _console()
     d = p["diff"]
-    console.print(f"[bold]A[/bold] {d['a']['file']} ({d['a']['format']}, {d['a']['tensors']} tensors)", highlight=False)
-    console.print(f"[bold]B[/bold] {d['b']['file']} ({d['b']['format']}, {d['b']['tensors']} tensors)", highlight=False)
+    console.print(
+        f"[bold]A[/bold] {d['a']['file']} ({d['a']['format']}, {d['a']['tensors']} tensors)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"[bold]B[/bold] {d['b']['file']} ({d['b']['format']}, {d['b']['tensors']} tensors)",
+        highlight=False,
+        soft_wrap=True,
+    )
     for label, key in (("only in A", "only_in_a"), ("only in B", "only_in_b")):
         if d[key]:
             rows, more = _limited(d[key])
-            console.print(f"\n[bold]{label}[/bold] ({len(d[key])})")
+            console.print(f"\n[bold]{label}[/bold] ({len(d[key])})", soft_wrap=True)
             for k in rows:
-                console.print(f"  {k}", highlight=False)
+                console.print(f"  {k}", highlight=False, soft_wrap=True)
             if more:
                 console.print(more)
     if d["shape_changed"]:
@@ -461,7 +479,7 @@ def _render_diff(p: dict[str, Any]) -> None:
             table.add_row(r["key"], _fmt(r["max_abs"]), f"{r['differing']:,}")
         _print_table(table)
     if d["hint"]:
-        console.print(f"\n[yellow]hint:[/yellow] {d['hint']}", highlight=False)
+        console.print(f"\n[yellow]hint:[/yellow] {d['hint']}", highlight=False, soft_wrap=True)
     if d["differ"]:
         console.print(
             f"\n[red]differ[/red]: {d['identical']} tensors identical"
@@ -471,22 +489,28 @@ def _render_diff(p: dict[str, Any]) -> None:
         what = (
             "shapes, dtypes and values" if d["values_compared"] else "shapes and dtypes (add --stats to compare values)"
         )
-        console.print(f"\n[green]same keys, {what}[/green]", highlight=False)
+        console.print(f"\n[green]same keys, {what}[/green]", highlight=False, soft_wrap=True)
 
 
 def _render_against(p: dict[str, Any]) -> None:
     console = _console()
     r = p["against"]
-    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]), highlight=False)
     console.print(
-        f"model: {r['model_class']} from {r['spec']} ({r['model_keys']} keys; file: {r['file_keys']})", highlight=False
+        f"[bold]{p['file']}[/bold]  ({p['format']})  " + _selection_line(p["selection"]),
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"model: {r['model_class']} from {r['spec']} ({r['model_keys']} keys; file: {r['file_keys']})",
+        highlight=False,
+        soft_wrap=True,
     )
     for label, key in (("missing in the file", "missing"), ("unexpected in the file", "unexpected")):
         if r[key]:
             rows, more = _limited(r[key])
             console.print(f"\n[bold]{label}[/bold] ({len(r[key])})")
             for k in rows:
-                console.print(f"  {k}", highlight=False)
+                console.print(f"  {k}", highlight=False, soft_wrap=True)
             if more:
                 console.print(more)
     if r["shape_mismatch"]:
@@ -504,15 +528,16 @@ def _render_against(p: dict[str, Any]) -> None:
                 f"  {f['fix']}: {f['problems_after']} problems left "
                 f"({f['matched_after']} of {r['model_keys']} keys match)",
                 highlight=False,
+                soft_wrap=True,
             )
 
 
 def _render_scan(p: dict[str, Any]) -> None:
     console = _console()
     s = p["security"]
-    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})", highlight=False)
+    console.print(f"[bold]{p['file']}[/bold]  ({p['format']})", highlight=False, soft_wrap=True)
     if not s["pickle"]:
-        console.print(f"[green]{s['note']}[/green]", highlight=False)
+        console.print(f"[green]{s['note']}[/green]", highlight=False, soft_wrap=True)
         return
     colour = {"safe": "green", "suspicious": "yellow", "dangerous": "red"}
     table = _table("global", "grade", "uses", "why", "where / calls")
@@ -527,7 +552,9 @@ def _render_scan(p: dict[str, Any]) -> None:
         )
     _print_table(table)
     c = s["counts"]
-    console.print(f"\n{c['safe']} safe, {c['suspicious']} suspicious, {c['dangerous']} dangerous", highlight=False)
+    console.print(
+        f"\n{c['safe']} safe, {c['suspicious']} suspicious, {c['dangerous']} dangerous", highlight=False, soft_wrap=True
+    )
     _render_security(s, label=p["file"])
 
 
@@ -536,10 +563,14 @@ def _render_security(s: dict[str, Any], label: str) -> None:
     if not s["pickle"]:
         return
     if s.get("pickle_error"):
-        console.print(f"[yellow]pickle stream ended early: {s['pickle_error']}[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]pickle stream ended early: {s['pickle_error']}[/yellow]", highlight=False, soft_wrap=True
+        )
     if not s["findings"]:
         console.print(
-            f"\n[green]pickle in {label}: only allow-listed globals ({s['counts']['safe']})[/green]", highlight=False
+            f"\n[green]pickle in {label}: only allow-listed globals ({s['counts']['safe']})[/green]",
+            highlight=False,
+            soft_wrap=True,
         )
         return
     colour = "red" if s["grade"] == "dangerous" else "yellow"
@@ -547,9 +578,14 @@ def _render_security(s: dict[str, Any], label: str) -> None:
         f"\n[bold {colour}]UNSAFE pickle in {label}: {len(s['findings'])} global(s) outside the allow-list "
         f"({s['grade']}); nothing was loaded or run[/bold {colour}]",
         highlight=False,
+        soft_wrap=True,
     )
     for g in s["findings"]:
-        console.print(f"  [{colour}]{g['grade']}[/{colour}] {g['module']}.{g['name']}: {g['reason']}", highlight=False)
+        console.print(
+            f"  [{colour}]{g['grade']}[/{colour}] {g['module']}.{g['name']}: {g['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
         for call in g["calls"][:3]:
             console.print(f"      would call: {call}", highlight=False, soft_wrap=True)
         if g["where"]:
