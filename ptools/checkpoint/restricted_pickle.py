@@ -778,6 +778,8 @@ def restricted_load(
     Never raises for a bad stream: the error is recorded in `result.error` and what was found so far kept.
     """
     result = result or ScanResult()
+    if isinstance(data, (bytes, bytearray)) and b"\x96" in data:
+        data = _cut_before_bad_bytearray(data)
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     head = None
     if isinstance(data, (bytes, bytearray)) and len(data) >= 2 and data[0] == 0x80:
@@ -797,6 +799,29 @@ def restricted_load(
     if result.obj is not None:
         _locate_placeholders(result)
     return result
+
+
+def _cut_before_bad_bytearray(data: bytes) -> bytes:
+    """Drop the stream from a BYTEARRAY8 whose length runs past the end.
+
+    CPython's C unpickler allocates such a bytearray before reading it and, failing, prints a stray
+    SystemError on stderr; torch never writes this opcode, so only damaged or hostile files reach here.
+    The cut stream still yields everything before that point (the unpickler then reports running out).
+    """
+    import pickletools
+
+    f = io.BytesIO(data)
+    ops = pickletools.genops(f)
+    while True:
+        start = f.tell()  # genops reads strictly in order: this is where the next opcode begins
+        try:
+            op, _arg, _pos = next(ops)
+        except ValueError as e:
+            return data[:start] if "bytearray8" in str(e) else data
+        except Exception:  # StopIteration at the end, or damage the unpickler will report itself
+            return data
+        if op.name == "STOP":
+            return data
 
 
 def _locate_placeholders(result: ScanResult) -> None:

@@ -163,3 +163,12 @@ def test_memory_bombs_from_allow_listed_builtins_are_refused():
     assert result.obj is None and "too long" in result.error
     result = restricted_load(b"\x80\x02cbuiltins\nbytes\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R.")
     assert result.obj is None and "huge" in result.error
+
+
+def test_oversized_bytearray8_keeps_findings_and_prints_nothing(capfd):
+    # A BYTEARRAY8 claiming ~10**17 bytes after a payload: CPython would print a stray SystemError.
+    data = b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00a\x85R\x96\rtq\x0eRq\x0fX\x06\x00\x00\x00."
+    result = restricted_load(data)
+    assert result.globals[("os", "system")].calls == ["os.system('a')"]
+    assert result.error is not None
+    assert "SystemError" not in capfd.readouterr().err
