@@ -148,7 +148,9 @@ class PickleReader(_PickleFileReader):
         super().__init__(path)
         try:
             with open(path, "rb") as f:
-                self.scan = restricted_load(f, source="pickle")
+                # Small files go in as bytes, which lets the unpickler screen damaged streams first.
+                small = path.stat().st_size <= 256 << 20
+                self.scan = restricted_load(f.read() if small else f, source="pickle")
         except OSError as e:
             raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
         if self.scan.error and not self.scan.unsafe:
