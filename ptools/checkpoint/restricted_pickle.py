@@ -650,6 +650,7 @@ class ScanResult:
     storages: dict[str, StorageRef] = field(default_factory=dict)
     error: str | None = None  # the unpickling stopped early (corrupt or hostile stream)
     protocol: int | None = None
+    end: int | None = None  # stream position after the pickle
 
     @property
     def unsafe(self) -> list[GlobalRef]:
@@ -772,15 +773,19 @@ def restricted_load(
     torchscript: bool = False,
     legacy_ids: bool = False,
     result: ScanResult | None = None,
+    offset: int = 0,
 ) -> ScanResult:
-    """Unpickle `data` (bytes or a binary file positioned at a pickle) with the restricted unpickler.
+    """Unpickle `data` (bytes, from `offset`, or a binary file positioned at a pickle) restrictedly.
 
     Never raises for a bad stream: the error is recorded in `result.error` and what was found so far kept.
+    `result.end` is where the pickle ended (the next one of a sequence starts there).
     """
     result = result or ScanResult()
     if isinstance(data, (bytes, bytearray)) and b"\x96" in data:
-        data = _cut_before_bad_bytearray(data)
+        data = _cut_before_bad_bytearray(data, offset)
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if offset:
+        stream.seek(offset)
     head = None
     if isinstance(data, (bytes, bytearray)) and len(data) >= 2 and data[0] == 0x80:
         head = data[1]
@@ -796,12 +801,13 @@ def restricted_load(
         for ref, obj in unpickler._pending_calls:
             if len(ref.calls) < MAX_CALL_RECORDS:
                 ref.calls.append(obj.call_repr())
+        result.end = stream.tell() if hasattr(stream, "tell") else None
     if result.obj is not None:
         _locate_placeholders(result)
     return result
 
 
-def _cut_before_bad_bytearray(data: bytes) -> bytes:
+def _cut_before_bad_bytearray(data: bytes, offset: int = 0) -> bytes:
     """Drop the stream from a BYTEARRAY8 whose length runs past the end.
 
     CPython's C unpickler allocates such a bytearray before reading it and, failing, prints a stray
@@ -810,7 +816,8 @@ def _cut_before_bad_bytearray(data: bytes) -> bytes:
     """
     import pickletools
 
-    f = io.BytesIO(data)
+    f = io.BytesIO(data)  # shares the bytes, no copy
+    f.seek(offset)
     ops = pickletools.genops(f)
     while True:
         start = f.tell()  # genops reads strictly in order: this is where the next opcode begins

@@ -75,10 +75,20 @@ class TorchLegacyReader(_PickleFileReader):
         except OSError as e:
             raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
         with f:
+            # Files up to 256 MiB are read whole: bytes let the unpickler screen damaged streams first.
+            blob: Any = f.read() if path.stat().st_size <= 256 << 20 else None
+            pos = 0
             steps = ("magic number", "protocol version", "sys_info", "object", "storage keys")
             values: list[Any] = []
             for step in steps:
-                part = restricted_load(f, source=f"legacy {step}", legacy_ids=step == "object", result=ScanResult())
+                part = restricted_load(
+                    blob if blob is not None else f,
+                    offset=pos,
+                    source=f"legacy {step}",
+                    legacy_ids=step == "object",
+                    result=ScanResult(),
+                )
+                pos = part.end or 0
                 self.scan.merge(part)
                 if step == "object":
                     self.scan.obj, self.scan.storages, self.scan.error = part.obj, part.storages, part.error
