@@ -219,3 +219,27 @@ def test_inspect_does_not_import_torch(tmp_path, fmt):
     proc = run_ptools("inspect", str(path), "--stats", check_modules=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout[-300:]
+
+
+@pytest.mark.parametrize("variant", ["legacy-cut", "safetensors-header", "pickle-garbage", "zip-cut"])
+def test_damaged_files_are_one_line_errors(runner, tmp_path, variant):
+    sd = tiny_state_dict()
+    path = tmp_path / "damaged.bin"
+    if variant == "legacy-cut":
+        torch.save(sd, path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:200])
+    elif variant == "safetensors-header":
+        save_file(dict(sd), str(path))
+        data = bytearray(path.read_bytes())
+        data[9:12] = b"###"  # invalid JSON right after the opening brace
+        path.write_bytes(bytes(data))
+    elif variant == "pickle-garbage":
+        path.write_bytes(b"\x80\x02}q\x00(X\x01\x00\x00\x00a\xff\xfe")
+    else:
+        torch.save(sd, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptools: error:"), result.stderr
+    assert "internal error" not in lines[0] and result.stdout == ""
