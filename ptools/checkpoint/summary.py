@@ -362,6 +362,7 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
         "metadata": reader.metadata(),
         "kind": checkpoint_kind(structure),
         "top_level": top_level(structure),
+        "values": scalar_fields(structure) if not _is_state_dict(structure) else {},
         "selection": {
             "path": selection.path,
             "how": selection.how,

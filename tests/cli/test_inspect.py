@@ -43,6 +43,7 @@ def test_default_summary_human_and_json(runner, nested):
     assert "optimizer" in out and "features" in out and "only allow-listed globals" in out
     doc = _json(runner.invoke(app, ["inspect", str(nested), "--json", "--depth", "1"]))
     assert doc["mode"] == "summary" and doc["format"] == "torch-zip"
+    assert doc["values"] == {"epoch": 7}
     assert doc["selection"]["path"] == "model"
     sd = TinyNet().state_dict()
     assert doc["totals"]["tensors"] == len(sd)
