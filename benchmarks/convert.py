@@ -21,14 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# `python benchmarks/convert.py` puts benchmarks/ first on sys.path, where benchmarks/inspect.py would
-# shadow the standard library's `inspect` (numpy imports it): look there last.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here] + [_here]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter  # noqa: E402
+from ptools.checkpoint.tf_bundle_writer import TFBundleWriter
 
 MiB = 1 << 20
 

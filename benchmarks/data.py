@@ -9,29 +9,24 @@ limit, i.e. PIL decode + resize of a sample's three files alone in one process, 
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/inspect.py would shadow the
-# standard library's inspect (which torch imports).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision import transforms as T
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, default_collate  # noqa: E402
-from torchvision import transforms as T  # noqa: E402
-
-from ptools.data import DefectDataset, make_loader  # noqa: E402
-from ptools.data.dataset import expand  # noqa: E402
-from ptools.data.synth import synthesize  # noqa: E402
+from ptools.data import DefectDataset, make_loader
+from ptools.data.dataset import expand
+from ptools.data.synth import synthesize
 
 
 class SeedDefectDataset(Dataset):

@@ -6,26 +6,21 @@ checkpoint: {"model": state_dict, "optimizer": Adam state (step, exp_avg, exp_av
 same tensor count with twice the bytes, and twice the tensors with the same bytes. Every command runs in a
 fresh interpreter (as users run them); times are medians, peak RSS comes from wait4() of each child.
 
-    python benchmarks/inspect.py            # the sizes from the issue (needs ~7 GiB of free disk in /tmp)
-    python benchmarks/inspect.py --scale 0.1
+    python benchmarks/inspect_speed.py            # the sizes from the issue (needs ~7 GiB of free disk in /tmp)
+    python benchmarks/inspect_speed.py --scale 0.1
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
 import sys
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the standard
-# library's `inspect` (which torch imports): drop the folder before importing anything else.
-sys.path[:] = [p for p in sys.path if p and __file__.rsplit("/", 1)[0] != p.rstrip("/")]
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 GIB = 1 << 30
 # Children run as an installed tool would: with cached bytecode (some CI shells disable writing it, which
