@@ -158,8 +158,8 @@ def max_batch(config: DefectGANConfig, data: Path, work: Path, device: str) -> i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed iterations per round (after a warm-up cycle)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed iterations per round (after a warm-up cycle)")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--paper-widths", action="store_true")
     parser.add_argument("--compile", action="store_true", help="GPU: also torch.compile the ptools side")
