@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,11 @@ WRAPPER_PREFIXES = {
 # Names a state_dict goes by inside a nested checkpoint, most telling first.
 PREFERRED_NAMES = ("state_dict", "model", "model_state_dict", "model_state", "net", "network", "module", "weights")
 _SEPARATORS = re.compile(r"([./])")
+# Readers that know what each tensor is for tag it in `TensorInfo.extra["role"]` (TF bundles, Keras files):
+# only weights form the model tree and its totals; the rest is training state, shown apart.
+WEIGHT_ROLE = "weight"
+UNTAGGED_ROLE = "untagged"  # no role in a file whose reader tags roles: format metadata (TF object graph)
+_ROLE_ORDER = ("slot", "optimizer", "counter", "ema")
 _NOT_MODEL = re.compile(r"(^|\.)(optim\w*|optimizer_states?|lr_schedulers?|schedulers?|scaler|grad_scaler)(\.|$)")
 
 
@@ -155,7 +161,87 @@ def filter_keys(sel: Selection, pattern: str | None) -> list[str]:
         return keys
     if not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    return [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
+    # The variable name a reader found matches too: `--filter conv/kernel` finds `layer_with_weights-0/...`.
+    return [k for k in keys if fnmatch.fnmatchcase(k, pattern) or _name_matches(sel.infos[k], pattern)]
+
+
+def _name_matches(info: TensorInfo | None, pattern: str) -> bool:
+    return isinstance(info, TensorInfo) and "name" in info.extra and fnmatch.fnmatchcase(name_of(info), pattern)
+
+
+# ------------------------------------------------------------------------------------- names and roles
+
+
+def name_of(info: TensorInfo) -> str:
+    """The variable's own name where the reader found one (TF object-graph full name, TF1 name), else the key."""
+    name = info.extra.get("name")
+    return name if isinstance(name, str) and name else info.key
+
+
+def has_roles(infos: Any) -> bool:
+    return any("role" in i.extra for i in infos)
+
+
+def role_of(info: TensorInfo, tagged: bool) -> str:
+    role = info.extra.get("role")
+    if role:
+        return str(role)
+    return UNTAGGED_ROLE if tagged else WEIGHT_ROLE
+
+
+def named(sel: Selection, roles: set[str] | None = None) -> Selection:
+    """The selection keyed by variable names (`name_of`), limited to `roles` when given.
+
+    A tensor keeps its key where its name is taken: weights claim names first (an EMA shadow carries its
+    weight's name), and weights sharing one name (unnamed `tf.Variable`s) all keep their keys.
+    """
+    tagged = has_roles(sel.infos.values())
+    chosen = [(k, i) for k, i in sel.infos.items() if roles is None or role_of(i, tagged) in roles]
+    is_weight = {k: role_of(i, tagged) == WEIGHT_ROLE for k, i in chosen}
+    weight_names = Counter(name_of(i) for k, i in chosen if is_weight[k])
+    new: dict[str, str] = {}
+    used: set[str] = set()
+    for k, info in sorted(chosen, key=lambda kv: not is_weight[kv[0]]):  # stable: weights first
+        name = name_of(info)
+        if name in used or (is_weight[k] and weight_names[name] > 1):
+            name = k
+        base, n = name, 1
+        while name in used:
+            n += 1
+            name = f"{base}#{n}"
+        used.add(name)
+        new[k] = name
+    infos = {new[k]: replace(i, key=new[k]) for k, i in chosen}
+    full = {new[k]: sel.full_keys[k] for k, _ in chosen}
+    return Selection(sel.path, sel.how, infos, full, sel.candidates, sel.note)
+
+
+def training_state(infos: list[TensorInfo]) -> list[dict[str, Any]]:
+    """What is not a weight, grouped by role: optimizer slots, other optimizer variables, counters, EMA."""
+    groups: dict[str, list[TensorInfo]] = {}
+    for info in infos:
+        role = role_of(info, True)
+        if role != WEIGHT_ROLE:
+            groups.setdefault(role, []).append(info)
+    order = {r: i for i, r in enumerate(_ROLE_ORDER)}
+    out = []
+    for role in sorted(groups, key=lambda r: (order.get(r, len(order)), r)):
+        members = groups[role]
+        t = totals(members)
+        row: dict[str, Any] = {
+            "role": role,
+            "tensors": t["tensors"],
+            "params": t["params"],
+            "bytes": t["bytes"],
+            "names": [name_of(m) for m in members],
+        }
+        if role == "slot":
+            row["slot_names"] = sorted({str(m.extra.get("slot_name")) for m in members if m.extra.get("slot_name")})
+            row["weights"] = len({m.extra.get("slot_of") for m in members if m.extra.get("slot_of")})
+        if role == UNTAGGED_ROLE:
+            row["names"] = [m.key for m in members]
+        out.append(row)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- summaries
@@ -221,8 +307,11 @@ def shared_storages(infos: list[TensorInfo]) -> list[dict[str, Any]]:
     return out
 
 
-def module_tree(infos: list[TensorInfo], depth: int) -> dict[str, Any]:
-    """Prefix tree of '.'-separated keys, aggregated per node and cut at `depth` levels."""
+def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """Prefix tree of '.'-separated keys, aggregated per node and cut at `depth` levels.
+
+    `keys` maps a tree key (a variable name) to the checkpoint key, given to the leaf where they differ.
+    """
     root: dict[str, Any] = {"name": "", "path": "", "children": {}, "infos": []}
     for info in infos:
         node = root
@@ -230,6 +319,8 @@ def module_tree(infos: list[TensorInfo], depth: int) -> dict[str, Any]:
         tokens = _SEPARATORS.split(info.key)
         for i in range(0, len(tokens), 2):
             part = tokens[i]
+            if not part and 0 < i < len(tokens) - 1:
+                continue  # "a/.b" (TF's "kernel/.ATTRIBUTES"): no empty-named level between separators
             node = node["children"].setdefault(
                 part, {"name": part, "path": "".join(tokens[: i + 1]), "children": {}, "infos": []}
             )
@@ -248,6 +339,8 @@ def module_tree(infos: list[TensorInfo], depth: int) -> dict[str, Any]:
         tensor = node.get("tensor")
         if tensor is not None and not node["children"]:
             out["shape"] = list(tensor.shape)
+            if keys and keys.get(tensor.key, tensor.key) != tensor.key:
+                out["key"] = keys[tensor.key]
         if node["children"]:
             if level < depth:
                 out["children"] = [render(c, level + 1) for c in node["children"].values()]
@@ -355,6 +448,11 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
     structure = reader.structure()
     all_infos = reader.tensors()
     sel_infos = list(selection.infos.values())
+    tagged = has_roles(sel_infos)
+    tree_infos, tree_keys = sel_infos, None
+    if tagged:  # the tree by variable names, weights only; slots, counters, EMA are listed apart
+        weights = named(selection, {WEIGHT_ROLE})
+        tree_infos, tree_keys = list(weights.infos.values()), weights.full_keys
     report: dict[str, Any] = {
         "file": str(reader.path),
         "format": reader.format,
@@ -370,9 +468,11 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
             "note": selection.note,
         },
         "wrapper_prefixes": wrapper_prefixes(list(selection.infos)),
-        "tree": module_tree(sel_infos, depth),
+        "tree": module_tree(tree_infos, depth, tree_keys),
+        "tree_by": "variable names, weights only" if tagged else "keys",
         "depth": depth,
-        "totals": totals(sel_infos),
+        "totals": totals(tree_infos),
+        "training_state": training_state(sel_infos) if tagged else [],
         "file_totals": totals(all_infos),
         "shared_storages": shared_storages(sel_infos),
     }
@@ -383,6 +483,11 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
 
 
 def key_rows(selection: Selection, keys: list[str]) -> list[dict[str, Any]]:
+    """One row per key; where the reader tags roles, each row has its role and name, and a weight's optimizer
+    slots follow it."""
+    tagged = has_roles(selection.infos.values())
+    if tagged:
+        keys = _slots_after_weights(selection, keys)
     rows = []
     for k in keys:
         info = selection.infos[k]
@@ -397,5 +502,31 @@ def key_rows(selection: Selection, keys: list[str]) -> list[dict[str, Any]]:
             row["storage"] = info.storage
         if info.extra.get("kind") not in (None, "dense"):
             row["kind"] = info.extra["kind"]
+        if tagged:
+            row["role"] = role_of(info, tagged)
+            if name_of(info) != k:
+                row["name"] = name_of(info)
+            for field_name in ("slot_of", "slot_name"):
+                if info.extra.get(field_name):
+                    row[field_name] = info.extra[field_name]
         rows.append(row)
     return rows
+
+
+def _slots_after_weights(selection: Selection, keys: list[str]) -> list[str]:
+    weights = {name_of(selection.infos[k]) for k in keys if role_of(selection.infos[k], True) == WEIGHT_ROLE}
+    slots: dict[str, list[str]] = {}
+    for k in keys:
+        owner = selection.infos[k].extra.get("slot_of")
+        if owner in weights:
+            slots.setdefault(str(owner), []).append(k)
+    attached = {k for ks in slots.values() for k in ks}
+    out: list[str] = []
+    for k in keys:
+        if k in attached:
+            continue  # listed after its weight
+        out.append(k)
+        info = selection.infos[k]
+        if role_of(info, True) == WEIGHT_ROLE:
+            out.extend(slots.pop(name_of(info), []))  # pop: weights sharing a name get the slots once
+    return out

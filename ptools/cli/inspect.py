@@ -172,10 +172,22 @@ def _diff_mode(
             sel_b = sm.select(reader_b, key)
         except PtoolsError:
             sel_b = sm.select(reader_b, None)  # --key names A's state_dict; B may be flat
+        by_names = None
+        if sm.has_roles(selection.infos.values()) or sm.has_roles(sel_b.infos.values()):
+            # A TF checkpoint's keys are object paths; the same model's Keras file or another TF checkpoint
+            # may only agree on the variable names. Pair the weights by name when that pairs more.
+            na, nb = sm.named(selection, {sm.WEIGHT_ROLE}), sm.named(sel_b, {sm.WEIGHT_ROLE})
+            if len(na.infos.keys() & nb.infos.keys()) > len(selection.infos.keys() & sel_b.infos.keys()):
+                left_out = len(selection.infos) - len(na.infos) + len(sel_b.infos) - len(nb.infos)
+                by_names, selection, sel_b = left_out, na, nb
         wanted = None
         if filter_glob:
             wanted = set(sm.filter_keys(selection, filter_glob)) | set(sm.filter_keys(sel_b, filter_glob))
         result = diff_selections(reader, selection, reader_b, sel_b, values=stats, keys=wanted and list(wanted))
+    result["paired_by"] = "variable names (weights only)" if by_names is not None else "keys"
+    if by_names is not None:
+        note = f"weights paired by variable name, not checkpoint key ({by_names} optimizer/EMA/other tensors left out)"
+        result["hint"] = f"{note}; {result['hint']}" if result["hint"] else note
     payload = {"mode": "diff", **base, "diff": result, "security": security, "security_b": security_b}
     unsafe_any = bool(security["findings"] or security_b["findings"])
     _finish(payload, json_output, _render_diff, result["differ"] or unsafe_any)
@@ -314,6 +326,13 @@ def _render_summary(p: dict[str, Any]) -> None:
     console = _console()
     _header(p)
     console.print(f"  kind: {p['kind']}", highlight=False, soft_wrap=True)
+    for row in p.get("training_state", []):
+        if row["role"] == "untagged":  # e.g. the TF2 object graph: format metadata, not a variable
+            console.print(
+                f"  not variables (left out of the tree): {', '.join(row['names'])} ({human_bytes(row['bytes'])})",
+                highlight=False,
+                soft_wrap=True,
+            )
     if p["top_level"]:
         table = _table("key", "holds", title="\nTop-level structure")
         for row in p["top_level"]:
@@ -334,7 +353,9 @@ def _render_summary(p: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=f"\nModules (depth {p['depth']})")
+    by_names = p.get("tree_by", "keys") != "keys"
+    title = f"\nModules (depth {p['depth']}" + (f"; {p['tree_by']})" if by_names else ")")
+    table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=title)
     rows = list(_walk_tree(p["tree"])) or [({**p["tree"], "name": "(all)"}, 1)]  # --depth 0: one row
     for node, level in rows:
         name = "  " * (level - 1) + node["name"] + ("/" if node.get("collapsed") else "")
@@ -347,7 +368,21 @@ def _render_summary(p: dict[str, Any]) -> None:
             "×".join(map(str, node["shape"])) if "shape" in node else "",
         )
     _print_table(table)
-    _render_totals(p["totals"], "Totals (selection)" if p["selection"]["path"] else "Totals")
+    _render_totals(
+        p["totals"], "Totals (weights)" if by_names else "Totals (selection)" if p["selection"]["path"] else "Totals"
+    )
+    state = [r for r in p.get("training_state", []) if r["role"] != "untagged"]  # untagged: in the header
+    if state:
+        table = _table("state", "tensors", "params", "bytes", "names", title="\nTraining state (not counted above)")
+        for row in state:
+            table.add_row(
+                _ROLE_LABELS.get(row["role"], row["role"]),
+                str(row["tensors"]),
+                human_count(row["params"]),
+                human_bytes(row["bytes"]),
+                _state_names(row),
+            )
+        _print_table(table)
     if p["selection"]["path"] or p["file_totals"]["tensors"] != p["totals"]["tensors"]:
         t = p["file_totals"]
         console.print(
@@ -360,6 +395,21 @@ def _render_summary(p: dict[str, Any]) -> None:
         for g in p["shared_storages"]:
             table.add_row(str(g["storage"]), human_bytes(g["bytes"]), g["kind"], ", ".join(g["keys"]))
         _print_table(table)
+
+
+_ROLE_LABELS = {
+    "slot": "optimizer slots",
+    "optimizer": "optimizer",
+    "counter": "counters",
+    "ema": "EMA shadows",
+}
+
+
+def _state_names(row: dict[str, Any]) -> str:
+    if row["role"] == "slot" and row.get("slot_names"):
+        return f"{', '.join(row['slot_names'])} for {row['weights']} weights"
+    names = row["names"]
+    return ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
 
 
 _RUN = 6  # numbered siblings (blocks.0 ... blocks.N) beyond this many are folded into one row
@@ -415,12 +465,17 @@ def _render_keys(p: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    cols = ["key", "shape", "dtype", "numel"]
+    tagged = any("role" in row for row in p["keys"])
+    named = any("name" in row for row in p["keys"])
+    cols = ["key"] + (["name"] if named else []) + (["role"] if tagged else []) + ["shape", "dtype", "numel"]
     if p["mode"] == "stats":
         cols += ["min", "max", "mean", "std", "nan", "inf"]
     table = _table(*cols)
     for row in p["keys"]:
-        cells = [row["key"], "×".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['numel']:,}"]
+        cells = [row["key"]] + ([row.get("name", "")] if named else [])
+        if tagged:
+            cells.append(row["role"] + (f" {row['slot_name']}" if row.get("slot_name") else ""))
+        cells += ["×".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['numel']:,}"]
         if "stats" in row:
             s = row["stats"]
             if "skipped" in s:
