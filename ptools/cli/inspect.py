@@ -484,8 +484,14 @@ def _render_keys(p: dict[str, Any]) -> None:
                 cells += [_fmt(s[k]) for k in ("min", "max", "mean", "std", "nan", "inf")]
         table.add_row(*cells)
     _print_table(table)
+    by_role = ""
+    if tagged:
+        from collections import Counter
+
+        counts = Counter(row["role"] for row in p["keys"])
+        by_role = " (" + ", ".join(f"{n} {role}" for role, n in counts.items()) + ")"
     console.print(
-        f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else ""),
+        f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else "") + by_role,
         highlight=False,
         soft_wrap=True,
     )
