@@ -517,8 +517,13 @@ def _train(
             bar.close()
             if metrics is not None:
                 metrics.close()
-    if master and config.sample_every and not result.interrupted and step % config.sample_every:
-        write_samples(step)  # the final state, whatever the interval
+    if (
+        master
+        and not result.interrupted
+        and step > start_step
+        and (not config.sample_every or step % config.sample_every)
+    ):
+        write_samples(step)  # the final state, whatever the interval (0: only this one)
     elapsed = time.perf_counter() - t_start
     result.step = step
     result.losses = last
