@@ -18,14 +18,7 @@ machine hit both sides.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# benchmarks/ holds an inspect.py that would shadow the standard library's when run as a script.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
+import argparse
 import statistics
 import tempfile
 import time
