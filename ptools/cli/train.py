@@ -21,21 +21,6 @@ HELP = (
 )
 
 DEFAULT_SYNTH_N = 400
-# Flag name -> config field, for the flags that override the config.
-_FLAG_FIELDS = (
-    "steps",
-    "batch_size",
-    "image_size",
-    "amp",
-    "compile",
-    "seed",
-    "workers",
-    "sample_every",
-    "ckpt_every",
-    "keep",
-    "log",
-    "deterministic",
-)
 _RUN_FILES = ("metrics.csv", "config.toml")
 
 
@@ -71,6 +56,10 @@ def train_command(
     ] = None,
     keep: Annotated[int | None, typer.Option("--keep", help="Numbered checkpoints kept besides latest.pt.")] = None,
     log: Annotated[str | None, typer.Option("--log", help="csv, or tensorboard (csv + TensorBoard events).")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="paper (the defaults) or small (reduced widths at 64 px, for CPUs)."),
+    ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="TOML file of config fields (flags override it).")
     ] = None,
@@ -103,7 +92,7 @@ def train_command(
     }
     master = int(os.environ.get("RANK", "0")) == 0
 
-    # Config: defaults (or the checkpoint's) < --config TOML < flags.
+    # Config: defaults (or the checkpoint's) < --preset < --config TOML < flags.
     state: dict[str, Any] | None = None
     run_dir = out
     if resume is not None:
@@ -115,6 +104,10 @@ def train_command(
         run_dir = run_dir or resumed_dir
     else:
         config = DefectGANConfig()
+    if preset is not None:
+        from ptools.defectgan.presets import preset_fields
+
+        config = replace_fields(config, preset_fields(preset), f"--preset {preset}")
     if config_file is not None:
         config = replace_fields(config, load_toml(config_file), str(config_file))
     config = replace_fields(config, {k: v for k, v in flags.items() if v is not None}, "flags").validate()
