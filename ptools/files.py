@@ -48,3 +48,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False
     with atomic_path(path, force) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike, force: bool = False) -> Path:
+    """`torch.save` through `atomic_path`.
+
+    Saved through a file object, so the zip's inner folder is named "archive" rather than after the
+    temp file (torch names it after the file's stem otherwise).
+    """
+    import torch
+
+    with atomic_path(path, force) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
+    return Path(path)

@@ -36,3 +36,18 @@ def test_failure_leaves_neither_partial_file_nor_temp(tmp_path):
 def test_missing_parent_folder_is_a_clear_error(tmp_path):
     with pytest.raises(PtoolsError, match="does not exist"):
         atomic_write_bytes(tmp_path / "no" / "out.pt", b"x")
+
+
+def test_atomic_torch_save_names_the_archive_after_nothing_temporary(tmp_path):
+    import zipfile
+
+    import torch
+
+    from ptools.files import atomic_torch_save
+
+    target = atomic_torch_save({"w": torch.ones(2)}, tmp_path / "model.pt")
+    names = zipfile.ZipFile(target).namelist()
+    assert all(n.startswith("archive/") for n in names), names
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
+    with pytest.raises(PtoolsError, match="already exists"):
+        atomic_torch_save({}, target)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ptools.errors import PtoolsError
-from ptools.files import atomic_path
+from ptools.files import atomic_path, atomic_torch_save
 
 if TYPE_CHECKING:
     import numpy as np
@@ -205,8 +205,7 @@ def write_pt(path: Path, tensors: Iterable[OutTensor], force: bool = False) -> N
             sd[t.key] = torch.from_numpy(bf16_bits(a).view(np.int16)).view(torch.bfloat16).clone()
         else:
             sd[t.key] = torch.from_numpy(np.array(a, dtype=t.dtype, copy=True))
-    with atomic_path(path, force) as tmp:
-        torch.save(sd, tmp)
+    atomic_torch_save(sd, path, force)
 
 
 def write_state_dict(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ptools.errors import PtoolsError
-from ptools.files import atomic_path
+from ptools.files import atomic_torch_save
 
 FORMAT = "ptools.defectgan/1"
 CKPT_DIR = "checkpoints"
@@ -76,9 +76,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write atomically (temp file in the same folder, then rename): a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, force=True) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
-    return path
+    return atomic_torch_save({"format": FORMAT, **state}, path, force=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
