@@ -7,6 +7,8 @@ offset (11). Copies may overlap their own output (offset < length repeats a patt
 
 from __future__ import annotations
 
+from ptools.checkpoint.tf_bundle_proto import put_varint
+
 
 class SnappyError(ValueError):
     """The compressed bytes are malformed."""
@@ -79,15 +81,6 @@ def decompress(buf: bytes) -> bytes:
     return bytes(out)
 
 
-def _put_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _literal(data: bytes) -> bytes:
     n = len(data) - 1
     if n < 60:
@@ -112,7 +105,7 @@ def _copy(offset: int, length: int) -> bytes:
 
 def compress(data: bytes) -> bytes:
     """Greedy hash-of-4-bytes encoder: valid Snappy, not tuned for ratio or speed (tests and the writer)."""
-    out = bytearray(_put_varint(len(data)))
+    out = bytearray(put_varint(len(data)))
     table: dict[bytes, int] = {}
     lit_start = pos = 0
     n = len(data)
