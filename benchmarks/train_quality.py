@@ -15,14 +15,7 @@ The same figures for the untrained generator (same init) are printed beside them
 
 from __future__ import annotations
 
-import os
-import sys
-
-# benchmarks/ holds an inspect.py that would shadow the standard library's when run as a script.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
+import argparse
 import json
 import math
 import tempfile
@@ -35,6 +28,7 @@ from ptools.data import DefectDataset, synthesize
 from ptools.defectgan.config import DefectGANConfig
 from ptools.defectgan.models import build_models
 from ptools.defectgan.monitor import LOSS_COLUMNS, read_metrics
+from ptools.defectgan.presets import preset_fields
 from ptools.defectgan.trainer import StepInfo, train
 
 # Reduced widths; the paper's loss weights, optimiser and schedule. Tuned for a few CPU minutes:
@@ -44,14 +38,8 @@ from ptools.defectgan.trainer import StepInfo, train
 # on 2 cores: 600 steps with d_steps 1 reach IoU 0.31, 1200 steps with d_steps 5 (240 G updates) 0.17;
 # neither meets the targets yet (restoration stays worse than the identity).
 BENCH_CONFIG = {
-    "image_size": 64,
+    **preset_fields("small"),  # 64 px, reduced widths
     "batch_size": 4,
-    "g_width": 16,
-    "g_res_blocks": 3,
-    "spade_hidden": 32,
-    "d_width": 16,
-    "d_layers": 4,
-    "d_max_width": 128,
     "workers": 0,
     "sample_every": 0,
     "ckpt_every": 0,
