@@ -154,10 +154,12 @@ class TFBundleWriter:
         if dtype == "string" or (dtype is None and _is_string_data(array)):
             self._entries[k] = self._string_entry(array, self._pick_shard(shard))
             return
+        self._entries[k] = self._dense_entry(array, dtype, self._pick_shard(shard))
+
+    def _dense_entry(self, array: Any, dtype: str | None, sid: int) -> BundleEntry:
         code, bits = self._dense_bits(array, dtype)
-        sid = self._pick_shard(shard)
         offset, size = self._append(sid, bits)
-        self._entries[k] = BundleEntry(
+        return BundleEntry(
             dtype=code,
             shape=tuple(bits.shape),
             shard_id=sid,
@@ -202,19 +204,9 @@ class TFBundleWriter:
             skey = slice_key(key, extents)
             if skey in self._entries:
                 raise ValueError(f"duplicate slice {extents} of {key}")
-            c, bits = self._dense_bits(array, dtype)
-            code = c if code is None else code
-            sid = self._pick_shard(shards[i] if shards else None)
-            offset, size = self._append(sid, bits)
-            self._entries[skey] = BundleEntry(
-                dtype=c,
-                shape=tuple(bits.shape),
-                shard_id=sid,
-                offset=offset,
-                size=size,
-                crc32c=crc32c.mask(crc32c.value(bits)),
-                has_crc=True,
-            )
+            entry = self._dense_entry(array, dtype, self._pick_shard(shards[i] if shards else None))
+            code = entry.dtype if code is None else code
+            self._entries[skey] = entry
         if code is None:
             raise ValueError("add_sliced needs at least one slice")
         self._entries[k] = BundleEntry(dtype=code, shape=tuple(full_shape), slices=[list(e) for e, _ in slices])

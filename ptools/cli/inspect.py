@@ -503,6 +503,18 @@ def _limited(items: list[Any]) -> tuple[list[Any], str]:
     return items[:_MAX_ROWS], f"  ... and {len(items) - _MAX_ROWS} more (--json lists all)"
 
 
+def _print_key_list(console: Any, label: str, keys: list[str]) -> None:
+    """A titled list of keys, cut at _MAX_ROWS; nothing when empty."""
+    if not keys:
+        return
+    rows, more = _limited(keys)
+    console.print(f"\n[bold]{label}[/bold] ({len(keys)})", soft_wrap=True)
+    for k in rows:
+        console.print(f"  {k}", highlight=False, soft_wrap=True)
+    if more:
+        console.print(more)
+
+
 def _render_diff(p: dict[str, Any]) -> None:
     console = _console()
     d = p["diff"]
@@ -516,14 +528,8 @@ def _render_diff(p: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    for label, key in (("only in A", "only_in_a"), ("only in B", "only_in_b")):
-        if d[key]:
-            rows, more = _limited(d[key])
-            console.print(f"\n[bold]{label}[/bold] ({len(d[key])})", soft_wrap=True)
-            for k in rows:
-                console.print(f"  {k}", highlight=False, soft_wrap=True)
-            if more:
-                console.print(more)
+    _print_key_list(console, "only in A", d["only_in_a"])
+    _print_key_list(console, "only in B", d["only_in_b"])
     if d["shape_changed"]:
         table = _table("key", "A", "B", title=f"\nShape changed ({len(d['shape_changed'])})")
         for r in _limited(d["shape_changed"])[0]:
@@ -566,14 +572,8 @@ def _render_against(p: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    for label, key in (("missing in the file", "missing"), ("unexpected in the file", "unexpected")):
-        if r[key]:
-            rows, more = _limited(r[key])
-            console.print(f"\n[bold]{label}[/bold] ({len(r[key])})")
-            for k in rows:
-                console.print(f"  {k}", highlight=False, soft_wrap=True)
-            if more:
-                console.print(more)
+    _print_key_list(console, "missing in the file", r["missing"])
+    _print_key_list(console, "unexpected in the file", r["unexpected"])
     if r["shape_mismatch"]:
         table = _table("key", "model", "file", title=f"\nShape mismatch ({len(r['shape_mismatch'])})")
         for m in _limited(r["shape_mismatch"])[0]:
