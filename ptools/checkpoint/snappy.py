@@ -7,31 +7,21 @@ offset (11). Copies may overlap their own output (offset < length repeats a patt
 
 from __future__ import annotations
 
-from ptools.checkpoint.tf_bundle_proto import put_varint
+from ptools.checkpoint.tf_bundle_proto import ProtoError, put_varint, read_varint
 
 
 class SnappyError(ValueError):
     """The compressed bytes are malformed."""
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise SnappyError("truncated length varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 35:
-            raise SnappyError("length varint too long")
-
-
 def decompress(buf: bytes) -> bytes:
     """Decode one raw Snappy block; raises SnappyError on any inconsistency."""
-    total, pos = _varint(buf, 0)
+    try:
+        total, pos = read_varint(buf, 0)
+    except ProtoError as e:
+        raise SnappyError(f"bad length varint: {e}") from None
+    if total >= 1 << 32:  # Snappy's length is a 32-bit varint
+        raise SnappyError("length varint too long")
     out = bytearray()
     n = len(buf)
     while pos < n:
