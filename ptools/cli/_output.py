@@ -33,6 +33,41 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
+MAX_WIDTH = 400  # piped tables are printed at their natural width, up to this many columns
+
+
+def print_table(table: Any, console: Console | None = None) -> None:
+    """Print a rich table (or any renderable) that never wraps when nobody is watching.
+
+    On a terminal it fits the window as rich does. Piped into a file, a pager or a CI log, rich would
+    assume 80 columns and fold identifiers mid-word; there we print at the table's natural width
+    instead (up to MAX_WIDTH), so each row stays one line that grep and cut can use.
+    """
+    console = console or stdout_console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update(max_width=MAX_WIDTH), table).maximum
+    saved = console.width
+    console.width = max(saved, min(natural, MAX_WIDTH))  # print(width=) can only narrow, so widen the console
+    try:
+        console.print(table)
+    finally:
+        console.width = saved
+
+
+def capped(items: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """The first `limit` items and the line that says how many were left out (None when none were).
+
+    Human output stays readable for a 10,000-key checkpoint; --json always carries every item.
+    """
+    if len(items) <= limit:
+        return list(items), None
+    return list(items[:limit]), f"... and {len(items) - limit} more (--json lists all)"
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert the types our library returns (dataclasses, paths, numpy scalars, tuples) to JSON types."""
     if obj is None or isinstance(obj, (bool, int, str)):

@@ -233,7 +233,7 @@ def _render_check(check: tfpad.Check) -> None:
 def _render_range(rows: list[tuple[int, tfpad.Check | str]], op: str, mode: str) -> None:
     from rich.table import Table
 
-    from ptools.cli._output import stdout_console
+    from ptools.cli._output import print_table
 
     first = next(c for _, c in rows if not isinstance(c, str))
     title = f"{op}, kernel {_hw(first.kernel)}, stride {_hw(first.stride)}"
@@ -255,7 +255,7 @@ def _render_range(rows: list[tuple[int, tfpad.Check | str]], op: str, mode: str)
         exact = check.pytorch[check.pytorch.index("padding=") : -1] if check.pytorch else "[yellow]none[/yellow]"
         cells = [_hw(m.output) if m.matches_tf else f"[red]{_hw(m.output)} x[/red]" for m in check.mistakes]
         table.add_row(_hw(check.input), _hw(check.output), f"{t},{b} / {le},{r}", exact, *cells)
-    stdout_console().print(table)
+    print_table(table)
 
 
 # Model scan (imports torch).
@@ -281,7 +281,7 @@ def _scan(spec: str, input_size: tuple[int, ...], expect: str, json_out: bool) -
 def _render_scan(result) -> None:
     from rich.table import Table
 
-    from ptools.cli._output import stdout_console
+    from ptools.cli._output import print_table, stdout_console
 
     c, h, w = result.input_size
     table = Table(title=f"{result.model} at {c}x{h}x{w}, against TF {result.expect.upper()}", title_justify="left")
@@ -298,7 +298,7 @@ def _render_scan(result) -> None:
         row = (layer.name, layer.type, _hw(layer.input), ksd, _hw(layer.pytorch_output), _hw(layer.tf_output), status)
         table.add_row(*row)
     console = stdout_console()
-    console.print(table)
+    print_table(table, console)
     if result.error:
         console.print(f"[red]{result.error}[/red]", highlight=False, soft_wrap=True)
     n = len(result.layers)

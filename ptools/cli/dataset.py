@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ptools.cli._common import ForceOpt, JsonOpt, SeedOpt
-from ptools.cli._output import emit_json, info, stderr_console, stdout_console
+from ptools.cli._output import capped, emit_json, info, print_table, stderr_console, stdout_console
 from ptools.errors import ExitCode, PtoolsError
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def _print_check(report: CheckReport) -> None:
     counts.add_row("0", "normal", str(report.normals), "")
     for i, (name, count) in enumerate(report.counts.items(), start=1):
         counts.add_row(str(i), name, str(count), f"{100 * count / total:.0f}%")
-    console.print(counts)
+    print_table(counts, console)
     if report.balance is not None:
         console.print(f"balance (smallest / largest label): {report.balance:.2f}", highlight=False)
     if not report.problems:
@@ -164,12 +164,13 @@ def _print_check(report: CheckReport) -> None:
     table = Table(title=f"{len(report.problems)} problems", title_justify="left")
     for col in ("severity", "kind", "path", "detail"):
         table.add_column(col, overflow="fold")
-    for p in report.problems[:MAX_TABLE_ROWS]:
+    shown, more = capped(report.problems, MAX_TABLE_ROWS)
+    for p in shown:
         colour = "red" if p.severity == "error" else "yellow"
         table.add_row(f"[{colour}]{p.severity}[/{colour}]", p.kind, p.path, p.detail)
-    console.print(table)
-    if len(report.problems) > MAX_TABLE_ROWS:
-        console.print(f"... and {len(report.problems) - MAX_TABLE_ROWS} more (all of them with --json)")
+    print_table(table, console)
+    if more:
+        console.print(more, highlight=False)
     summary = ", ".join(f"{k} {v}" for k, v in report.kinds().items())
     console.print(f"by kind: {summary}", highlight=False)
 

@@ -280,21 +280,9 @@ def _table(*columns: str, title: str | None = None) -> Any:
 
 
 def _print_table(table: Any) -> None:
-    """On a terminal, fit its width; piped into a file or pager, print at natural width so that neither
-    keys nor numbers are cut."""
-    console = _console()
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.measure import Measurement
+    from ptools.cli._output import print_table
 
-    natural = Measurement.get(console, console.options.update(max_width=400), table).maximum
-    saved = console.width
-    console.width = max(saved, min(natural, 400))  # print(width=) can only narrow, so widen the console
-    try:
-        console.print(table)
-    finally:
-        console.width = saved
+    print_table(table, _console())
 
 
 def _header(payload: dict[str, Any]) -> None:

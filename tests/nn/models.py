@@ -43,3 +43,17 @@ class Broken(nn.Module):
 
 def not_a_module() -> int:
     return 3
+
+
+def long_named_model() -> nn.Module:
+    """Layer names far wider than 80 columns: piped output must keep each one whole on its row."""
+    from collections import OrderedDict
+
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("encoder_stage_one_downsampling_convolution_with_a_long_name", nn.Conv2d(3, 4, 3, 2, padding=1)),
+                ("encoder_stage_two_pointwise_projection_convolution_long_name", nn.Conv2d(4, 4, 1)),
+            ]
+        )
+    )

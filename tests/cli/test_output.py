@@ -1,0 +1,62 @@
+"""Output shared by every command: piped tables keep one unwrapped line per row."""
+
+from __future__ import annotations
+
+from PIL import Image
+from rich.table import Table
+
+from ptools.cli import app
+from ptools.cli._output import capped, print_table
+from tests.nn.models import long_named_model
+
+
+def _row_lines(out: str, *needles: str) -> list[str]:
+    return [line for line in out.splitlines() if any(n in line for n in needles)]
+
+
+def test_print_table_does_not_wrap_without_a_terminal(capsys):
+    from rich.console import Console
+
+    console = Console(width=40)  # capsys: not a terminal
+    table = Table("key", "value")
+    long_key = "encoder.layers.11.attention.self.query.weight.with.a.long.tail"
+    table.add_row(long_key, "768x768")
+    print_table(table, console)
+    out = capsys.readouterr().out
+    (line,) = _row_lines(out, "encoder")
+    assert long_key in line and "768x768" in line
+    assert console.width == 40  # restored
+
+
+def test_capped_says_how_many_were_left_out():
+    assert capped([1, 2, 3], 5) == ([1, 2, 3], None)
+    shown, more = capped(list(range(10)), 4)
+    assert shown == [0, 1, 2, 3] and more is not None and "6 more" in more
+
+
+def test_check_conv_model_rows_are_whole_lines_when_piped(runner):
+    result = runner.invoke(
+        app, ["check-conv", "--model", "tests.nn.models:long_named_model", "--input-size", "3x16x16"]
+    )
+    assert result.exit_code == 1, result.output
+    names = [name for name, _ in long_named_model().named_children()]
+    for name in names:
+        (line,) = _row_lines(result.stdout, name)
+        assert "16x16" in line or "8x8" in line  # the row's other cells are on the same line
+
+
+def test_dataset_check_problem_rows_are_whole_lines_when_piped(runner, tmp_path):
+    root = tmp_path / "a_dataset_folder_with_a_name_long_enough_to_push_every_path_past_eighty_columns"
+    for label in ("crack", "stain"):
+        for sub in ("normal", "defect", "defect_segmentation"):
+            (root / label / sub).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(root / label / "normal" / f"sample_{i}.png")
+            Image.new("RGB", (8, 8), (0, i, 0)).save(root / label / "defect" / f"sample_{i}.png")
+        # masks missing: one problem per defect image, each naming a long path
+    result = runner.invoke(app, ["dataset", "check", str(root)])
+    assert result.exit_code == 1, result.output
+    rows = [line for line in _row_lines(result.stdout, "missing_mask") if "by kind" not in line]
+    assert len(rows) == 4
+    for line in rows:
+        assert str(root) in line and "defect_segmentation/sample_" in line
