@@ -1,4 +1,8 @@
-"""Safe output files: refuse to overwrite without force, write to a temp file and rename."""
+"""Safe output files: refuse to overwrite without force, write to a temp file and rename.
+
+Outputs get the permissions a plain `open(path, "w")` would give (0666 or 0777 minus the umask): the
+temp files and folders of `tempfile` are private (0600/0700), and renaming one into place would keep that.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,68 @@ from pathlib import Path
 from ptools.errors import PtoolsError
 
 
+def current_umask() -> int:
+    """The process umask. Linux shows it in /proc; elsewhere reading it means setting it and back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """What `open(path, "w")` creates a file with: 0666 minus the umask."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """What `mkdir` creates a folder with: 0777 minus the umask."""
+    return 0o777 & ~current_umask()
+
+
+def make_public(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a `tempfile` file or folder the permissions a plain open/mkdir would have given it."""
+    os.chmod(path, folder_mode() if folder else file_mode())
+
+
+def check_parent(path: Path) -> None:
+    """Fail early when a missing parent folder could not be created (a file stands in the way)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise PtoolsError(f"{path}: {ancestor} is a file, not a folder")
+
+
+def ensure_parent(path: str | os.PathLike) -> Path:
+    """Create the missing parent folders of an output (as `mkdir -p` does); return the parent."""
+    path = Path(path)
+    check_parent(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PtoolsError(f"{path}: cannot create folder {parent} ({e.strerror})") from None
+    return parent
+
+
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
-    """Validate an output path before any work is done, so a long job does not fail at the end."""
+    """Validate an output path before any work is done, so a long job does not fail at the end.
+
+    A missing parent folder is fine: `atomic_path` creates it when the output is written.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise PtoolsError(f"{path}: already exists", hint="pass --force to overwrite it")
     if path.is_dir():
         raise PtoolsError(f"{path}: is a directory, expected a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise PtoolsError(f"{path}: folder {parent} does not exist", hint="create it first")
+    check_parent(path)
     return path
 
 
@@ -29,13 +85,16 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temp path in the destination's folder; rename it over `path` only if the block succeeds.
 
     The temp file lives in the same folder so the final `os.replace` is atomic on POSIX and Windows;
-    on any exception (including KeyboardInterrupt) it is removed and `path` is left untouched.
+    on any exception (including KeyboardInterrupt) it is removed and `path` is left untouched. Missing
+    parent folders are created; the file gets the umask's permissions, not mkstemp's private 0600.
     """
     path = check_output_path(path, force)
+    ensure_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        make_public(tmp_path)
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -175,6 +176,26 @@ def _print_check(report: CheckReport) -> None:
     console.print(f"by kind: {summary}", highlight=False)
 
 
+_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+def preview_target(text: str) -> tuple[Path, str]:
+    """Where `--out` writes and in which format: a folder (existing, or written with a trailing slash)
+    gets preview.png inside it; otherwise the extension names the format, as PIL knows it."""
+    from PIL import Image
+
+    out = Path(text)
+    if text.endswith(("/", os.sep)) or out.is_dir():
+        out = out / "preview.png"
+    formats = Image.registered_extensions()
+    image_format = formats.get(out.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        known = ", ".join(ext for ext in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif") if ext in formats)
+        what = f"extension {out.suffix!r}" if out.suffix else "no extension"
+        raise PtoolsError(f"--out {text}: {what} names no image format", hint=f"use one of {known}, or DIR/")
+    return out, image_format
+
+
 @app.command("preview")
 def preview_command(
     root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset folder or CSV manifest.")],
@@ -182,7 +203,13 @@ def preview_command(
     seed: SeedOpt = 0,
     label: Annotated[str | None, typer.Option("--label", help="Only samples with this label.")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="PNG to write (default preview.png; none with --terminal).")
+        str | None,  # a str, not a Path: Path("DIR/") drops the slash that says "a folder"
+        typer.Option(
+            "--out",
+            "-o",
+            help="Image to write, format from the extension (.png, .jpg, .webp...); a folder (DIR/) gets "
+            "DIR/preview.png. Default preview.png; none with --terminal.",
+        ),
     ] = None,
     terminal: Annotated[bool, typer.Option("--terminal", help="Draw the grid in the terminal.")] = False,
     augmented: Annotated[bool, typer.Option("--augmented", help="Show what the augmentation produces.")] = False,
@@ -194,25 +221,27 @@ def preview_command(
     """Render samples as rows of normal | defect | mask | overlay | control map."""
     from ptools.files import atomic_path, check_output_path
 
+    target, image_format = None, None
     if out is None and not terminal:
-        out = Path("preview.png")
+        out = "preview.png"
     if out is not None:
-        check_output_path(out, force)  # fail before decoding anything
+        target, image_format = preview_target(out)
+        check_output_path(target, force)  # fail before decoding anything
     if terminal and json_out:
         raise PtoolsError("--terminal and --json both write to stdout; pick one")
 
     from ptools.data.preview import HalfBlockImage, render_preview
 
     preview = render_preview(root, n=n, seed=seed, label=label, augmented=augmented, image_size=size, layout=layout)
-    if out is not None:
-        with atomic_path(out, force) as tmp:
-            preview.image.save(tmp, format="PNG")
+    if target is not None:
+        with atomic_path(target, force) as tmp:
+            preview.image.save(tmp, format=image_format, **_SAVE_OPTIONS.get(image_format or "", {}))
     if json_out:
         emit_json(
             "dataset.preview",
             {
                 "root": root,
-                "out": out,
+                "out": target,
                 "size": list(preview.image.size),
                 "columns": ["normal", "defect", "mask", "overlay", "control"],
                 "labels": preview.labels,
@@ -223,5 +252,5 @@ def preview_command(
         return
     if terminal:
         stdout_console().print(HalfBlockImage(preview.image))
-    if out is not None:
-        info(f"wrote {out} ({preview.image.width}x{preview.image.height}, {len(preview.indices)} samples)")
+    if target is not None:
+        info(f"wrote {target} ({preview.image.width}x{preview.image.height}, {len(preview.indices)} samples)")

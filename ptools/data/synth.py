@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ptools.errors import PtoolsError
+from ptools.files import check_parent, ensure_parent, make_public
 
 KINDS = ("scratch", "crack", "spot", "stain")
 ALIASES = {"hole": "spot", "holes": "spot", "spots": "spot", "scratches": "scratch", "cracks": "crack"}
@@ -217,8 +218,7 @@ def _write_range(args: tuple[str, int, int, int, int, tuple[str, ...], str]) -> 
 
 def _prepare_target(out_dir: Path, force: bool) -> None:
     if not out_dir.exists():
-        if not out_dir.parent.is_dir():
-            raise PtoolsError(f"{out_dir}: folder {out_dir.parent} does not exist", hint="create it first")
+        check_parent(out_dir)  # a missing parent is created by synthesize
         return
     if not out_dir.is_dir():
         raise PtoolsError(f"{out_dir}: exists and is not a folder")
@@ -260,8 +260,10 @@ def synthesize(
     if ext not in ("png", "jpg"):
         raise PtoolsError(f"image format {ext!r} not supported (png or jpg)")
     _prepare_target(out_dir, force)
+    ensure_parent(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        make_public(tmp, folder=True)  # mkdtemp makes it 0700: teammates could not read the set
         for label in names:
             for sub in ("normal", "defect", "defect_segmentation"):
                 (tmp / label / sub).mkdir(parents=True)

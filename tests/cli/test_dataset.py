@@ -80,3 +80,30 @@ def test_check_and_synth_do_not_import_torch(tmp_path):
     proc = run_ptools("dataset", "check", str(tmp_path / "s"), "--json", check_modules=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_preview_format_from_extension_folders_and_missing_parents(runner, tmp_path):
+    root = tmp_path / "set"
+    assert _synth(runner, root, "--n", "4").exit_code == 0
+    base = ["dataset", "preview", str(root), "--n", "1", "--size", "16"]
+    jpg = tmp_path / "new" / "sub" / "x.jpg"  # parents missing: created
+    assert runner.invoke(app, [*base, "--out", str(jpg)]).exit_code == 0
+    with Image.open(jpg) as img:
+        assert img.format == "JPEG"
+    folder = tmp_path / "previews"
+    result = runner.invoke(app, [*base, "--out", f"{folder}/", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["out"] == str(folder / "preview.png")
+    with Image.open(folder / "preview.png") as img:
+        assert img.format == "PNG"
+    # An existing folder without the slash is a folder too.
+    assert runner.invoke(app, [*base, "--out", str(folder), "--force"]).exit_code == 0
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "x.txt")])
+    assert bad.exit_code == 2 and "x.txt" in bad.stderr and ".jpg" in bad.stderr
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_synth_creates_missing_parent_folders(runner, tmp_path):
+    result = _synth(runner, tmp_path / "data" / "synth")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "synth" / "crack" / "defect").is_dir()

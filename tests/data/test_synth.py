@@ -71,5 +71,21 @@ def test_bad_arguments(tmp_path):
         synthesize(tmp_path / "x", n=2, labels=["scratch", "banana"])
     with pytest.raises(PtoolsError, match="--n"):
         synthesize(tmp_path / "x", n=0)
-    with pytest.raises(PtoolsError, match="does not exist"):
-        synthesize(tmp_path / "no" / "x", n=1)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PtoolsError, match="is a file, not a folder"):
+        synthesize(tmp_path / "afile" / "x", n=1)
+
+
+def test_missing_parents_are_created_with_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        root = synthesize(tmp_path / "data" / "synth", n=2, size=16, labels=["crack"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755  # mkdtemp alone would leave 0700
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o755
+    image = next((root / "crack" / "defect").iterdir())
+    assert stat.S_IMODE(image.stat().st_mode) == 0o644
