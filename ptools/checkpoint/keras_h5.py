@@ -68,6 +68,92 @@ class KerasLayer:
     config: dict[str, Any] = field(default_factory=dict)
     weights: list[str] = field(default_factory=list)  # tensor keys, in the layer's variable order
     input_shape: tuple[int | None, ...] | None = None  # from build_config / inbound keras tensors
+    # var path inside the layer ("kernel", "lstm_cell/kernel", "moving_mean") -> tensor key
+    variables: dict[str, str] = field(default_factory=dict)
+    # The scope the file stores the weights under when it is not the layer name (Keras 2.0: `conv2d_1_1`).
+    stored_as: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightRef:
+    """Where one stored legacy-h5 weight belongs: `layer` (a config layer name when there is a config) and the
+    variable path inside it, `var` ("kernel", "lstm_cell/kernel"); `stored` is the name as written in the file."""
+
+    group: str  # the h5 layer group (an entry of layer_names)
+    stored: str  # the weight name as stored, e.g. "conv2d_1_1/kernel:0"
+    layer: str
+    var: str
+
+
+MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+
+
+def config_layers_by_name(model_config: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Every layer config in a model config by name, nested models' inner layers included."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(cfg: dict[str, Any] | None) -> None:
+        for lc in _config_layers(cfg):
+            name = lc.get("config", {}).get("name", lc.get("name"))
+            if isinstance(name, str):
+                out.setdefault(name, lc)
+            if _is_model_config(lc):
+                walk(lc)
+
+    walk(model_config)
+    return out
+
+
+def _is_model_config(layer_cfg: dict[str, Any]) -> bool:
+    inner = layer_cfg.get("config")
+    return layer_cfg.get("class_name") in MODEL_CLASSES or (
+        isinstance(inner, (dict, list)) and bool(_config_layers(layer_cfg))
+    )
+
+
+def _scope_suffix_of(scope: str, layer: str) -> bool:
+    """`conv2d_1_1` is `conv2d_1` under a TF name-scope uniquifying suffix (Keras 2.0-era files)."""
+    return scope == layer or re.fullmatch(re.escape(layer) + r"_\d+", scope) is not None
+
+
+def associate_legacy_weights(
+    layer_names: list[str], weight_names: dict[str, list[str]], model_config: dict[str, Any] | None
+) -> list[WeightRef]:
+    """Which layer (and which variable of it) each weight of a legacy Keras `.h5` belongs to.
+
+    Works across the naming schemes of Keras 2.0-2.15, tf_keras and Keras 3's legacy writer, which all put
+    a layer's weights in the h5 group named after the layer but name the weights differently:
+    `conv/kernel:0` (Keras 2.x, tf_keras), `conv/kernel` (Keras 3), `conv2d_1_1/kernel:0` (Keras 2.0.x,
+    whose TF name scopes got a uniquifying `_1`, so the scope is not the layer name). Matching weight
+    scopes to config names would lose the `_1` files; the group is what Keras itself loads by. So the
+    weights of group L are L's own, var = the name after the first scope, unless L is a nested model
+    (config class Sequential/Functional/Model, or, without a config, weights whose scopes are not L's):
+    then each weight belongs to the inner layer its scope names (a `_N` suffix resolved against the
+    inner config names).
+    """
+    configs = config_layers_by_name(model_config)
+    refs: list[WeightRef] = []
+    for group in layer_names:
+        names = weight_names.get(group, [])
+        cleaned = [_strip_suffix(w) for w in names]
+        scopes = [c.split("/", 1)[0] if "/" in c else group for c in cleaned]
+        cfg = configs.get(group)
+        if cfg is not None:
+            nested = _is_model_config(cfg)
+        else:
+            nested = any(not _scope_suffix_of(s, group) for s in scopes)
+        for stored, clean, scope in zip(names, cleaned, scopes, strict=True):
+            var = clean.split("/", 1)[1] if "/" in clean else clean
+            if not nested:
+                refs.append(WeightRef(group, stored, group, var))
+                continue
+            owner = scope
+            if scope not in configs:
+                base = re.sub(r"_\d+$", "", scope)
+                if base in configs and base != group:
+                    owner = base
+            refs.append(WeightRef(group, stored, owner, var))
+    return refs
 
 
 def _require_h5py() -> Any:
@@ -209,20 +295,40 @@ class KerasReader(CheckpointReader):
 
     def _index_legacy(self, group: Any, role: str) -> None:
         layer_names = _attr_list(group, "layer_names") or []
-        cfg_by_name = {lc.get("config", {}).get("name", lc.get("name")): lc for lc in _config_layers(self.model_config)}
+        cfg_by_name = config_layers_by_name(self.model_config)
+        weight_names: dict[str, list[str]] = {}
         for lname in layer_names:
             if lname not in group:
                 raise PtoolsError(f"{self.path}: layer {lname!r} listed in layer_names but missing from the file")
+            weight_names[lname] = _attr_list(group[lname], "weight_names") or []
+        layers: dict[str, KerasLayer] = {}
+
+        def layer_for(name: str) -> KerasLayer:
+            if name not in layers:
+                lcfg = cfg_by_name.get(name, {})
+                layers[name] = KerasLayer(
+                    name, lcfg.get("class_name"), lcfg.get("config", {}), input_shape=_input_shape(lcfg)
+                )
+                self._layers.append(layers[name])
+            return layers[name]
+
+        refs = associate_legacy_weights(layer_names, weight_names, self.model_config)
+        by_group: dict[str, list[WeightRef]] = {}
+        for r in refs:
+            by_group.setdefault(r.group, []).append(r)
+        for lname in layer_names:
+            layer_for(lname)
             lgroup = group[lname]
-            lcfg = cfg_by_name.get(lname, {})
-            layer = KerasLayer(lname, lcfg.get("class_name"), lcfg.get("config", {}), input_shape=_input_shape(lcfg))
-            for wname in _attr_list(lgroup, "weight_names") or []:
-                if wname not in lgroup:
-                    raise PtoolsError(f"{self.path}: weight {lname}/{wname} listed in weight_names but missing")
-                clean = _strip_suffix(wname)
-                key = clean if clean.startswith(lname + "/") or "/" in clean else f"{lname}/{clean}"
-                layer.weights.append(self._add(key, lgroup[wname], role, lname))
-            self._layers.append(layer)
+            for r in by_group.get(lname, []):
+                if r.stored not in lgroup:
+                    raise PtoolsError(f"{self.path}: weight {lname}/{r.stored} listed in weight_names but missing")
+                layer = layer_for(r.layer)
+                scope = r.stored.split("/", 1)[0] if "/" in r.stored else r.layer
+                if scope != r.layer and r.layer == lname:
+                    layer.stored_as = scope
+                key = self._add(f"{r.layer}/{r.var}", lgroup[r.stored], role, r.layer)
+                layer.weights.append(key)
+                layer.variables[r.var] = key
 
     def _index_optimizer(self, group: Any) -> None:
         names = _attr_list(group, "weight_names") or []
@@ -280,7 +386,9 @@ class KerasReader(CheckpointReader):
             names = _var_names(cls, cfg, len(vars_g))
             for i, ds_name in enumerate(_numeric(vars_g)):
                 vname = names[i] if names else f"vars/{ds_name}"
-                layer.weights.append(self._add(f"{prefix}/{vname}", vars_g[ds_name], "weight", lname))
+                key = self._add(f"{prefix}/{vname}", vars_g[ds_name], "weight", lname)
+                layer.weights.append(key)
+                layer.variables[key[len(lname) + 1 :] if key.startswith(lname + "/") else key] = key
         for sub in g:
             if sub == "vars":
                 continue
@@ -520,3 +628,28 @@ def sniff_keras_zip(path: Path, head: bytes) -> bool:
 
 def open_reader(path: Path) -> KerasReader:
     return KerasReader(path)
+
+
+def model_layers(reader: KerasReader) -> list[KerasLayer]:
+    """All layers of an open Keras file in model order, weightless ones (pooling, padding, Flatten) included.
+
+    Each has its class and config where the file has a config, and `variables` ({var path: tensor key},
+    read with `reader.read(key)`), whatever naming scheme wrote the file (see associate_legacy_weights).
+    """
+    stored = {layer.name: layer for layer in reader.layers()}
+    out: list[KerasLayer] = []
+    for name, lc in config_layers_by_name(reader.model_config).items():
+        if name in stored:
+            out.append(stored.pop(name))
+        else:
+            out.append(KerasLayer(name, lc.get("class_name"), lc.get("config", {}), input_shape=_input_shape(lc)))
+    return out + list(stored.values())
+
+
+def keras_model_layers(path: str | Path) -> tuple[dict[str, Any] | None, list[KerasLayer]]:
+    """(model config, layers in model order) of a Keras `.h5`/`.keras`/`.weights.h5` file; see model_layers."""
+    reader = KerasReader(Path(path))
+    try:
+        return reader.model_config, model_layers(reader)
+    finally:
+        reader.close()

@@ -243,7 +243,7 @@ def report(p: Plan, dst: str | Path | None, written: bool) -> dict[str, Any]:
         + [{"key": k, "role": "rule-skip"} for k in p.rule_skipped],
         "notes": [{"layer": n.layer, "setting": n.setting, "value": n.value, "message": n.message} for n in p.notes],
         "layers": [
-            {"name": m.name, "class": m.class_name, "class_inferred": m.class_inferred}
+            {"name": m.name, "class": m.class_name, "class_inferred": m.class_inferred, "stored_as": m.stored_as}
             for m in p.source.layers.values()
             if m.class_name not in (None, "InputLayer")
         ],

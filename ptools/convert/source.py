@@ -67,6 +67,7 @@ class LayerMeta:
     config: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int | None, ...] | None = None
     class_inferred: bool = False
+    stored_as: str | None = None  # the file's scope for this layer's weights when it is not the name
 
 
 @dataclass
@@ -120,7 +121,9 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
     infos = reader.tensors()
     layers: dict[str, LayerMeta] = {}
     for kl in _reader_layers(reader):
-        layers[kl.name] = LayerMeta(kl.name, kl.class_name, dict(kl.config or {}), kl.input_shape)
+        layers[kl.name] = LayerMeta(
+            kl.name, kl.class_name, dict(kl.config or {}), kl.input_shape, stored_as=getattr(kl, "stored_as", None)
+        )
     tensors: dict[str, SourceTensor] = {}
     skipped: list[SourceTensor] = []
     names = [_name_of(i) for i in infos]
