@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import click
 import typer
-from typer.core import TyperGroup
 
 from ptools import __version__
+from ptools.cli._group import SuggestOnceGroup
 from ptools.errors import ExitCode, PtoolsError
 
 # Plain Click help and usage errors. With rich installed, Typer 0.20 escapes "[default: 1]" as
@@ -27,11 +27,18 @@ EXIT_CODES_HELP = (
     "130 interrupted."
 )
 
-_state = {"debug": False}
+_state = {"debug": False, "json": False}
 
 
-class PtoolsGroup(TyperGroup):
-    """Turns PtoolsError and Ctrl-C into one stderr line and the documented exit code."""
+class PtoolsGroup(SuggestOnceGroup):
+    """Turns PtoolsError and Ctrl-C into one stderr line and the documented exit code.
+
+    With --json the same error is also a `ptools.error/1` document on stdout, so `| jq` sees it.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = _global_flags(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -39,23 +46,72 @@ class PtoolsGroup(TyperGroup):
         except PtoolsError as e:
             if _state["debug"]:
                 traceback.print_exc()
-            _print_error(str(e))
+            _print_error(e.message, e.hint)
+            _json_error(e.message, e.hint, e.exit_code)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             _print_error("interrupted")
+            _json_error("interrupted", None, ExitCode.INTERRUPTED)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:
+            # `ptools ... | head`: the reader has all it wanted. Not an error, and nothing more can be said.
+            _silence_stdout()
+            raise typer.Exit(ExitCode.OK) from None
+        except click.UsageError as e:
+            _json_error(e.format_message(), None, e.exit_code)
+            raise
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # a bug in ptools or a library: still one line unless --debug
             if _state["debug"]:
                 raise
-            _print_error(f"internal error: {type(e).__name__}: {e}", hint="rerun with --debug for a traceback")
+            hint = "rerun with --debug for a traceback"
+            _print_error(f"internal error: {type(e).__name__}: {e}", hint=hint)
+            _json_error(f"internal error: {type(e).__name__}: {e}", hint, ExitCode.USAGE)
             raise typer.Exit(ExitCode.USAGE) from None
+
+
+def _global_flags(args: list[str]) -> list[str]:
+    """`--debug` is accepted anywhere before `--` (the error hint says "rerun with --debug", and people add it
+    at the end); it is moved to the root. `--json` is noted so that errors become JSON documents too."""
+    end = args.index("--") if "--" in args else len(args)
+    head, tail = args[:end], args[end:]
+    _state["json"] = "--json" in head
+    if "--debug" in head:
+        head = ["--debug", *(a for a in head if a != "--debug")]
+        _state["debug"] = True
+    return head + tail
 
 
 def _print_error(message: str, hint: str | None = None) -> None:
     line = f"ptools: error: {message}" + (f" (hint: {hint})" if hint else "")
     click.echo(line, err=True)
+
+
+def _json_error(message: str, hint: str | None, exit_code: int) -> None:
+    """With --json, the error as a document on stdout as well (scripts parse stdout, people read stderr)."""
+    if not _state["json"]:
+        return
+    from ptools.cli._output import emit_json
+
+    try:
+        emit_json("error", {"file": error_file(message), "error": message, "hint": hint, "exit_code": int(exit_code)})
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def error_file(message: str) -> str | None:
+    """The file an error is about: errors name it first ("model.pt: no such file"), by convention."""
+    head, sep, _ = message.partition(": ")
+    if not sep or not head or head.startswith("-") or " " in head.strip("'\"") or head.startswith("internal error"):
+        return None
+    return head
+
+
+def _silence_stdout() -> None:
+    from ptools.cli._output import silence_stdout
+
+    silence_stdout()
 
 
 app = typer.Typer(
@@ -117,7 +173,18 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="ptools")
+    try:
+        app(prog_name="ptools")
+    except BrokenPipeError:  # the pipe closed while Click itself was printing (help, usage errors)
+        _silence_stdout()
+        sys.exit(ExitCode.OK)
+    except SystemExit:
+        try:  # what is still buffered is flushed now, while a closed pipe can still be told apart
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(ExitCode.OK)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,27 @@ def stdout_console() -> Console:
     """Results for people. Colour follows rich's own detection (NO_COLOR, TTY)."""
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    console = Console(soft_wrap=False)
+    console.on_broken_pipe = _on_broken_pipe  # type: ignore[method-assign]
+    return console
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away (`ptools ... | head`), so that no later write or
+    the interpreter's final flush fails on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests): nothing to flush
+        pass
+
+
+def _on_broken_pipe() -> None:
+    """rich's default exits 1; a closed pipe is the reader's choice, so the CLI ends quietly with 0 instead."""
+    silence_stdout()
+    raise BrokenPipeError
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ptools.cli._common import ForceOpt, JsonOpt, SeedOpt
+from ptools.cli._group import SuggestOnceGroup
 from ptools.cli._output import capped, emit_json, info, print_table, stderr_console, stdout_console
 from ptools.errors import ExitCode, PtoolsError
 
@@ -24,6 +25,7 @@ LAYOUTS_HELP = (
 MAX_TABLE_ROWS = 40
 
 app = typer.Typer(
+    cls=SuggestOnceGroup,
     help=f"Defect datasets: synthesize, validate, preview. {LAYOUTS_HELP}",
     no_args_is_help=True,
     rich_markup_mode=None,

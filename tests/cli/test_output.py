@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 from rich.table import Table
 
@@ -60,3 +61,70 @@ def test_dataset_check_problem_rows_are_whole_lines_when_piped(runner, tmp_path)
     assert len(rows) == 4
     for line in rows:
         assert str(root) in line and "defect_segmentation/sample_" in line
+
+
+# ------------------------------------------------------------------------------ errors, pipes, flags
+
+
+def test_json_error_document_on_stdout_and_line_on_stderr(runner, tmp_path):
+    import json
+
+    missing = tmp_path / "nope.pt"
+    result = runner.invoke(app, ["inspect", str(missing), "--json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc == {
+        "schema": "ptools.error/1",
+        "file": str(missing),
+        "error": f"{missing}: no such file",
+        "hint": None,
+        "exit_code": 2,
+    }
+    assert result.stderr.startswith("ptools: error: ") and str(missing) in result.stderr
+    # Without --json stdout stays empty.
+    assert runner.invoke(app, ["inspect", str(missing)]).stdout == ""
+
+
+def test_json_error_document_for_usage_errors_and_hints(runner):
+    import json
+
+    usage = runner.invoke(app, ["check-conv", "--input", "8", "--kernel", "3", "--bogus", "--json"])
+    assert usage.exit_code == 2
+    doc = json.loads(usage.stdout)
+    assert doc["schema"] == "ptools.error/1" and "--bogus" in doc["error"] and doc["exit_code"] == 2
+    assert doc["file"] is None
+    hinted = runner.invoke(app, ["check-conv", "--json"])
+    doc = json.loads(hinted.stdout)
+    assert doc["hint"] and "--input" in doc["hint"] and doc["file"] is None
+
+
+def test_debug_is_accepted_after_the_subcommand(runner, tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path / "nope.pt"), "--debug"])
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and "no such file" in result.stderr
+    plain = runner.invoke(app, ["inspect", str(tmp_path / "nope.pt")])
+    assert "Traceback" not in plain.stderr  # --debug does not stick to later runs
+
+
+@pytest.mark.parametrize("args", [["inspekt", "x"], ["dataset", "chek", "x"]])
+def test_mistyped_command_suggests_once(runner, args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.count("Did you mean") == 1, result.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_closed_pipe_is_quiet_and_exit_0(extra):
+    """`ptools ... | head -1`: far more than a pipe buffer of output, the reader leaves after one line."""
+    import subprocess
+    import sys
+
+    args = ["check-conv", "--input", "1..4096", "--kernel", "3", "--stride", "2", *extra]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptools", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert "BrokenPipe" not in stderr and "error" not in stderr, stderr
