@@ -243,4 +243,6 @@ def test_damaged_files_are_one_line_errors(runner, tmp_path, variant):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ptools: error:"), result.stderr
-    assert "internal error" not in lines[0] and result.stdout == ""
+    assert "internal error" not in lines[0]
+    doc = json.loads(result.stdout)  # --json: the error as a document too, naming the file
+    assert doc["schema"] == "ptools.error/1" and doc["file"] == str(path) and doc["exit_code"] == 2
