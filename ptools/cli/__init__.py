@@ -146,10 +146,11 @@ def _root(
 def _register() -> None:
     # Imported here, not at the top, only to keep the registry in one readable place; these modules
     # import nothing heavy at module level.
-    from ptools.cli import check_conv, convert, dataset, generate, inspect, train
+    from ptools.cli import check_conv, convert, dataset, generate, inspect, port, train
 
     app.command("inspect", help=inspect.HELP)(inspect.inspect_command)
     app.command("convert", help=convert.HELP)(convert.convert_command)
+    app.command("port", help=port.HELP)(port.port_command)
     app.command("check-conv", help=check_conv.HELP)(check_conv.check_conv_command)
     app.add_typer(dataset.app, name="dataset")
     app.command("train", help=train.HELP)(train.train_command)

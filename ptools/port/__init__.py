@@ -1,0 +1,1 @@
+"""Keras model files -> readable PyTorch modules and their weights (`ptools port`)."""

@@ -1,0 +1,448 @@
+"""`ptools port`: a Keras model file -> a readable torch module (model.py), its weights and a report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptools.errors import ExitCode, PtoolsError
+from ptools.port import code as pycode
+from ptools.port.graph import Call, Graph, Ref, parse_config
+from ptools.port.layers import SUPPORTED, Ctx, LayerCode, Unsupported, Value, Weights, emit
+
+# Layers that want channels-first input: a rank-3 model input feeding one of them is taken as (N, C, L).
+_CF_CONSUMERS = ("Conv1D", "MaxPooling1D", "AveragePooling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D")
+
+
+@dataclass
+class LayerRow:
+    """One Keras layer call in the report."""
+
+    layer: str
+    class_name: str
+    inputs: list[str]
+    modules: list[str]  # `self.x = ...` lines
+    forward: list[str]
+    settings: list[str]
+    weights: list[str] = field(default_factory=list)  # state_dict keys it fills
+
+
+@dataclass
+class Port:
+    source: Path
+    keras_version: str | None
+    model_name: str
+    class_name: str
+    code: str  # model.py
+    state: dict[str, np.ndarray]
+    rows: list[LayerRow]
+    unsupported: list[dict[str, Any]]
+    inputs: list[Value]
+    outputs: list[Value]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported
+
+
+def _open(path: Path) -> Any:
+    from ptools.checkpoint.keras_h5 import KerasReader
+
+    if not path.exists():
+        raise PtoolsError(f"{path}: no such file")
+    if path.is_dir():
+        return _saved_model_reader(path)
+    reader = KerasReader(path)
+    if not reader.model_config:
+        reader.close()
+        raise PtoolsError(
+            f"{path}: the file holds weights but no model architecture (no Keras config)",
+            hint="port needs a full model (.keras or model.save('x.h5')); for weights only use `ptools convert`",
+        )
+    return reader
+
+
+def _saved_model_reader(path: Path) -> Any:
+    raise PtoolsError(
+        f"{path}: TF SavedModel folders are not supported by port yet",
+        hint="load it in tf_keras and save it as .h5 or .keras, or use `ptools convert` for the weights",
+    )
+
+
+def _layer_weights(reader: Any) -> dict[str, Weights]:
+    """Each Keras layer's arrays in its variable order, keyed by the layer name of the config.
+
+    The file groups weights per layer under the layer's own name (legacy `.h5`: `model_weights/<layer>`;
+    Keras 3: `layers/<group>/vars` whose `name` attribute is the layer name), so the association holds for
+    every naming scheme of the variables inside (`kernel:0`, `conv2d_1_1/kernel:0`, `vars/0`).
+    """
+    infos = {t.key: t for t in reader.tensors()}
+    out: dict[str, Weights] = {}
+    for kl in reader.layers():
+        ws = []
+        for key in kl.weights:
+            info = infos[key]
+            path = str(info.extra.get("h5_path", key))
+            ws.append((path, np.asarray(reader.read(key))))
+        if ws:
+            out[kl.name] = ws
+    return out
+
+
+def build(path: str | Path, class_name: str | None = None) -> Port:
+    """Everything `port` writes, computed in memory; nothing touches the disk."""
+    path = Path(path)
+    reader = _open(path)
+    try:
+        graph = parse_config(reader.model_config, str(path))
+        weights = _layer_weights(reader)
+        version = reader.keras_version
+    finally:
+        reader.close()
+    keras3 = bool(version and version.split(".")[0] == "3") or path.suffix == ".keras"
+    return _generate(path, graph, weights, version, keras3, class_name)
+
+
+def _class_name(graph: Graph, given: str | None) -> str:
+    if given:
+        if not re.fullmatch(r"[A-Za-z_]\w*", given):
+            raise PtoolsError(f"--name {given!r} is not a Python class name")
+        return given
+    words = re.split(r"[^A-Za-z0-9]+", graph.name or "model")
+    name = "".join(w[:1].upper() + w[1:] for w in words if w) or "KerasModel"
+    return name if not name[0].isdigit() else "Model" + name
+
+
+def _generate(
+    path: Path, graph: Graph, file_weights: dict[str, Weights], version: str | None, keras3: bool, cls: str | None
+) -> Port:
+    attrs: dict[str, str] = {}
+    attr_taken: set[str] = set()
+    var_taken: set[str] = set()
+    values: dict[Ref, Value] = {}
+    broken: set[Ref] = set()
+    modules: list[tuple[str, str]] = []
+    lines: list[str] = []
+    imports: set[str] = set()
+    rows: list[LayerRow] = []
+    unsupported: list[dict[str, Any]] = []
+    state: dict[str, np.ndarray] = {}
+    inputs: list[Value] = []
+    consumers: dict[str, list[str]] = {}
+    for c in graph.calls:
+        for r in c.inputs:
+            consumers.setdefault(r[0], []).append(c.class_name)
+    for c in graph.calls:
+        if c.class_name == "InputLayer":
+            shape = graph.input_shapes[c.layer]
+            rank = len(shape) + 1
+            cf = rank >= 4 or (rank == 3 and any(k in _CF_CONSUMERS for k in consumers.get(c.layer, [])))
+            v = Value(pycode.identifier(c.layer, var_taken), shape, cf, "int" in graph.input_dtypes.get(c.layer, ""))
+            values[(c.layer, 0, 0)] = v
+            inputs.append(v)
+            continue
+        if any(r in broken for r in c.inputs):
+            # Shapes are unknown past an unsupported layer: only the class itself can still be checked.
+            if c.class_name not in SUPPORTED and c.layer not in {u["layer"] for u in unsupported}:
+                unsupported.append(
+                    _unsupported(c, f"no PyTorch port for Keras layer class {c.class_name}", rows, unsupported)
+                )
+            for i in range(3):
+                broken.add((c.layer, c.index, i))
+            continue
+        missing = [r for r in c.inputs if r not in values]
+        if missing:
+            raise PtoolsError(f"{path}: layer {c.layer} uses {missing[0][0]}[{missing[0][1]}], which has no output")
+        ins = [values[r] for r in c.inputs]
+        if c.layer not in attrs:
+            attrs[c.layer] = pycode.identifier(c.layer, attr_taken)
+        out = pycode.identifier(c.layer if c.index == 0 else f"{c.layer}_{c.index}", var_taken)
+        ctx = Ctx(attrs[c.layer], out, keras3, c.layer, c.index)
+        try:
+            lc = emit(c.class_name, c.config, ins, ctx, c.tensor_kwargs)
+        except Unsupported as e:
+            unsupported.append(_unsupported(c, str(e), rows, unsupported))
+            for i in range(3):
+                broken.add((c.layer, c.index, i))
+            continue
+        for name in _extra_names(lc):
+            var_taken.add(name)
+        for i, v in enumerate(lc.outputs):
+            values[(c.layer, c.index, i)] = v
+        row = LayerRow(c.layer, c.class_name, [r[0] for r in c.inputs], [], list(lc.lines), lc.settings)
+        if c.index == 0:
+            modules += lc.modules
+            row.modules = [f"self.{a} = {ctor}" for a, ctor in lc.modules]
+            if lc.weights is not None:
+                row.weights = _fill(path, c.layer, lc, file_weights, state)
+            elif c.layer in file_weights:
+                raise PtoolsError(f"{path}: layer {c.layer} ({c.class_name}) has weights that the port does not use")
+        imports |= lc.imports
+        lines += lc.lines
+        rows.append(row)
+    outputs = [values[r] for r in graph.outputs if r in values]
+    name = _class_name(graph, cls)
+    text = "" if unsupported else _render(path, graph, name, version, modules, lines, imports, inputs, outputs)
+    return Port(path, version, graph.name, name, text, state, rows, unsupported, inputs, outputs)
+
+
+def _unsupported(c: Call, reason: str, rows: list[LayerRow], unsupported: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "layer": c.layer,
+        "class": c.class_name,
+        "reason": reason,
+        "inputs": [r[0] for r in c.inputs],
+        "position": len(rows) + len(unsupported) + 1,  # 1-based among the non-input layers, in graph order
+    }
+
+
+def _extra_names(lc: LayerCode) -> list[str]:
+    return [v.name for v in lc.outputs]
+
+
+def _fill(path: Path, layer: str, lc: LayerCode, file_weights: dict[str, Weights], state: dict) -> list[str]:
+    ws = file_weights.get(layer)
+    if ws is None:
+        raise PtoolsError(f"{path}: layer {layer} has no weights in the file", hint="was the model built and saved?")
+    assert lc.weights is not None
+    try:
+        arrays = lc.weights(ws)
+    except PtoolsError as e:
+        raise PtoolsError(f"{path}: layer {layer}: {e.message}") from None
+    for k, a in arrays.items():
+        state[k] = np.ascontiguousarray(a)
+    return list(arrays)
+
+
+def _shape_doc(v: Value) -> str:
+    dims = ["N", *["?" if d is None else str(d) for d in v.shape]]
+    if v.cf and v.rank > 2:
+        dims = [dims[0], dims[-1], *dims[1:-1]]
+    layout = {3: " (N, C, L)", 4: " NCHW", 5: " NCDHW"}.get(v.rank, "") if v.cf else ""
+    return f"({', '.join(dims)}){layout}"
+
+
+def _render(
+    path: Path,
+    graph: Graph,
+    name: str,
+    version: str | None,
+    modules: list[tuple[str, str]],
+    lines: list[str],
+    imports: set[str],
+    inputs: list[Value],
+    outputs: list[Value],
+) -> str:
+    body = "\n".join(lines) + "\n" + "\n".join(c for _, c in modules)
+    head = ['"""PyTorch port of the Keras model in ' + f'{path.name}, written by `ptools port`."""', ""]
+    head.append("import torch")
+    head.append("import torch.nn as nn")
+    if "F." in body:
+        head.append("import torch.nn.functional as F")
+    if imports:
+        head.append(f"from ptools.nn import {', '.join(sorted(imports))}")
+    out = [*head, "", ""]
+    keras = f"Keras {version}" if version else "Keras"
+    out.append(f"class {name}(nn.Module):")
+    doc = [
+        f'    """`{graph.name}` from {path.name} ({keras}), layer for layer.',
+        "",
+        "    Inputs: " + ", ".join(f"{v.name} {_shape_doc(v)}" for v in inputs) + ".",
+        "    Returns: " + ", ".join(f"{v.name} {_shape_doc(v)}" for v in outputs) + ".",
+        "    Weights: weights.safetensors next to this file (load_state_dict, strict).",
+        '    """',
+    ]
+    out += [d if len(d) <= pycode.LINE else d[: pycode.LINE - 3] + "..." for d in doc]
+    out += ["", "    def __init__(self) -> None:", "        super().__init__()"]
+    for attr, ctor in modules:
+        out += pycode.wrap(f"self.{attr} = {ctor}", 8)
+    args = ", ".join(f"{v.name}: torch.Tensor" for v in inputs)
+    ret = "torch.Tensor" if len(outputs) == 1 else f"tuple[{', '.join('torch.Tensor' for _ in outputs)}]"
+    out += ["", *pycode.wrap(f"def forward(self, {args}) -> {ret}:", 4)]
+    for line in lines:
+        out += pycode.wrap(line, 8)
+    out.append(f"        return {', '.join(v.name for v in outputs)}")
+    return "\n".join(out) + "\n"
+
+
+# -- writing and checking ------------------------------------------------------------------------------
+
+
+def _import_module(py: Path, class_name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"_ptools_port_{abs(hash(str(py)))}", py)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return getattr(mod, class_name)()
+
+
+def instantiate(p: Port, folder: Path) -> Any:
+    """Import model.py from `folder`, build the module and load the weights strictly (torch)."""
+    import torch
+
+    model = _import_module(folder / "model.py", p.class_name)
+    sd = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in p.state.items()}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise PtoolsError(f"{p.source}: internal error: the emitted module does not take its weights ({e})") from None
+    return model.eval()
+
+
+def _smoke(p: Port, model: Any) -> None:
+    """Run the module once on zeros and compare output shapes with Keras' (static shapes only)."""
+    import torch
+
+    if any(d is None for v in p.inputs for d in v.shape):
+        return
+    xs = []
+    for v in p.inputs:
+        shape = _torch_shape(v)
+        xs.append(torch.zeros((1, *shape), dtype=torch.long if v.integer else torch.float32))
+    with torch.no_grad():
+        try:
+            ys = model(*xs)
+        except Exception as e:  # noqa: BLE001 - a bug in an emitter; say which model triggered it
+            raise PtoolsError(
+                f"{p.source}: internal error: the emitted module fails ({type(e).__name__}: {e})"
+            ) from None
+    ys = ys if isinstance(ys, tuple) else (ys,)
+    for v, y in zip(p.outputs, ys, strict=True):
+        want = _torch_shape(v)
+        if all(d is not None for d in want) and tuple(y.shape[1:]) != want:
+            raise PtoolsError(
+                f"{p.source}: internal error: output {v.name} has shape {tuple(y.shape[1:])}, Keras says {want}"
+            )
+
+
+def _torch_shape(v: Value) -> tuple[int | None, ...]:
+    s = tuple(v.shape)
+    return (s[-1], *s[:-1]) if v.cf and v.rank > 2 else s
+
+
+def _load_arrays(path: Path, what: str) -> list[np.ndarray]:
+    if not path.is_file():
+        raise PtoolsError(f"{path}: no such {what} file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise PtoolsError(f"{path}: not a .npy/.npz file ({e})") from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    return [data[k] for k in data.files]
+
+
+def check_output(p: Port, model: Any, input_path: Path, expected_path: Path, tolerance: float) -> dict[str, Any]:
+    """Run the module on Keras-layout inputs and compare with Keras' outputs (max abs error)."""
+    import torch
+
+    xs, ys = _load_arrays(input_path, "input"), _load_arrays(expected_path, "expected output")
+    if len(xs) != len(p.inputs):
+        raise PtoolsError(f"{input_path}: {len(xs)} arrays, the model takes {len(p.inputs)} inputs")
+    if len(ys) != len(p.outputs):
+        raise PtoolsError(f"{expected_path}: {len(ys)} arrays, the model returns {len(p.outputs)} outputs")
+    tensors = []
+    for x, v in zip(xs, p.inputs, strict=True):
+        if x.ndim != v.rank:
+            raise PtoolsError(f"{input_path}: input {v.name} has {x.ndim} dims, expected {v.rank} (Keras layout)")
+        if v.cf and v.rank > 2:
+            x = np.moveaxis(x, -1, 1)
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        tensors.append(t.long() if v.integer else t.float())
+    with torch.no_grad():
+        out = model(*tensors)
+    outs = out if isinstance(out, tuple) else (out,)
+    errors = []
+    for o, y, v in zip(outs, ys, p.outputs, strict=True):
+        o = o.detach().float().numpy()
+        if v.cf and v.rank > 2:
+            o = np.moveaxis(o, 1, -1)
+        if o.shape != y.shape:
+            raise PtoolsError(f"{expected_path}: output {v.name} is {y.shape}, the port gives {o.shape} (Keras layout)")
+        errors.append(float(np.abs(o - y.astype(np.float32)).max()) if o.size else 0.0)
+    worst = max(errors, default=0.0)
+    return {"ok": worst <= tolerance, "max_abs_error": worst, "per_output": errors, "tolerance": tolerance}
+
+
+def write(
+    p: Port,
+    out_dir: Path,
+    force: bool = False,
+    check: tuple[Path, Path] | None = None,
+    tolerance: float = 1e-4,
+) -> dict[str, Any] | None:
+    """Verify the port in a scratch folder (import, strict load, a forward pass, the optional output check),
+    then write model.py, weights.safetensors and report.json into `out_dir`. Nothing is written when a
+    check fails; returns the --check-output result."""
+    from ptools.convert.writer import OutTensor, write_state_dict
+    from ptools.files import atomic_write_bytes
+
+    if not p.ok:
+        raise PtoolsError(f"{p.source}: {len(p.unsupported)} layer(s) cannot be ported", exit_code=ExitCode.FINDINGS)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PtoolsError(f"{out_dir}: exists and is not a folder")
+    targets = [out_dir / n for n in ("model.py", "weights.safetensors", "report.json")]
+    if not force:
+        for t in targets:
+            if t.exists():
+                raise PtoolsError(f"{t}: already exists", hint="pass --force to overwrite it")
+    scratch = Path(tempfile.mkdtemp(prefix="ptools-port-"))
+    try:
+        (scratch / "model.py").write_text(p.code, encoding="utf-8")
+        model = instantiate(p, scratch)
+        _smoke(p, model)
+        result = check_output(p, model, check[0], check[1], tolerance) if check else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result is not None and not result["ok"]:
+        return result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = [OutTensor(k, str(a.dtype), tuple(a.shape), lambda a=a: a) for k, a in p.state.items()]
+    meta = {"format": "pt", "converted_by": "ptools port", "source": p.source.name}
+    write_state_dict(targets[1], tensors, force=True, metadata=meta)
+    atomic_write_bytes(targets[0], p.code.encode("utf-8"), force=True)
+    doc = report(p, out_dir, result)
+    atomic_write_bytes(targets[2], (json.dumps(doc, indent=2) + "\n").encode("utf-8"), force=True)
+    return result
+
+
+def report(p: Port, out_dir: Path | None, check: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The --json document (schema ptools.port/1) and report.json."""
+    return {
+        "source": str(p.source),
+        "keras_version": p.keras_version,
+        "model": p.model_name,
+        "class_name": p.class_name,
+        "output_dir": str(out_dir) if out_dir is not None else None,
+        "ok": p.ok,
+        "inputs": [{"name": v.name, "shape": list(_torch_shape(v)), "channels_first": v.cf} for v in p.inputs],
+        "outputs": [{"name": v.name, "shape": list(_torch_shape(v)), "channels_first": v.cf} for v in p.outputs],
+        "layers": [
+            {
+                "layer": r.layer,
+                "class": r.class_name,
+                "inputs": r.inputs,
+                "modules": r.modules,
+                "forward": r.forward,
+                "settings": r.settings,
+                "weights": r.weights,
+            }
+            for r in p.rows
+        ],
+        "unsupported": p.unsupported,
+        "parameters": int(sum(a.size for k, a in p.state.items() if not k.endswith("num_batches_tracked"))),
+        "check_output": check,
+    }

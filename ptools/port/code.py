@@ -1,0 +1,163 @@
+"""Small helpers that print Python source the way `ruff format` would leave it (literals, calls, wrapping)."""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from collections.abc import Sequence
+from typing import Any
+
+LINE = 120
+
+# Names a module attribute or local must not take: nn.Module's own attributes and the module's imports.
+_RESERVED = {
+    "self",
+    "torch",
+    "nn",
+    "F",
+    "ptnn",
+    "forward",
+    "training",
+    "eval",
+    "train",
+    "to",
+    "cuda",
+    "cpu",
+    "half",
+    "float",
+    "double",
+    "type",
+    "apply",
+    "parameters",
+    "buffers",
+    "children",
+    "modules",
+    "state_dict",
+    "load_state_dict",
+    "named_modules",
+    "named_parameters",
+    "named_buffers",
+    "named_children",
+    "register_buffer",
+    "register_parameter",
+    "register_module",
+    "add_module",
+    "get_submodule",
+    "get_parameter",
+    "get_buffer",
+    "zero_grad",
+    "requires_grad_",
+    "share_memory",
+    "extra_repr",
+    "dump_patches",
+    "call_super_init",
+    "compile",
+    "bfloat16",
+    "ipu",
+    "xpu",
+    "mtia",
+    "to_empty",
+    "set_extra_state",
+    "get_extra_state",
+}
+
+
+_BUILTINS = set(dir(builtins))
+
+
+def identifier(name: str, taken: set[str]) -> str:
+    """A Python identifier for a Keras name (`conv2d_1`, `block-1/conv` -> `block_1_conv`), unique in `taken`."""
+    ident = re.sub(r"\W", "_", name).strip("_") or "layer"
+    if ident[0].isdigit():
+        ident = "l_" + ident
+    if keyword.iskeyword(ident) or ident in _RESERVED or ident in _BUILTINS or ident.startswith("_"):
+        ident += "_"
+    base, n = ident, 1
+    while ident in taken:
+        n += 1
+        ident = f"{base}_{n}"
+    taken.add(ident)
+    return ident
+
+
+def lit(v: Any) -> str:
+    """A Python literal: tuples with their commas, floats exact (repr round-trips), strings double-quoted."""
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, float):
+        r = repr(v)
+        return r.replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, tuple):
+        if len(v) == 1:
+            return f"({lit(v[0])},)"
+        return "(" + ", ".join(lit(x) for x in v) + ")"
+    if isinstance(v, list):
+        return "[" + ", ".join(lit(x) for x in v) + "]"
+    raise TypeError(f"no literal for {v!r}")
+
+
+def one(v: Sequence[int] | int) -> Any:
+    """(3, 3) -> 3: the short form torch accepts when every dimension is the same."""
+    if isinstance(v, (tuple, list)):
+        return v[0] if len(set(v)) == 1 else tuple(v)
+    return v
+
+
+def call(func: str, *args: Any, **kwargs: Any) -> str:
+    """`func(a, b, k=v)`: non-str arguments become literals, str arguments are code (use lit() for text)."""
+    parts = [a if isinstance(a, str) else lit(a) for a in args]
+    parts += [f"{k}={v if isinstance(v, str) else lit(v)}" for k, v in kwargs.items()]
+    return f"{func}({', '.join(parts)})"
+
+
+def _split_args(inner: str) -> list[str]:
+    out, depth, cur, quote = [], 0, "", ""
+    for ch in inner:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def wrap(line: str, indent: int) -> list[str]:
+    """One statement at `indent`, split at its trailing call's parentheses the way ruff/black do when it is
+    longer than the line limit: arguments on one indented line, or one per line with a trailing comma."""
+    pad = " " * indent
+    if len(pad + line) <= LINE or not line.endswith(")"):
+        return [pad + line]
+    depth = 0
+    for i in range(len(line) - 1, -1, -1):
+        ch = line[i]
+        if ch == ")":
+            depth += 1
+        elif ch == "(":
+            depth -= 1
+            if depth == 0:
+                break
+    else:
+        return [pad + line]
+    head, inner = line[: i + 1], line[i + 1 : -1]
+    body = pad + "    " + inner
+    if len(body) <= LINE and not inner.rstrip().endswith(","):
+        return [pad + head, body, pad + ")"]
+    return [pad + head, *[pad + "    " + a + "," for a in _split_args(inner)], pad + ")"]

@@ -1,0 +1,1036 @@
+"""Per Keras layer class: the torch module(s), the forward line, the output shape and the weight layout.
+
+Values flow through the graph with their Keras shape (channels last, no batch axis) and a flag saying
+whether the torch tensor holds them channels-first. Image layers want channels-first and produce it;
+Dense, RNN, Embedding, Reshape and Flatten want Keras order. A layout change is written into the forward
+line (`x.permute(0, 2, 3, 1)`), so Flatten sees TF's (H, W, C) order and no Dense rows are permuted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ptools import padding as tfpad
+from ptools.convert.layouts import conv_kernel, dense_kernel, depthwise_kernel, swap_gates_zr
+from ptools.errors import PtoolsError
+from ptools.port.code import call, lit, one
+
+Shape = tuple[int | None, ...]
+Weights = list[tuple[str, np.ndarray]]  # (path in the file, array) in the layer's variable order
+
+
+class Unsupported(Exception):
+    """This layer (or one of its settings) has no exact torch equivalent here."""
+
+
+@dataclass
+class Value:
+    name: str
+    shape: Shape  # Keras order, without the batch axis
+    cf: bool = False  # the torch tensor holds it channels-first (NCHW, NCL, NCDHW)
+    integer: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape) + 1
+
+
+@dataclass
+class LayerCode:
+    modules: list[tuple[str, str]] = field(default_factory=list)  # (attribute, constructor)
+    lines: list[str] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)
+    weights: Callable[[Weights], dict[str, np.ndarray]] | None = None  # -> state_dict entries
+    imports: set[str] = field(default_factory=set)  # names from ptools.nn
+
+
+@dataclass
+class Ctx:
+    """What an emitter needs besides its own config: its attribute/variable names and the Keras version."""
+
+    attr: str  # module attribute for this layer
+    out: str  # variable name for its (first) output
+    keras3: bool  # activation formulas changed between tf_keras and Keras 3 (hard_sigmoid)
+    layer: str
+    call_index: int = 0  # >0: a shared layer called again, its modules exist already
+
+
+# -- layout helpers ---------------------------------------------------------------------------------
+
+
+def as_cf(v: Value) -> str:
+    """The torch expression for `v` channels-first."""
+    if v.cf or v.rank <= 2:
+        return v.name
+    if v.rank == 3:
+        return f"{v.name}.transpose(1, 2)"
+    return f"{v.name}.permute(0, {v.rank - 1}, {', '.join(str(i) for i in range(1, v.rank - 1))})"
+
+
+def as_keras(v: Value) -> str:
+    """The torch expression for `v` in Keras' channels-last order."""
+    if not v.cf or v.rank <= 2:
+        return v.name
+    if v.rank == 3:
+        return f"{v.name}.transpose(1, 2)"
+    return f"{v.name}.permute(0, {', '.join(str(i) for i in range(2, v.rank))}, 1)"
+
+
+def keras_axis(axis: int, rank: int) -> int:
+    a = axis if axis >= 0 else rank + axis
+    if not 1 <= a < rank:
+        raise Unsupported(f"axis {axis} is the batch axis or out of range for rank {rank}")
+    return a
+
+
+def torch_axis(axis: int, v: Value) -> int:
+    """A Keras axis (channels last) as the axis of the torch tensor holding `v`."""
+    a = keras_axis(axis, v.rank)
+    if not v.cf or v.rank <= 2:
+        return a
+    return 1 if a == v.rank - 1 else a + 1
+
+
+def cf_axes(v: Value) -> tuple[int, ...]:
+    """Spatial axes of `v` in its torch layout."""
+    return tuple(range(2, v.rank)) if v.cf else tuple(range(1, v.rank - 1))
+
+
+def f32(x: float) -> float:
+    """The shortest float that is the same float32: Keras 2 configs store float32 slopes as 0.30000001192092896,
+    and torch applies them in float32 anyway."""
+    short = float(str(np.float32(x)))
+    return short if np.float32(short) == np.float32(x) else float(x)
+
+
+def tup(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        t = tuple(int(x) for x in v)
+        return t if len(t) == n else (t[0],) * n
+    return (int(v),) * n
+
+
+# -- activations ------------------------------------------------------------------------------------
+
+
+def activation(name: Any, x: str, v: Value, ctx: Ctx) -> str | None:
+    """`x` passed through the Keras activation `name`; None for linear."""
+    if isinstance(name, dict):  # Keras 3 may serialise a built-in as {"class_name": "function", "config": "relu"}
+        name = name.get("config") if isinstance(name.get("config"), str) else name.get("class_name")
+    if name in (None, "linear"):
+        return None
+    simple = {
+        "relu": "torch.relu({})",
+        "relu6": "F.relu6({})",
+        "sigmoid": "torch.sigmoid({})",
+        "tanh": "torch.tanh({})",
+        "elu": "F.elu({})",
+        "selu": "F.selu({})",
+        "softplus": "F.softplus({})",
+        "softsign": "F.softsign({})",
+        "swish": "F.silu({})",
+        "silu": "F.silu({})",
+        "gelu": "F.gelu({})",  # Activation("gelu"): approximate=False in tf_keras and Keras 3
+        "exponential": "torch.exp({})",
+        "mish": "F.mish({})",
+        "hard_silu": "F.hardswish({})",
+        "hard_swish": "F.hardswish({})",
+        "leaky_relu": "F.leaky_relu({}, 0.2)",  # the function's default (the layer's is 0.3)
+    }
+    if name in simple:
+        return simple[name].format(x)
+    if name == "hard_sigmoid":
+        # Keras 3: relu6(x + 3) / 6 (= torch's hardsigmoid); tf_keras and Keras 2: clip(0.2 x + 0.5, 0, 1).
+        return f"F.hardsigmoid({x})" if ctx.keras3 else f"torch.clamp(0.2 * {x} + 0.5, 0.0, 1.0)"
+    if name in ("softmax", "log_softmax"):
+        fn = "torch.softmax" if name == "softmax" else "torch.log_softmax"
+        return f"{fn}({x}, dim={torch_axis(-1, v)})"
+    raise Unsupported(f"activation {name!r}")
+
+
+def _act_line(ctx: Ctx, expr: str, cfg: dict[str, Any], v: Value, settings: list[str]) -> str:
+    act = activation(cfg.get("activation"), expr, v, ctx)
+    if act is not None:
+        settings.append(f"activation={cfg.get('activation')}")
+    return f"{ctx.out} = {act if act is not None else expr}"
+
+
+# -- convolutions -----------------------------------------------------------------------------------
+
+
+def _same_pads(
+    sizes: Shape, k: tuple[int, ...], s: tuple[int, ...], d: tuple[int, ...]
+) -> list[tuple[int, int]] | None:
+    pads = []
+    for n, kk, ss, dd in zip(sizes, k, s, d, strict=True):
+        if n is None:
+            if ss != 1:
+                return None
+            total = (kk - 1) * dd  # stride 1: TF's pads do not depend on the input size
+            pads.append((total // 2, total - total // 2))
+        else:
+            w = tfpad.conv_window(n, kk, ss, dd, "same")
+            pads.append((w.pad_before, w.pad_after))
+    return pads
+
+
+def _conv_out(n: int | None, k: int, s: int, d: int, padding: str) -> int | None:
+    if n is None:
+        return None
+    keff = (k - 1) * d + 1
+    if padding == "valid":
+        if keff > n:
+            raise Unsupported(f"kernel {k} larger than the input {n} with VALID padding")
+        return (n - keff) // s + 1
+    if padding == "causal":
+        return n
+    return -(-n // s)
+
+
+def _check_channels_last(cfg: dict[str, Any]) -> None:
+    if cfg.get("data_format", "channels_last") not in ("channels_last", None):
+        raise Unsupported("data_format='channels_first' (only channels_last models are ported)")
+
+
+def _pad_module(nd: int, pads: list[tuple[int, int]]) -> str:
+    flat: list[int] = []
+    for before, after in reversed(pads):  # torch pads the last dimension first
+        flat += [before, after]
+    if nd == 2:
+        return call("nn.ZeroPad2d", tuple(flat))
+    return call(f"nn.ConstantPad{nd}d", tuple(flat), 0.0)
+
+
+def _conv_weights(ws: Weights, use_bias: bool, attr: str, layout: Callable[[np.ndarray], np.ndarray]) -> dict:
+    names = ["kernel", "bias"] if use_bias else ["kernel"]
+    arrays = expect(ws, names)
+    out = {f"{attr}.weight": layout(arrays["kernel"])}
+    if use_bias:
+        out[f"{attr}.bias"] = arrays["bias"]
+    return out
+
+
+def expect(ws: Weights, names: list[str]) -> dict[str, np.ndarray]:
+    """The layer's arrays under their Keras variable names, by order (every Keras generation saves a layer's
+    variables in the same order; only their names differ: `kernel:0`, `conv_1/kernel:0`, `vars/0`)."""
+    if len(ws) != len(names):
+        got = ", ".join(p for p, _ in ws) or "none"
+        raise PtoolsError(f"expected {len(names)} weights ({', '.join(names)}), the file has {len(ws)}: {got}")
+    return {n: a for n, (_, a) in zip(names, ws, strict=True)}
+
+
+def conv(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    code = LayerCode()
+    k, s, d = tup(cfg["kernel_size"], nd), tup(cfg.get("strides", 1), nd), tup(cfg.get("dilation_rate", 1), nd)
+    groups = int(cfg.get("groups", 1) or 1)
+    padding = cfg.get("padding", "valid")
+    cin, cout, use_bias = v.shape[-1], int(cfg["filters"]), bool(cfg.get("use_bias", True))
+    if cin is None:
+        raise Unsupported("unknown number of input channels")
+    sizes = v.shape[:-1]
+    kwargs: dict[str, Any] = {"kernel_size": one(k)}
+    if any(x != 1 for x in s):
+        kwargs["stride"] = one(s)
+    pre = ""
+    cls = f"nn.Conv{nd}d"
+    if padding == "same":
+        pads = _same_pads(sizes, k, s, d)
+        if pads is not None and all(b == a for b, a in pads):
+            if any(b for b, _ in pads):
+                kwargs["padding"] = one(tuple(b for b, _ in pads))
+            code.settings.append(f"TF SAME pads {[b for b, _ in pads]} on each side: symmetric padding is exact")
+        elif nd == 2:
+            cls = "Conv2dSame"
+            code.imports.add("Conv2dSame")
+            if pads is not None:
+                kwargs["input_size"] = tuple(sizes)
+            code.settings.append(
+                f"TF SAME pads (before, after) {pads if pads else 'computed per input size'}: asymmetric, "
+                "ptools.nn.Conv2dSame"
+            )
+        elif pads is not None:
+            code.modules.append((f"{ctx.attr}_pad", _pad_module(nd, pads)))
+            pre = f"self.{ctx.attr}_pad"
+            code.settings.append(f"TF SAME pads (before, after) {pads}: asymmetric, explicit pad module")
+        else:
+            raise Unsupported("SAME padding with stride > 1 on an input of unknown size")
+    elif padding == "causal":
+        pads = [((k[0] - 1) * d[0], 0)]
+        code.modules.append((f"{ctx.attr}_pad", _pad_module(nd, pads)))
+        pre = f"self.{ctx.attr}_pad"
+        code.settings.append(f"causal padding: {pads[0][0]} zeros before")
+    elif padding != "valid":
+        raise Unsupported(f"padding={padding!r}")
+    if any(x != 1 for x in d):
+        kwargs["dilation"] = one(d)
+    if groups != 1:
+        kwargs["groups"] = groups
+        code.settings.append(f"groups={groups}")
+    if not use_bias:
+        kwargs["bias"] = False
+        code.settings.append("bias=False")
+    code.modules.append((ctx.attr, call(cls, cin, cout, **kwargs)))  # after its pad module, if any
+    x = as_cf(v)
+    if pre:
+        x = f"{pre}({x})"
+    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({x})", cfg, v, code.settings))
+    out_sizes = tuple(_conv_out(n, kk, ss, dd, padding) for n, kk, ss, dd in zip(sizes, k, s, d, strict=True))
+    code.outputs.append(Value(ctx.out, (*out_sizes, cout), cf=True))
+    code.weights = lambda ws: _conv_weights(ws, use_bias, ctx.attr, conv_kernel)
+    return code
+
+
+def conv_transpose(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    code = LayerCode()
+    k, s, d = tup(cfg["kernel_size"], 2), tup(cfg.get("strides", 1), 2), tup(cfg.get("dilation_rate", 1), 2)
+    op = cfg.get("output_padding")
+    op_t = None if op is None else tup(op, 2)
+    padding = cfg.get("padding", "valid")
+    if int(cfg.get("groups", 1) or 1) != 1:
+        raise Unsupported("grouped Conv2DTranspose")
+    cin, cout, use_bias = v.shape[-1], int(cfg["filters"]), bool(cfg.get("use_bias", True))
+    sizes = v.shape[:-1]
+    out_sizes: tuple[int | None, ...] = (None, None)
+    expressible = None
+    if all(n is not None for n in sizes):
+        t = tfpad.transpose2d_window(tuple(sizes), k, s, d, padding, op_t)
+        out_sizes = t.output
+        answers = [tfpad.torch_transpose_padding(x) for x in (t.h, t.w)]
+        if all(a is not None for a in answers):
+            expressible = answers
+        code.settings.append(f"TF crop of the full transposed conv (top, bottom), (left, right): {t.crop}")
+    kwargs: dict[str, Any] = {"kernel_size": one(k)}
+    if any(x != 1 for x in s):
+        kwargs["stride"] = one(s)
+    if expressible is not None:
+        cls = "nn.ConvTranspose2d"
+        p, o = tuple(a[0] for a in expressible), tuple(a[1] for a in expressible)
+        if any(p):
+            kwargs["padding"] = one(p)
+        if any(o):
+            kwargs["output_padding"] = one(o)
+        code.settings.append("symmetric crop: padding/output_padding are exact")
+    else:
+        cls = "ConvTranspose2dSame"
+        code.imports.add("ConvTranspose2dSame")
+        kwargs["padding"] = lit(padding)
+        if op_t is not None:
+            kwargs["output_padding"] = one(op_t)
+        code.settings.append("TF crops the odd cell bottom/right: ptools.nn.ConvTranspose2dSame")
+    if not use_bias:
+        kwargs["bias"] = False
+        code.settings.append("bias=False")
+    if any(x != 1 for x in d):
+        kwargs["dilation"] = one(d)
+    code.modules.append((ctx.attr, call(cls, cin, cout, **kwargs)))
+    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({as_cf(v)})", cfg, v, code.settings))
+    code.outputs.append(Value(ctx.out, (*out_sizes, cout), cf=True))
+    code.weights = lambda ws: _conv_weights(ws, use_bias, ctx.attr, conv_kernel)
+    return code
+
+
+def depthwise(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    m = int(cfg.get("depth_multiplier", 1))
+    c = ins[0].shape[-1]
+    if c is None:
+        raise Unsupported("unknown number of input channels")
+    code = conv({**cfg, "filters": c * m, "groups": c}, ins, ctx, 2)
+    code.settings = [s for s in code.settings if not s.startswith("groups=")]
+    code.settings.insert(0, f"depthwise: groups={c}, depth_multiplier={m} (output channel c*{m}+m)")
+    use_bias = bool(cfg.get("use_bias", True))
+    code.weights = lambda ws: _depthwise_weights(ws, use_bias, ctx.attr)
+    return code
+
+
+def _depthwise_weights(ws: Weights, use_bias: bool, attr: str) -> dict:
+    arrays = expect(ws, ["depthwise_kernel", "bias"] if use_bias else ["depthwise_kernel"])
+    out = {f"{attr}.weight": depthwise_kernel(arrays["depthwise_kernel"])}
+    if use_bias:
+        out[f"{attr}.bias"] = arrays["bias"]
+    return out
+
+
+def separable(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    m = int(cfg.get("depth_multiplier", 1))
+    c = ins[0].shape[-1]
+    if c is None:
+        raise Unsupported("unknown number of input channels")
+    dw_ctx = Ctx(f"{ctx.attr}_depthwise", ctx.out, ctx.keras3, ctx.layer)
+    dw = conv({**cfg, "filters": c * m, "groups": c, "use_bias": False, "activation": None}, ins, dw_ctx, 2)
+    pw_ctx = Ctx(f"{ctx.attr}_pointwise", ctx.out, ctx.keras3, ctx.layer)
+    pw_cfg = {**cfg, "kernel_size": 1, "strides": 1, "padding": "valid", "dilation_rate": 1, "groups": 1}
+    pw = conv(pw_cfg, dw.outputs, pw_ctx, 2)
+    code = LayerCode(modules=dw.modules + pw.modules, outputs=pw.outputs, imports=dw.imports | pw.imports)
+    code.settings = [f"separable: depthwise (groups={c}, depth_multiplier={m}) then pointwise 1x1"]
+    code.settings += [s for s in dw.settings if not s.startswith(("groups=", "bias="))]
+    expr = f"self.{pw_ctx.attr}(self.{dw_ctx.attr}({as_cf(ins[0])}))"
+    code.lines.append(_act_line(ctx, expr, cfg, pw.outputs[0], code.settings))
+    if not cfg.get("use_bias", True):
+        code.settings.append("bias=False")
+    use_bias = bool(cfg.get("use_bias", True))
+
+    def weights(ws: Weights) -> dict:
+        names = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else [])
+        a = expect(ws, names)
+        out = {
+            f"{dw_ctx.attr}.weight": depthwise_kernel(a["depthwise_kernel"]),
+            f"{pw_ctx.attr}.weight": conv_kernel(a["pointwise_kernel"]),
+        }
+        if use_bias:
+            out[f"{pw_ctx.attr}.bias"] = a["bias"]
+        return out
+
+    code.weights = weights
+    return code
+
+
+# -- dense, norms, embedding ------------------------------------------------------------------------
+
+
+def dense(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, time_distributed: bool = False) -> LayerCode:
+    v = ins[0]
+    code = LayerCode()
+    n_in, units, use_bias = v.shape[-1], int(cfg["units"]), bool(cfg.get("use_bias", True))
+    if n_in is None:
+        raise Unsupported("unknown input features")
+    kwargs = {} if use_bias else {"bias": False}
+    if not use_bias:
+        code.settings.append("bias=False")
+    code.modules.append((ctx.attr, call("nn.Linear", n_in, units, **kwargs)))
+    kv = Value(as_keras(v), v.shape)
+    code.lines.append(
+        _act_line(ctx, f"self.{ctx.attr}({kv.name})", cfg, Value(ctx.out, (*v.shape[:-1], units)), code.settings)
+    )
+    code.outputs.append(Value(ctx.out, (*v.shape[:-1], units)))
+    code.weights = lambda ws: _conv_weights(ws, use_bias, ctx.attr, dense_kernel)
+    return code
+
+
+def batchnorm(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if not isinstance(axis, int) or keras_axis(axis, v.rank) != v.rank - 1:
+        raise Unsupported(f"BatchNormalization over axis {axis} (only the channel axis is ported)")
+    if cfg.get("renorm"):
+        raise Unsupported("batch renormalization")
+    c = v.shape[-1]
+    eps, mom = float(cfg.get("epsilon", 1e-3)), float(cfg.get("momentum", 0.99))
+    nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(v.rank)
+    if nd is None:
+        raise Unsupported(f"BatchNormalization on a rank-{v.rank} tensor")
+    torch_mom = round(1.0 - mom, 10)
+    code = LayerCode()
+    code.modules.append((ctx.attr, call(f"nn.BatchNorm{nd}d", c, eps=eps, momentum=torch_mom)))
+    code.settings.append(f"eps={eps:g}, momentum={torch_mom:g} (= 1 - Keras momentum {mom:g})")
+    center, scale = cfg.get("center", True), cfg.get("scale", True)
+    if not center:
+        code.settings.append("center=False: bias is 0")
+    if not scale:
+        code.settings.append("scale=False: weight is 1")
+    x = as_cf(v)
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({x})")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.rank > 2))
+
+    def weights(ws: Weights) -> dict:
+        names = (["gamma"] if scale else []) + (["beta"] if center else []) + ["moving_mean", "moving_variance"]
+        a = expect(ws, names)
+        n = a["moving_mean"].shape
+        return {
+            f"{ctx.attr}.weight": a.get("gamma", np.ones(n, np.float32)),
+            f"{ctx.attr}.bias": a.get("beta", np.zeros(n, np.float32)),
+            f"{ctx.attr}.running_mean": a["moving_mean"],
+            f"{ctx.attr}.running_var": a["moving_variance"],
+            f"{ctx.attr}.num_batches_tracked": np.array(0, np.int64),
+        }
+
+    code.weights = weights
+    return code
+
+
+def layernorm(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    if cfg.get("rms_scaling"):
+        raise Unsupported("rms_scaling=True")
+    axis = cfg.get("axis", -1)
+    axes = [keras_axis(a, v.rank) for a in (axis if isinstance(axis, list) else [axis])]
+    eps = float(cfg.get("epsilon", 1e-3))
+    code = LayerCode()
+    # Normalised axes must be the trailing axes of the tensor nn.LayerNorm sees: try the current layout,
+    # then the other one; gamma/beta are stored in Keras axis order and permuted to the torch order.
+    for layout_cf in (v.cf, not v.cf):
+        mapped = [torch_axis(a, Value("", v.shape, layout_cf)) for a in axes]
+        if sorted(mapped) == list(range(v.rank - len(axes), v.rank)):
+            break
+    else:
+        raise Unsupported(f"LayerNormalization over axes {axis} (not the trailing axes in either layout)")
+    perm = [int(i) for i in np.argsort(mapped)]  # torch order of the normalised axes, as Keras positions
+    shape = tuple(v.shape[axes[i] - 1] for i in perm)
+    if any(n is None for n in shape):
+        raise Unsupported("LayerNormalization over an axis of unknown size")
+    code.modules.append((ctx.attr, call("nn.LayerNorm", one(shape) if len(shape) == 1 else shape, eps=eps)))
+    code.settings.append(f"eps={eps:g}; normalised Keras axes {axes} (torch dims {sorted(mapped)})")
+    if layout_cf == v.cf or v.rank <= 2:
+        code.lines.append(f"{ctx.out} = self.{ctx.attr}({v.name})")
+    else:  # normalise in the other layout and come back, so neighbours keep theirs
+        there = as_cf(v) if layout_cf else as_keras(v)
+        back = (
+            as_keras(Value(f"self.{ctx.attr}({there})", v.shape, True))
+            if layout_cf
+            else as_cf(Value(f"self.{ctx.attr}({there})", v.shape, False))
+        )
+        code.lines.append(f"{ctx.out} = {back}")
+        code.settings.append("normalised channels-last, then back")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    center, scale = cfg.get("center", True), cfg.get("scale", True)
+
+    def weights(ws: Weights) -> dict:
+        a = expect(ws, (["gamma"] if scale else []) + (["beta"] if center else []))
+        full = tuple(v.shape[x - 1] for x in axes)
+        g = a.get("gamma", np.ones(full, np.float32)).reshape(full).transpose(perm)
+        b = a.get("beta", np.zeros(full, np.float32)).reshape(full).transpose(perm)
+        return {f"{ctx.attr}.weight": np.ascontiguousarray(g), f"{ctx.attr}.bias": np.ascontiguousarray(b)}
+
+    code.weights = weights
+    return code
+
+
+def embedding(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    if cfg.get("mask_zero"):
+        raise Unsupported("mask_zero=True (Keras masks the padded steps downstream)")
+    v = ins[0]
+    n, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
+    code = LayerCode()
+    code.modules.append((ctx.attr, call("nn.Embedding", n, dim)))
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({v.name}.long())")
+    code.outputs.append(Value(ctx.out, (*v.shape, dim)))
+    code.weights = lambda ws: {f"{ctx.attr}.weight": expect(ws, ["embeddings"])["embeddings"]}
+    return code
+
+
+# -- recurrent --------------------------------------------------------------------------------------
+
+_RNN_TORCH = {"LSTM": "nn.LSTM", "GRU": "nn.GRU", "SimpleRNN": "nn.RNN"}
+
+
+def _rnn_check(cls: str, cfg: dict[str, Any]) -> list[str]:
+    if cfg.get("stateful"):
+        raise Unsupported("stateful=True")
+    if cfg.get("time_major"):
+        raise Unsupported("time_major=True")
+    settings = []
+    act = cfg.get("activation", "tanh")
+    if cls == "SimpleRNN":
+        if act not in ("tanh", "relu"):
+            raise Unsupported(f"SimpleRNN activation {act!r}")
+    elif act != "tanh":
+        raise Unsupported(f"activation {act!r} (nn.{cls} uses tanh)")
+    if cls != "SimpleRNN" and cfg.get("recurrent_activation", "sigmoid") != "sigmoid":
+        raise Unsupported(f"recurrent_activation {cfg.get('recurrent_activation')!r} (nn.{cls} uses sigmoid)")
+    if cls == "GRU":
+        if not cfg.get("reset_after", True):
+            raise Unsupported("GRU reset_after=False (the reset gate comes before the recurrent matmul)")
+        settings.append("reset_after=True: nn.GRU's formula; gates z,r,h reordered to r,z,n")
+    return settings
+
+
+def _rnn_module(cls: str, cfg: dict[str, Any], n_in: int, bidirectional: bool = False) -> str:
+    kwargs: dict[str, Any] = {"batch_first": True}
+    if cls == "SimpleRNN" and cfg.get("activation", "tanh") == "relu":
+        kwargs["nonlinearity"] = lit("relu")
+    if not cfg.get("use_bias", True):
+        kwargs["bias"] = False
+    if bidirectional:
+        kwargs["bidirectional"] = True
+    return call(_RNN_TORCH[cls], n_in, int(cfg["units"]), **kwargs)
+
+
+def _rnn_arrays(cls: str, cfg: dict[str, Any], ws: Weights, suffix: str, attr: str) -> dict:
+    use_bias = cfg.get("use_bias", True)
+    a = expect(ws, ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else []))
+    k, rk = dense_kernel(a["kernel"]), dense_kernel(a["recurrent_kernel"])
+    out = {}
+    if cls == "GRU":
+        k, rk = swap_gates_zr(k), swap_gates_zr(rk)
+    out[f"{attr}.weight_ih_l0{suffix}"] = k
+    out[f"{attr}.weight_hh_l0{suffix}"] = rk
+    if use_bias:
+        b = a["bias"]
+        if cls == "GRU":
+            b2 = b.reshape(2, -1)  # reset_after: [input bias, recurrent bias]
+            out[f"{attr}.bias_ih_l0{suffix}"] = swap_gates_zr(b2[0])
+            out[f"{attr}.bias_hh_l0{suffix}"] = swap_gates_zr(b2[1])
+        else:  # only the sum of the two torch biases matters
+            out[f"{attr}.bias_ih_l0{suffix}"] = b
+            out[f"{attr}.bias_hh_l0{suffix}"] = np.zeros_like(b)
+    return out
+
+
+def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
+    if len(ins) > 1 or tensor_kwargs:
+        raise Unsupported("called with initial_state or a mask")
+    v = ins[0]
+    code = LayerCode(settings=_rnn_check(cls, cfg))
+    n_in, units = v.shape[-1], int(cfg["units"])
+    if n_in is None:
+        raise Unsupported("unknown input features")
+    code.modules.append((ctx.attr, _rnn_module(cls, cfg, n_in)))
+    x = as_keras(v)
+    if cfg.get("go_backwards"):
+        x = f"{x}.flip(1)"
+        code.settings.append("go_backwards: input reversed in time (the output stays in that order)")
+    seq, ret_state = bool(cfg.get("return_sequences")), bool(cfg.get("return_state"))
+    o = ctx.out
+    last = "" if seq else "[:, -1]"
+    out_shape = (v.shape[0], units) if seq else (units,)
+    if not ret_state:
+        code.lines.append(f"{o}, _ = self.{ctx.attr}({x})" if seq else f"{o} = self.{ctx.attr}({x})[0][:, -1]")
+        code.outputs.append(Value(o, out_shape))
+    elif cls == "LSTM":
+        code.lines.append(f"{o}, ({o}_h, {o}_c) = self.{ctx.attr}({x})")
+        code.lines.append(f"{o}, {o}_h, {o}_c = {o}{last}, {o}_h[0], {o}_c[0]")
+        code.outputs += [Value(o, out_shape), Value(f"{o}_h", (units,)), Value(f"{o}_c", (units,))]
+    else:
+        code.lines.append(f"{o}, {o}_h = self.{ctx.attr}({x})")
+        code.lines.append(f"{o}, {o}_h = {o}{last}, {o}_h[0]")
+        code.outputs += [Value(o, out_shape), Value(f"{o}_h", (units,))]
+    code.settings.append(f"return_sequences={seq}, return_state={ret_state}")
+    code.weights = lambda ws: _rnn_arrays(cls, cfg, ws, "", ctx.attr)
+    return code
+
+
+def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
+    if len(ins) > 1 or tensor_kwargs:
+        raise Unsupported("called with initial_state or a mask")
+    inner = cfg.get("layer", {})
+    cls, icfg = inner.get("class_name"), inner.get("config", {})
+    if cls not in _RNN_TORCH:
+        raise Unsupported(f"Bidirectional({cls})")
+    back = cfg.get("backward_layer")
+    if back:
+        bcfg = back.get("config", {})
+        for key in ("units", "activation", "recurrent_activation", "use_bias", "reset_after"):
+            if bcfg.get(key) != icfg.get(key):
+                raise Unsupported(f"backward_layer differs from the forward layer in {key}")
+    if icfg.get("go_backwards") or icfg.get("return_state"):
+        raise Unsupported("Bidirectional with go_backwards or return_state")
+    v = ins[0]
+    code = LayerCode(settings=_rnn_check(cls, icfg))
+    n_in, u = v.shape[-1], int(icfg["units"])
+    if n_in is None:
+        raise Unsupported("unknown input features")
+    code.modules.append((ctx.attr, _rnn_module(cls, icfg, n_in, bidirectional=True)))
+    mode = cfg.get("merge_mode", "concat")
+    seq, o = bool(icfg.get("return_sequences")), ctx.out
+    x = as_keras(v)
+    if seq:
+        code.lines.append(f"{o}, _ = self.{ctx.attr}({x})")
+        fwd, bwd = f"{o}[..., :{u}]", f"{o}[..., {u}:]"
+    else:
+        code.lines.append(
+            f"_, ({o}_h, _) = self.{ctx.attr}({x})" if cls == "LSTM" else f"_, {o}_h = self.{ctx.attr}({x})"
+        )
+        fwd, bwd = f"{o}_h[0]", f"{o}_h[1]"
+    merged = {
+        "concat": None if seq else f"torch.cat([{fwd}, {bwd}], dim=-1)",
+        "sum": f"{fwd} + {bwd}",
+        "mul": f"{fwd} * {bwd}",
+        "ave": f"({fwd} + {bwd}) / 2",
+    }
+    steps = (v.shape[0],) if seq else ()
+    if mode in merged:
+        if merged[mode] is not None:
+            code.lines.append(f"{o} = {merged[mode]}")
+        code.outputs.append(Value(o, (*steps, 2 * u if mode == "concat" else u)))
+    elif mode is None:
+        code.lines.append(f"{o}, {o}_backward = {fwd}, {bwd}")
+        code.outputs += [Value(o, (*steps, u)), Value(f"{o}_backward", (*steps, u))]
+    else:
+        raise Unsupported(f"merge_mode={mode!r}")
+    code.settings.append(f"bidirectional, merge_mode={mode}, return_sequences={seq}")
+
+    def weights(ws: Weights) -> dict:
+        fw = [(p, a) for p, a in ws if "backward" not in p]
+        bw = [(p, a) for p, a in ws if "backward" in p]
+        return {**_rnn_arrays(cls, icfg, fw, "", ctx.attr), **_rnn_arrays(cls, icfg, bw, "_reverse", ctx.attr)}
+
+    code.weights = weights
+    return code
+
+
+def time_distributed(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    inner = cfg.get("layer", {})
+    if inner.get("class_name") != "Dense":
+        raise Unsupported(f"TimeDistributed({inner.get('class_name')}) (only Dense is ported)")
+    code = dense(inner.get("config", {}), ins, ctx)
+    code.settings.insert(0, "TimeDistributed(Dense): nn.Linear applies to the last axis of every step")
+    return code
+
+
+# -- shape-only layers ------------------------------------------------------------------------------
+
+
+def pool(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, kind: str, nd: int) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    code = LayerCode()
+    k = tup(cfg.get("pool_size", 2), nd)
+    s = tup(cfg.get("strides") or k, nd)
+    padding = cfg.get("padding", "valid")
+    sizes = v.shape[:-1]
+    name = "MaxPool" if kind == "max" else "AvgPool"
+    kwargs: dict[str, Any] = {}
+    if s != k:
+        kwargs["stride"] = one(s)
+    cls = f"nn.{name}{nd}d"
+    if padding == "same":
+        answers = None
+        if all(n is not None for n in sizes):
+            ws = [tfpad.conv_window(int(n), kk, ss, 1, "same") for n, kk, ss in zip(sizes, k, s, strict=True)]
+            answers = [tfpad.torch_pool_padding(w) for w in ws]
+            code.settings.append(f"TF SAME pads (before, after) {[(w.pad_before, w.pad_after) for w in ws]}")
+        if answers is not None and all(a is not None for a in answers) and len({a[1] for a in answers}) == 1:
+            p = tuple(a[0] for a in answers)
+            if any(p):
+                kwargs["padding"] = one(p)
+            if answers[0][1]:
+                kwargs["ceil_mode"] = True
+            if kind == "avg" and (any(p) or answers[0][1]):
+                kwargs["count_include_pad"] = False
+            code.settings.append(
+                "padding/ceil_mode give TF's windows exactly" + ("; padded cells not counted" if kind == "avg" else "")
+            )
+        elif nd == 2:
+            cls = f"{name}2dSame"
+            code.imports.add(cls)
+            kwargs = {"stride": one(s)} if s != k else {}
+            code.settings.append(f"TF SAME pooling: ptools.nn.{cls}")
+        else:
+            raise Unsupported("SAME pooling that padding/ceil_mode cannot express")
+    elif padding != "valid":
+        raise Unsupported(f"padding={padding!r}")
+    code.modules.append((ctx.attr, call(cls, one(k), **kwargs)))
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
+    out = tuple(_conv_out(n, kk, ss, 1, padding) for n, kk, ss in zip(sizes, k, s, strict=True))
+    code.outputs.append(Value(ctx.out, (*out, v.shape[-1]), cf=True))
+    return code
+
+
+def global_pool(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, kind: str) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    keep = bool(cfg.get("keepdims", False))
+    dims = cf_axes(v)
+    fn = "mean" if kind == "avg" else "amax"
+    dim = dims[0] if len(dims) == 1 else dims
+    extra = ", keepdim=True" if keep else ""
+    code = LayerCode(lines=[f"{ctx.out} = {v.name}.{fn}(dim={lit(dim)}{extra})"])
+    shape = (*([1] * (v.rank - 2)), v.shape[-1]) if keep else (v.shape[-1],)
+    code.outputs.append(Value(ctx.out, tuple(shape), cf=v.cf and keep))
+    return code
+
+
+def flatten(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    n = math.prod(v.shape) if all(d is not None for d in v.shape) else None
+    code = LayerCode()
+    if v.rank <= 2:
+        code.lines.append(f"{ctx.out} = {v.name}")
+    else:
+        code.lines.append(f"{ctx.out} = torch.flatten({as_keras(v)}, 1)")
+        if v.cf:
+            code.settings.append("flattened in Keras' channels-last order (permute first): Dense rows stay as in TF")
+    code.outputs.append(Value(ctx.out, (n,)))
+    return code
+
+
+def reshape(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    target = [int(d) for d in cfg["target_shape"]]
+    if -1 in target:
+        known = math.prod(d for d in target if d != -1)
+        total = math.prod(v.shape) if all(d is not None for d in v.shape) else None
+        shape: Shape = tuple((total // known if total is not None else None) if d == -1 else d for d in target)
+    else:
+        shape = tuple(target)
+    code = LayerCode(lines=[f"{ctx.out} = {as_keras(v)}.reshape({v.name}.shape[0], {', '.join(map(str, target))})"])
+    code.outputs.append(Value(ctx.out, shape))
+    return code
+
+
+def permute(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    dims = [int(d) for d in cfg["dims"]]
+    code = LayerCode(lines=[f"{ctx.out} = {as_keras(v)}.permute(0, {', '.join(map(str, dims))})"])
+    code.settings.append("axes as in Keras (channels-last order)")
+    code.outputs.append(Value(ctx.out, tuple(v.shape[d - 1] for d in dims)))
+    return code
+
+
+def dropout(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    rate = float(cfg.get("rate", 0.0))
+    code = LayerCode(settings=["identity in eval mode"])
+    if cls.startswith("SpatialDropout"):
+        nd = int(cls[-2])
+        code.modules.append((ctx.attr, call(f"nn.Dropout{nd}d", rate)))
+        code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
+        code.outputs.append(Value(ctx.out, v.shape, cf=v.rank > 2))
+    elif cls == "Dropout":
+        code.modules.append((ctx.attr, call("nn.Dropout", rate)))
+        code.lines.append(f"{ctx.out} = self.{ctx.attr}({v.name})")
+        code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    else:  # GaussianNoise, GaussianDropout, AlphaDropout: training-time noise only
+        code.lines.append(f"{ctx.out} = {v.name}  # {cls}: identity at inference")
+        code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    return code
+
+
+def _pad_pairs(value: Any, nd: int) -> list[tuple[int, int]]:
+    if isinstance(value, int):
+        return [(value, value)] * nd
+    out = []
+    for p in value:
+        out.append((int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1])))
+    if nd == 1 and len(out) == 2 and isinstance(value[0], int):
+        return [(int(value[0]), int(value[1]))]
+    return out
+
+
+def zero_padding(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    pads = _pad_pairs(cfg.get("padding", 1), nd)
+    code = LayerCode()
+    code.modules.append((ctx.attr, _pad_module(nd, pads)))
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
+    sizes = tuple(None if n is None else n + a + b for n, (a, b) in zip(v.shape[:-1], pads, strict=True))
+    code.outputs.append(Value(ctx.out, (*sizes, v.shape[-1]), cf=True))
+    return code
+
+
+def cropping(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
+    _check_channels_last(cfg)
+    v = ins[0]
+    crops = _pad_pairs(cfg.get("cropping", 1), nd)
+    idx = []
+    for a, b in crops:
+        idx.append(f"{a}:-{b}" if b else (f"{a}:" if a else ":"))
+    code = LayerCode(lines=[f"{ctx.out} = {as_cf(v)}[:, :, {', '.join(idx)}]"])
+    sizes = tuple(None if n is None else n - a - b for n, (a, b) in zip(v.shape[:-1], crops, strict=True))
+    code.outputs.append(Value(ctx.out, (*sizes, v.shape[-1]), cf=True))
+    return code
+
+
+def upsampling(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
+    v = ins[0]
+    code = LayerCode()
+    if nd == 1:
+        size = int(cfg.get("size", 2))
+        code.lines.append(f"{ctx.out} = {as_keras(v)}.repeat_interleave({size}, dim=1)")
+        code.outputs.append(Value(ctx.out, (None if v.shape[0] is None else v.shape[0] * size, v.shape[-1])))
+        return code
+    _check_channels_last(cfg)
+    size = tup(cfg.get("size", 2), 2)
+    mode = cfg.get("interpolation", "nearest")
+    kwargs: dict[str, Any] = {"scale_factor": one(tuple(float(s) for s in size)), "mode": lit(mode)}
+    if mode == "bilinear":
+        kwargs["align_corners"] = False
+        code.settings.append("bilinear with half-pixel centres, as TF: align_corners=False")
+    elif mode != "nearest":
+        raise Unsupported(f"UpSampling2D interpolation={mode!r}")
+    code.modules.append((ctx.attr, call("nn.Upsample", **kwargs)))
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
+    sizes = tuple(None if n is None else n * s for n, s in zip(v.shape[:-1], size, strict=True))
+    code.outputs.append(Value(ctx.out, (*sizes, v.shape[-1]), cf=True))
+    return code
+
+
+def _common_layout(ins: list[Value]) -> tuple[list[str], bool]:
+    cf = any(v.cf for v in ins) and all(v.rank > 2 for v in ins)
+    return [as_cf(v) if cf else as_keras(v) for v in ins], cf
+
+
+def merge(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    if len({v.rank for v in ins}) != 1:
+        raise Unsupported("inputs of different ranks")
+    xs, cf = _common_layout(ins)
+    if cls == "Add":
+        expr = " + ".join(xs)
+    elif cls == "Subtract":
+        expr = f"{xs[0]} - {xs[1]}"
+    elif cls == "Multiply":
+        expr = " * ".join(xs)
+    elif cls == "Average":
+        expr = f"({' + '.join(xs)}) / {len(xs)}"
+    else:
+        fn = "torch.maximum" if cls == "Maximum" else "torch.minimum"
+        expr = xs[0]
+        for x in xs[1:]:
+            expr = f"{fn}({expr}, {x})"
+    shape = tuple(
+        max((v.shape[i] for v in ins if v.shape[i] is not None), default=None) for i in range(len(ins[0].shape))
+    )
+    return LayerCode(lines=[f"{ctx.out} = {expr}"], outputs=[Value(ctx.out, shape, cf=cf)])
+
+
+def concatenate(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    if len({v.rank for v in ins}) != 1:
+        raise Unsupported("inputs of different ranks")
+    xs, cf = _common_layout(ins)
+    axis = int(cfg.get("axis", -1))
+    ref = Value("", ins[0].shape, cf)
+    a = keras_axis(axis, ref.rank)
+    dim = torch_axis(axis, ref)
+    code = LayerCode(lines=[f"{ctx.out} = torch.cat([{', '.join(xs)}], dim={dim})"])
+    code.settings.append(f"Keras axis {axis} -> torch dim {dim}")
+    shape = list(ins[0].shape)
+    sizes = [v.shape[a - 1] for v in ins]
+    shape[a - 1] = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+    code.outputs.append(Value(ctx.out, tuple(shape), cf=cf))
+    return code
+
+
+def activation_layer(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    code = LayerCode()
+    x = v.name
+    if cls == "Activation":
+        expr = activation(cfg.get("activation"), x, v, ctx)
+        expr = expr if expr is not None else x
+        code.settings.append(f"activation={cfg.get('activation')}")
+    elif cls == "ReLU":
+        mv, slope, thr = cfg.get("max_value"), float(cfg.get("negative_slope", 0.0)), float(cfg.get("threshold", 0.0))
+        if thr != 0.0 or (slope != 0.0 and mv is not None):
+            raise Unsupported("ReLU with threshold, or with both max_value and negative_slope")
+        if slope:
+            expr = f"F.leaky_relu({x}, {lit(slope)})"
+        elif mv is None:
+            expr = f"torch.relu({x})"
+        elif float(mv) == 6.0:
+            expr = f"F.relu6({x})"
+        else:
+            expr = f"torch.clamp({x}, 0.0, {lit(float(mv))})"
+        code.settings.append(f"max_value={mv}, negative_slope={slope:g}")
+    elif cls == "LeakyReLU":
+        slope = f32(float(cfg.get("negative_slope", cfg.get("alpha", 0.3))))
+        expr = f"F.leaky_relu({x}, {lit(slope)})"
+        code.settings.append(f"negative_slope={slope!r}")
+    elif cls == "ELU":
+        alpha = f32(float(cfg.get("alpha", 1.0)))
+        expr = f"F.elu({x})" if alpha == 1.0 else f"F.elu({x}, {lit(alpha)})"
+    elif cls == "Softmax":
+        axis = cfg.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if not isinstance(axis, int):
+            raise Unsupported(f"Softmax over axes {axis}")
+        expr = f"torch.softmax({x}, dim={torch_axis(axis, v)})"
+        code.settings.append(f"Keras axis {axis} -> torch dim {torch_axis(axis, v)}")
+    else:
+        raise Unsupported(cls)
+    code.lines.append(f"{ctx.out} = {expr}")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    return code
+
+
+def rescaling(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    v = ins[0]
+    scale, offset = cfg.get("scale", 1.0), cfg.get("offset", 0.0)
+    if not isinstance(scale, (int, float)) or not isinstance(offset, (int, float)):
+        raise Unsupported("per-channel scale/offset lists")
+    expr = f"{v.name} * {lit(float(scale))}"
+    if offset:
+        expr += f" + {lit(float(offset))}" if offset > 0 else f" - {lit(-float(offset))}"
+    code = LayerCode(lines=[f"{ctx.out} = {expr}"], settings=[f"x * {scale!r} + {offset!r}"])
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    return code
+
+
+def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
+    """The code for one call of a Keras layer; raises Unsupported when it has no exact torch form here."""
+    if cls in ("Conv1D", "Conv2D", "Conv3D"):
+        return conv(cfg, ins, ctx, int(cls[4]))
+    if cls == "Conv2DTranspose":
+        return conv_transpose(cfg, ins, ctx)
+    if cls == "DepthwiseConv2D":
+        return depthwise(cfg, ins, ctx)
+    if cls == "SeparableConv2D":
+        return separable(cfg, ins, ctx)
+    if cls == "Dense":
+        return dense(cfg, ins, ctx)
+    if cls == "BatchNormalization":
+        return batchnorm(cfg, ins, ctx)
+    if cls == "LayerNormalization":
+        return layernorm(cfg, ins, ctx)
+    if cls == "Embedding":
+        return embedding(cfg, ins, ctx)
+    if cls in _RNN_TORCH:
+        return rnn(cls, cfg, ins, ctx, tensor_kwargs)
+    if cls == "Bidirectional":
+        return bidirectional(cfg, ins, ctx, tensor_kwargs)
+    if cls == "TimeDistributed":
+        return time_distributed(cfg, ins, ctx)
+    if cls in ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"):
+        return pool(cfg, ins, ctx, "max" if cls.startswith("Max") else "avg", int(cls[-2]))
+    if cls in ("MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D"):
+        return pool(cfg, ins, ctx, "max" if cls.startswith("Max") else "avg", int(cls[-2]))
+    if cls.startswith(("GlobalAveragePooling", "GlobalMaxPooling", "GlobalAvgPool", "GlobalMaxPool")):
+        return global_pool(cfg, ins, ctx, "max" if "Max" in cls else "avg")
+    if cls == "Flatten":
+        return flatten(cfg, ins, ctx)
+    if cls == "Reshape":
+        return reshape(cfg, ins, ctx)
+    if cls == "Permute":
+        return permute(cfg, ins, ctx)
+    if cls in (
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+    ):
+        return dropout(cls, cfg, ins, ctx)
+    if cls in ("ZeroPadding1D", "ZeroPadding2D"):
+        return zero_padding(cfg, ins, ctx, int(cls[-2]))
+    if cls in ("Cropping1D", "Cropping2D"):
+        return cropping(cfg, ins, ctx, int(cls[-2]))
+    if cls in ("UpSampling1D", "UpSampling2D"):
+        return upsampling(cfg, ins, ctx, int(cls[-2]))
+    if cls in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
+        return merge(cls, cfg, ins, ctx)
+    if cls == "Concatenate":
+        return concatenate(cfg, ins, ctx)
+    if cls in ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax"):
+        return activation_layer(cls, cfg, ins, ctx)
+    if cls == "Rescaling":
+        return rescaling(cfg, ins, ctx)
+    raise Unsupported(f"no PyTorch port for Keras layer class {cls}")
+
+
+SUPPORTED = frozenset(
+    {
+        *("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Dense"),
+        *("BatchNormalization", "LayerNormalization", "Embedding", *_RNN_TORCH, "Bidirectional", "TimeDistributed"),
+        *("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"),
+        *("MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D"),
+        *(f"Global{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3)),
+        *(f"Global{k}Pool{n}D" for k in ("Avg", "Max") for n in (1, 2, 3)),
+        *("Flatten", "Reshape", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"),
+        *("GaussianNoise", "GaussianDropout", "AlphaDropout", "ZeroPadding1D", "ZeroPadding2D"),
+        *("Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D"),
+        *("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"),
+        *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling"),
+    }
+)
