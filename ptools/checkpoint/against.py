@@ -132,6 +132,35 @@ def _transforms(found: list[str], expected: list[str]) -> list[tuple[str, Callab
     return out
 
 
+def count_by_model(model: Any, selection: Selection, expected: list[str]) -> dict[str, Any]:
+    """The file's values split as the model splits them: parameters, buffers, and keys the model lacks.
+
+    Exact where the guess of `inspect` is not: the model's own `named_parameters()`/`named_buffers()`
+    decide. Keys are matched as they are, or after the key fix that matches the most of them.
+    """
+    from ptools.checkpoint.summary import totals
+
+    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    found = list(selection.infos)
+    best: Callable[[str], str] = lambda k: k  # noqa: E731
+    best_hits = sum(k in params or k in buffers for k in found)
+    for _label, fn in _transforms(found, expected):
+        hits = sum(fn(k) in params or fn(k) in buffers for k in found)
+        if hits > best_hits:
+            best, best_hits = fn, hits
+    as_buffer = {k for k in found if best(k) in buffers}
+    known = [i for k, i in selection.infos.items() if best(k) in params or best(k) in buffers]
+    t = totals(known, as_buffer)
+    other = [k for k in found if best(k) not in params and best(k) not in buffers]
+    return {
+        "params": t["params"],
+        "buffers": t["buffers"],
+        "buffer_tensors": t["buffer_tensors"],
+        "not_in_model": len(other),
+    }
+
+
 def check_against(reader: CheckpointReader, selection: Selection, spec: str, model: Any = None) -> dict[str, Any]:
     """Missing / unexpected / shape-mismatched keys as strict loading sees them, and fixes that would help."""
     model = model if model is not None else build_model(spec)
@@ -169,6 +198,7 @@ def check_against(reader: CheckpointReader, selection: Selection, spec: str, mod
         fixes.sort(key=lambda f: f["problems_after"])
     return {
         "spec": spec,
+        "counts": count_by_model(model, selection, list(expected)),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model_keys": len(expected),
         "file_keys": len(found),

@@ -43,7 +43,11 @@ def numeric(dtype: str) -> bool:
 
 
 def tensor_stats(reader: CheckpointReader, key: str) -> dict[str, Any]:
-    """min/max/mean/std (population) over finite values, and NaN/Inf counts."""
+    """min/max/mean/std over finite values, and NaN/Inf counts.
+
+    std is the sample standard deviation (divided by n - 1), what `tensor.std()` gives in torch (and
+    `np.std(ddof=1)`), so the numbers match what people check them against; None for a single value.
+    """
     import numpy as np
 
     raw, dtype = reader.read_raw(key)
@@ -79,7 +83,8 @@ def _stats(raw: np.ndarray, dtype: str) -> dict[str, Any]:
         count = total
     if not count:
         return {"min": None, "max": None, "mean": None, "std": None, "nan": nan, "inf": inf}
-    return {"min": lo, "max": hi, "mean": mean, "std": math.sqrt(m2 / count), "nan": nan, "inf": inf}
+    std = math.sqrt(m2 / (count - 1)) if count > 1 else None  # Bessel's correction, as torch.std
+    return {"min": lo, "max": hi, "mean": mean, "std": std, "nan": nan, "inf": inf}
 
 
 def value_diff(a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str) -> dict[str, Any]:

@@ -26,6 +26,23 @@ _SEPARATORS = re.compile(r"([./])")
 WEIGHT_ROLE = "weight"
 UNTAGGED_ROLE = "untagged"  # no role in a file whose reader tags roles: format metadata (TF object graph)
 _ROLE_ORDER = ("slot", "optimizer", "counter", "ema")
+# Last name segments that are buffers (state, not trained) wherever they appear: batch-norm running
+# statistics and counters (torch and Keras names), transformer position tables, spectral-norm vectors
+# (torch.nn.utils.parametrizations: `parametrizations.weight.0._u`).
+BUFFER_NAMES = frozenset(
+    {
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+        "moving_mean",
+        "moving_variance",
+        "position_ids",
+        "relative_position_index",
+        "_u",
+        "_v",
+    }
+)
+_TF_SUFFIX = re.compile(r"(/\.ATTRIBUTES/VARIABLE_VALUE|/\.OPTIMIZER_SLOT/.*)$")
 _NOT_MODEL = re.compile(r"(^|\.)(optim\w*|optimizer_states?|lr_schedulers?|schedulers?|scaler|grad_scaler)(\.|$)")
 
 
@@ -231,7 +248,7 @@ def training_state(infos: list[TensorInfo]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "role": role,
             "tensors": t["tensors"],
-            "params": t["params"],
+            "params": t["params"] + t["buffers"],  # values of training state: no parameter/buffer split
             "bytes": t["bytes"],
             "names": [name_of(m) for m in members],
         }
@@ -263,25 +280,75 @@ def wrapper_prefixes(keys: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def totals(infos: list[TensorInfo]) -> dict[str, Any]:
-    """Counts per dtype; tied views counted once in params and bytes."""
+def _last_name(info: TensorInfo) -> str:
+    name = _TF_SUFFIX.sub("", name_of(info))
+    return _SEPARATORS.split(name)[-1]
+
+
+def buffer_keys(infos: list[TensorInfo]) -> set[str]:
+    """Keys of the tensors that are buffers, not parameters.
+
+    A file does not say which is which; `extra["buffer"]` does where a model told us (`--against`).
+    Otherwise: integer and bool tensors (a parameter is floating point), the known buffer names, and the
+    `weight_u`/`weight_v` vectors next to a `weight_orig` (torch.nn.utils.spectral_norm).
+    """
+    keys = {info.key for info in infos}
+    out: set[str] = set()
+    for info in infos:
+        known = info.extra.get("buffer")
+        if known is not None:
+            if known:
+                out.add(info.key)
+            continue
+        last = _last_name(info)
+        if (
+            not info.dtype.startswith(("float", "bfloat", "complex"))
+            or last in BUFFER_NAMES
+            or (last.endswith(("_u", "_v")) and info.key[:-2] + "_orig" in keys)
+        ):
+            out.add(info.key)
+    return out
+
+
+def totals(infos: list[TensorInfo], buffers: set[str] | None = None) -> dict[str, Any]:
+    """Counts per dtype; tied views counted once in values and bytes.
+
+    `params` counts parameter values and `buffers` buffer values (running statistics, counters...), as
+    `sum(p.numel() for p in model.parameters())` and `model.buffers()` would; `buffers` is the set of
+    buffer keys (`buffer_keys` by default).
+    """
+    if buffers is None:
+        buffers = buffer_keys(infos)
     seen: set[Any] = set()
     per: dict[str, dict[str, int]] = {}
-    tensors = params = nbytes = 0
+    tensors = params = buffer_values = buffer_tensors = nbytes = 0
     for info in infos:
         vid = view_id(info)
         dup = vid is not None and vid in seen
         if vid is not None:
             seen.add(vid)
-        row = per.setdefault(info.dtype, {"tensors": 0, "params": 0, "bytes": 0})
+        row = per.setdefault(info.dtype, {"tensors": 0, "params": 0, "buffers": 0, "bytes": 0})
         row["tensors"] += 1
         tensors += 1
+        is_buffer = info.key in buffers
+        buffer_tensors += is_buffer
         if not dup:
-            row["params"] += info.numel
+            if is_buffer:
+                row["buffers"] += info.numel
+                buffer_values += info.numel
+            else:
+                row["params"] += info.numel
+                params += info.numel
             row["bytes"] += info.nbytes
-            params += info.numel
             nbytes += info.nbytes
-    return {"tensors": tensors, "params": params, "bytes": nbytes, "by_dtype": per}
+    return {
+        "tensors": tensors,
+        "params": params,
+        "buffers": buffer_values,
+        "buffer_tensors": buffer_tensors,
+        "bytes": nbytes,
+        "by_dtype": per,
+    }
 
 
 def shared_storages(infos: list[TensorInfo]) -> list[dict[str, Any]]:
@@ -325,7 +392,7 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
                 part, {"name": part, "path": "".join(tokens[: i + 1]), "children": {}, "infos": []}
             )
         node["tensor"] = info
-    _aggregate(root)
+    _aggregate(root, buffer_keys(infos))
 
     def render(node: dict[str, Any], level: int) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -333,6 +400,7 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
             "path": node["path"],
             "tensors": node["tensors"],
             "params": node["params"],
+            "buffers": node["buffers"],
             "bytes": node["bytes"],
             "dtypes": node["dtypes"],
         }
@@ -351,14 +419,16 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
     return render(root, 0)
 
 
-def _aggregate(node: dict[str, Any], seen: set[Any] | None = None) -> list[TensorInfo]:
+def _aggregate(node: dict[str, Any], buffers: set[str]) -> list[TensorInfo]:
     infos: list[TensorInfo] = []
     if "tensor" in node:
         infos.append(node["tensor"])
     for child in node["children"].values():
-        infos.extend(_aggregate(child))
-    t = totals(infos)
-    node.update(tensors=t["tensors"], params=t["params"], bytes=t["bytes"], dtypes=sorted(t["by_dtype"]))
+        infos.extend(_aggregate(child, buffers))
+    t = totals(infos, buffers)
+    node.update(
+        tensors=t["tensors"], params=t["params"], buffers=t["buffers"], bytes=t["bytes"], dtypes=sorted(t["by_dtype"])
+    )
     return infos
 
 
@@ -388,7 +458,8 @@ def describe(value: Any, limit: int = 80) -> str:
         return f"tensor {value.dtype} {list(value.shape)}"
     if _is_state_dict(value):
         t = totals(list(value.values()))
-        return f"state_dict: {t['tensors']} tensors, {t['params']:,} params"
+        buffers = f" + {t['buffers']:,} buffer values" if t["buffers"] else ""
+        return f"state_dict: {t['tensors']} tensors, {t['params']:,} params{buffers}"
     if isinstance(value, dict) and value.get("__loaded__") is False:
         return f"{value.get('__class__')}(...): not loaded (global outside the allow-list)"
     if isinstance(value, dict):

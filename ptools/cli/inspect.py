@@ -18,7 +18,21 @@ HELP = (
     "when --diff finds differences or --against finds key problems."
 )
 
-_NUMERIC_COLUMNS = {"tensors", "params", "bytes", "numel", "min", "max", "mean", "std", "nan", "inf", "uses"}
+_NUMERIC_COLUMNS = {
+    "tensors",
+    "params",
+    "buffers",
+    "values",
+    "bytes",
+    "numel",
+    "min",
+    "max",
+    "mean",
+    "std",
+    "nan",
+    "inf",
+    "uses",
+}
 _NUMERIC_COLUMNS |= {"max abs diff", "differing values"}
 _MAX_ROWS = 60  # rows per list in human output; --json always has everything
 
@@ -343,14 +357,16 @@ def _render_summary(p: dict[str, Any]) -> None:
         )
     by_names = p.get("tree_by", "keys") != "keys"
     title = f"\nModules (depth {p['depth']}" + (f"; {p['tree_by']})" if by_names else ")")
-    table = _table("module", "tensors", "params", "bytes", "dtypes", "shape", title=title)
+    buffers = bool(p["totals"].get("buffers"))  # the column only where there are buffers
+    counts = ("params", "buffers") if buffers else ("params",)
+    table = _table("module", "tensors", *counts, "bytes", "dtypes", "shape", title=title)
     rows = list(_walk_tree(p["tree"])) or [({**p["tree"], "name": "(all)"}, 1)]  # --depth 0: one row
     for node, level in rows:
         name = "  " * (level - 1) + node["name"] + ("/" if node.get("collapsed") else "")
         table.add_row(
             name,
             str(node["tensors"]),
-            human_count(node["params"]),
+            *(human_count(node.get(c, 0)) for c in counts),
             human_bytes(node["bytes"]),
             ",".join(node["dtypes"]),
             "×".join(map(str, node["shape"])) if "shape" in node else "",
@@ -361,7 +377,7 @@ def _render_summary(p: dict[str, Any]) -> None:
     )
     state = [r for r in p.get("training_state", []) if r["role"] != "untagged"]  # untagged: in the header
     if state:
-        table = _table("state", "tensors", "params", "bytes", "names", title="\nTraining state (not counted above)")
+        table = _table("state", "tensors", "values", "bytes", "names", title="\nTraining state (not counted above)")
         for row in state:
             table.add_row(
                 _ROLE_LABELS.get(row["role"], row["role"]),
@@ -374,7 +390,8 @@ def _render_summary(p: dict[str, Any]) -> None:
     if p["selection"]["path"] or p["file_totals"]["tensors"] != p["totals"]["tensors"]:
         t = p["file_totals"]
         console.print(
-            f"whole file: {t['tensors']} tensors, {human_count(t['params'])} values, {human_bytes(t['bytes'])}",
+            f"whole file: {t['tensors']} tensors, {human_count(t['params'] + t.get('buffers', 0))} values, "
+            f"{human_bytes(t['bytes'])}",
             highlight=False,
             soft_wrap=True,
         )
@@ -424,6 +441,7 @@ def _fold(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "name": f"{rest[0]['name']}…{rest[-1]['name']} ({len(rest)} more like {children[0]['name']})",
         "tensors": sum(c["tensors"] for c in rest),
         "params": sum(c["params"] for c in rest),
+        "buffers": sum(c.get("buffers", 0) for c in rest),
         "bytes": sum(c["bytes"] for c in rest),
         "dtypes": sorted({d for c in rest for d in c["dtypes"]}),
     }
@@ -431,11 +449,21 @@ def _fold(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _render_totals(t: dict[str, Any], title: str) -> None:
-    table = _table("dtype", "tensors", "params", "bytes", title=f"\n{title}")
+    counts = ("params", "buffers") if t.get("buffers") else ("params",)
+    table = _table("dtype", "tensors", *counts, "bytes", title=f"\n{title}")
     for dtype, row in sorted(t["by_dtype"].items(), key=lambda kv: -kv[1]["bytes"]):
-        table.add_row(dtype, str(row["tensors"]), human_count(row["params"]), human_bytes(row["bytes"]))
-    table.add_row("[bold]total[/bold]", str(t["tensors"]), human_count(t["params"]), human_bytes(t["bytes"]))
+        cells = (human_count(row.get(c, 0)) for c in counts)
+        table.add_row(dtype, str(row["tensors"]), *cells, human_bytes(row["bytes"]))
+    cells = (human_count(t.get(c, 0)) for c in counts)
+    table.add_row("[bold]total[/bold]", str(t["tensors"]), *cells, human_bytes(t["bytes"]))
     _print_table(table)
+    if t.get("buffers"):
+        _console().print(
+            f"{t['params']:,} parameters; {t['buffers']:,} values in {t['buffer_tensors']} buffers "
+            f"({t.get('buffers_by', 'by name and dtype: running statistics, counters')}), not trained",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _fmt(v: Any) -> str:
@@ -560,6 +588,15 @@ def _render_against(p: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    c = r.get("counts")
+    if c:
+        extra = f"; {c['not_in_model']} keys the model does not have" if c["not_in_model"] else ""
+        console.print(
+            f"file values as the model names them: {c['params']:,} parameters, {c['buffers']:,} in "
+            f"{c['buffer_tensors']} buffers{extra}",
+            highlight=False,
+            soft_wrap=True,
+        )
     _print_key_list(console, "missing in the file", r["missing"])
     _print_key_list(console, "unexpected in the file", r["unexpected"])
     if r["shape_mismatch"]:

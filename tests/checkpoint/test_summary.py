@@ -112,8 +112,49 @@ def test_stats_match_numpy_with_nan_and_inf(tmp_path):
     with open_checkpoint(path) as reader:
         s = tensor_stats(reader, "t")
     assert (s["nan"], s["inf"]) == (1, 1)
-    assert s["mean"] == pytest.approx(finite.mean()) and s["std"] == pytest.approx(finite.std())
+    assert s["mean"] == pytest.approx(finite.mean())
+    # The sample std (n - 1), as torch's .std() gives it: population std would differ in the 4th digit.
+    assert s["std"] == pytest.approx(torch.from_numpy(finite).std().item(), rel=1e-12)
+    assert s["std"] != pytest.approx(finite.std(), rel=1e-6)
     assert s["min"] == finite.min() and s["max"] == finite.max()
+
+
+def test_std_of_a_single_value_is_none(tmp_path):
+    path = tmp_path / "one.pt"
+    torch.save({"t": torch.tensor([2.5])}, path)
+    with open_checkpoint(path) as reader:
+        s = tensor_stats(reader, "t")
+    assert s["mean"] == 2.5 and s["std"] is None
+
+
+def test_buffer_keys_by_name_dtype_and_spectral_norm():
+    def info(key, dtype="float32", shape=(4,)):
+        return sm.TensorInfo(key, dtype, shape, 16)
+
+    infos = [
+        info("bn.weight"),
+        info("bn.running_mean"),
+        info("bn.num_batches_tracked", "int64", ()),
+        info("conv.weight_orig"),
+        info("conv.weight_u"),
+        info("conv.weight_v"),
+        info("other.weight_u"),  # no weight_orig next to it: a parameter that happens to end in _u
+        info("sn.parametrizations.weight.original"),
+        info("sn.parametrizations.weight.0._u"),
+        info("bert.embeddings.position_ids", "int64", (1, 4)),
+        info("dense/moving_variance/.ATTRIBUTES/VARIABLE_VALUE"),
+    ]
+    assert sm.buffer_keys(infos) == {
+        "bn.running_mean",
+        "bn.num_batches_tracked",
+        "conv.weight_u",
+        "conv.weight_v",
+        "sn.parametrizations.weight.0._u",
+        "bert.embeddings.position_ids",
+        "dense/moving_variance/.ATTRIBUTES/VARIABLE_VALUE",
+    }
+    t = sm.totals(infos)
+    assert (t["params"], t["buffers"], t["buffer_tensors"]) == (4 * 4, 4 + 1 + 4 + 4 + 4 + 4 + 4, 7)
 
 
 def test_stats_chunking_gives_the_same_answer(tmp_path, monkeypatch):

@@ -35,7 +35,12 @@ def test_tree_and_totals_hold_the_weights_by_name(name: str) -> None:
     # the checkpoint key stays findable (given where it differs from the name)
     assert {leaf.get("key", leaf["path"]) for leaf in leaves} == {v.key for v in weights}
     assert report["totals"]["tensors"] == len(weights)
-    assert report["totals"]["params"] == sum(sm.TensorInfo(v.key, v.dtype, v.shape, 0).numel for v in weights)
+    numel = {v.name: sm.TensorInfo(v.key, v.dtype, v.shape, 0).numel for v in weights}
+    t = report["totals"]
+    assert t["params"] + t["buffers"] == sum(numel.values())
+    # Batch-norm moving statistics are buffers in PyTorch terms: counted apart from the parameters.
+    moving = [n for n in numel if n.rsplit("/", 1)[-1] in ("moving_mean", "moving_variance")]
+    assert t["buffers"] == sum(numel[n] for n in moving) and t["buffer_tensors"] == len(moving)
     state = {row["role"]: row for row in report["training_state"]}
     assert "weight" not in state
     for role in ("slot", "counter", "optimizer"):

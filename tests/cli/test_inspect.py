@@ -47,7 +47,9 @@ def test_default_summary_human_and_json(runner, nested):
     assert doc["selection"]["path"] == "model"
     sd = TinyNet().state_dict()
     assert doc["totals"]["tensors"] == len(sd)
-    assert doc["totals"]["params"] == sum(v.numel() for v in sd.values())
+    model = TinyNet()
+    assert doc["totals"]["params"] == sum(p.numel() for p in model.parameters())
+    assert doc["totals"]["buffers"] == sum(b.numel() for b in model.buffers())
     assert {c["name"] for c in doc["tree"]["children"]} == {"features", "head"}
     assert all(c.get("collapsed") for c in doc["tree"]["children"])
     assert doc["security"]["grade"] == "safe"
@@ -246,3 +248,61 @@ def test_damaged_files_are_one_line_errors(runner, tmp_path, variant):
     assert "internal error" not in lines[0]
     doc = json.loads(result.stdout)  # --json: the error as a document too, naming the file
     assert doc["schema"] == "ptools.error/1" and doc["file"] == str(path) and doc["exit_code"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_params_and_buffers_are_counted_apart_like_torchvision(runner, tmp_path, fmt):
+    """resnet18: 11,689,512 parameters (torchinfo, the paper); the 9,620 running-stat values are buffers."""
+    import torchvision
+
+    model = torchvision.models.resnet18()
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / f"r18.{fmt}"
+    if fmt == "pt":
+        torch.save(sd, path)
+    else:
+        save_file(sd, str(path))
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    assert params == 11_689_512
+    doc = _json(runner.invoke(app, ["inspect", str(path), "--json", "--depth", "1"]))
+    t = doc["totals"]
+    assert (t["params"], t["buffers"], t["buffer_tensors"]) == (params, buffers, len(list(model.buffers())))
+    bn1 = next(c for c in doc["tree"]["children"] if c["name"] == "bn1")
+    assert (bn1["params"], bn1["buffers"]) == (2 * 64, 2 * 64 + 1)
+    human = runner.invoke(app, ["inspect", str(path)]).stdout
+    assert "11,689,512 parameters" in human and "buffers" in human
+    against = _json(runner.invoke(app, ["inspect", str(path), "--against", "torchvision:resnet18", "--json"]))
+    counts = against["against"]["counts"]
+    assert (counts["params"], counts["buffers"], counts["not_in_model"]) == (params, buffers, 0)
+
+
+def test_against_counts_by_the_model_even_for_unknown_buffer_names(runner, tmp_path):
+    class WithBuffer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("scale_table", torch.ones(5))  # a float buffer no name rule knows
+
+    path = tmp_path / "m.pt"
+    torch.save(WithBuffer().state_dict(), path)
+    module = tmp_path / "withbuf.py"
+    module.write_text(
+        "import torch\n"
+        "class WithBuffer(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(2, 2)\n"
+        "        self.register_buffer('scale_table', torch.ones(5))\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        doc = _json(runner.invoke(app, ["inspect", str(path), "--against", "withbuf:WithBuffer", "--json"]))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("withbuf", None)
+    assert doc["against"]["counts"]["params"] == 6 and doc["against"]["counts"]["buffers"] == 5
+    guessed = _json(runner.invoke(app, ["inspect", str(path), "--json"]))["totals"]
+    assert guessed["params"] == 11  # without a model, an unknown float buffer reads as a parameter
