@@ -134,6 +134,9 @@ def open_checkpoint(path: str | Path) -> CheckpointReader:
     if not path.exists() and not _has_sibling_bundle(path):
         raise PtoolsError(f"{path}: no such file")
     head = b""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # Opening a FIFO for reading blocks until a writer comes; a device may never end.
+        raise PtoolsError(f"{path}: not a regular file (a FIFO, socket or device), not a checkpoint")
     if path.is_file():
         try:
             with open(path, "rb") as f:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.errors import PtoolsError
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# config.json / metadata.json / the model_config attribute: a ResNet-152 config is ~0.5 MB. Larger ones
+# are refused before they are inflated or parsed (a zip member can claim any size, and expand 1000x).
+MAX_CONFIG_BYTES = 16 << 20
+MIB = 1 << 20
 
 # Variables in `_trainable_variables + _non_trainable_variables` order (Layer.save_own_variables).
 _CONV = ["kernel", "bias"]
@@ -222,12 +227,14 @@ class KerasReader(CheckpointReader):
                     hint = "saved with weights_format='npz'?" if "model.weights.npz" in names else None
                     raise PtoolsError(f"{path}: .keras archive without model.weights.h5", hint=hint)
                 if "config.json" in names:
-                    self.model_config = json.loads(self._zip.read("config.json"))
+                    self.model_config = _parse_config(path, "config.json", _read_small(path, self._zip, "config.json"))
                 if "metadata.json" in names:
-                    self.keras_version = json.loads(self._zip.read("metadata.json")).get("keras_version")
+                    meta = _parse_config(path, "metadata.json", _read_small(path, self._zip, "metadata.json"))
+                    version = meta.get("keras_version") if isinstance(meta, dict) else None
+                    self.keras_version = version if isinstance(version, str) else None
+                weights = _weights_member(path, self._zip)  # size checked before anything is inflated
                 _check_member_crc(path, self._zip, "model.weights.h5")
-                # h5py reads from a seekable file object; Keras stores members uncompressed, so no temp file.
-                self._h5 = h5py.File(self._zip.open("model.weights.h5"), "r")
+                self._h5 = h5py.File(weights, "r")
                 self.format = "keras-v3"
             elif _is_shard_index(path):
                 self._h5 = _open_shards(path, h5py)
@@ -237,24 +244,36 @@ class KerasReader(CheckpointReader):
         except PtoolsError:
             self.close()
             raise
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        except MemoryError:
             self.close()
-            raise PtoolsError(f"{path}: corrupt or unreadable Keras file ({e})") from None
+            raise
+        except Exception as e:  # noqa: BLE001 - h5py raises RuntimeError, KeyError, ... on damaged files
+            self.close()
+            raise PtoolsError(f"{path}: corrupt or unreadable Keras file ({oneline(e)})") from None
+        self._file_size = _file_size(path)
         self._datasets: dict[str, Any] = {}  # key -> h5py dataset
         self._infos: list[TensorInfo] = []
         self._layers: list[KerasLayer] = []
         try:
             self._index()
-        except (OSError, ValueError, KeyError) as e:
+        except PtoolsError:
             self.close()
-            raise PtoolsError(f"{path}: corrupt Keras file ({type(e).__name__}: {e})") from None
+            raise
+        except MemoryError:
+            self.close()
+            raise
+        except Exception as e:  # noqa: BLE001 - damaged HDF5 metadata surfaces as any h5py/json/type error
+            self.close()
+            raise PtoolsError(f"{path}: corrupt Keras file ({oneline(e)})") from None
 
     # -- indexing ---------------------------------------------------------------------------------
     def _index(self) -> None:
         f = self._h5
         if self.model_config is None and "model_config" in f.attrs:
             raw = f.attrs["model_config"]
-            self.model_config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            self.model_config = _parse_config(
+                self.path, "model_config", raw if isinstance(raw, bytes) else str(raw).encode()
+            )
         if self.keras_version is None and "keras_version" in f.attrs:
             kv = f.attrs["keras_version"]
             self.keras_version = kv.decode() if isinstance(kv, bytes) else str(kv)
@@ -426,13 +445,32 @@ class KerasReader(CheckpointReader):
         if key not in self._datasets:
             raise PtoolsError(f"{self.path}: no tensor {key!r}")
         ds = self._datasets[key]
+        self._check_size(key, ds)
         try:
             arr = np.asarray(ds[()])
-        except (OSError, ValueError) as e:
-            raise PtoolsError(f"{self.path}: cannot read {key} ({e})") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - h5py raises RuntimeError, OSError, ... on damaged data
+            raise PtoolsError(f"{self.path}: cannot read {key} ({oneline(e)})") from None
         if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
             return arr.view(np.uint16), "bfloat16"
         return arr, str(arr.dtype)
+
+    def _check_size(self, key: str, ds: Any) -> None:
+        """Refuse, before reading, a dataset the file cannot really hold: HDF5 can declare any shape and
+        leave it unwritten (reads then return fill values, all of them allocated)."""
+        try:
+            declared = int(ds.dtype.itemsize) * int(ds.size)
+            stored = int(ds.id.get_storage_size())
+            filtered = bool(ds.compression) or ds.dtype.kind == "O"
+        except Exception as e:  # noqa: BLE001
+            raise PtoolsError(f"{self.path}: cannot read {key} ({oneline(e)})") from None
+        budget = max(4 * self._file_size, 512 * MIB)
+        if declared > budget or (not filtered and stored < declared):
+            raise PtoolsError(
+                f"{self.path}: tensor {key} declares {declared} bytes ({list(ds.shape)} {ds.dtype}) but the file "
+                f"stores {stored} of them (never written, or a corrupt shape)"
+            )
 
     def read(self, key: str) -> np.ndarray:
         """Values numpy computes with: bfloat16 widened to float32 (exact)."""
@@ -452,6 +490,58 @@ class KerasReader(CheckpointReader):
                 pass
         if self._zip is not None:
             self._zip.close()
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_small(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
+    """A JSON member, read no further than MAX_CONFIG_BYTES whatever its header claims (deflate bombs)."""
+    with zf.open(name) as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise PtoolsError(f"{path}: {name} is larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a Keras config")
+    return data
+
+
+def _parse_config(path: Path, name: str, raw: bytes) -> Any:
+    """JSON of a Keras config: one line naming the file for invalid, too deep or oversized text."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise PtoolsError(f"{path}: {name} is larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a Keras config")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise PtoolsError(f"{path}: {name} is not valid JSON ({oneline(e)})") from None
+    if name != "metadata.json" and not isinstance(value, dict):
+        raise PtoolsError(f"{path}: {name} is not a Keras model config (a JSON {type(value).__name__}, not an object)")
+    return value
+
+
+def _weights_member(path: Path, zf: zipfile.ZipFile) -> Any:
+    """model.weights.h5 as a seekable file. Keras stores it uncompressed: zipfile seeks in it for free.
+
+    A re-zipped (deflated) member would be inflated again from its start on every backward seek h5py
+    makes; it is read into memory instead, if its size fits the memory every command promises."""
+    import io
+
+    info = zf.getinfo("model.weights.h5")
+    if info.compress_type == zipfile.ZIP_STORED:
+        return zf.open(info)
+    limit = max(4 * _file_size(path), 512 * MIB)
+    if info.file_size > limit:
+        raise PtoolsError(
+            f"{path}: model.weights.h5 is compressed and claims {info.file_size} bytes, more than this file "
+            "could hold (a zip bomb?)"
+        )
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise PtoolsError(f"{path}: model.weights.h5 inflates past {limit} bytes (a zip bomb?)")
+    return io.BytesIO(data)
 
 
 def _check_member_crc(path: Path, zf: zipfile.ZipFile, name: str) -> None:

@@ -1,7 +1,9 @@
 """Per-tensor statistics and value differences, computed chunk by chunk over memory-mapped data.
 
 A chunk is converted to float64 on its own (bfloat16/float8 decoded there), so memory stays bounded by
-the chunk size whatever the tensor's size.
+the chunk size whatever the tensor's size. Work is bounded by the bytes really stored: a view that
+repeats values (stride 0, as `expand` saves it) is reduced to the values it repeats, and a view whose
+elements overlap otherwise is not walked at all (2**34 elements can sit on one stored float).
 """
 
 from __future__ import annotations
@@ -38,6 +40,36 @@ def _chunks(raw: np.ndarray, dtype: str, chunk: int = CHUNK) -> Iterator[np.ndar
         yield np.asarray(decode(np.ascontiguousarray(raw[start : start + rows]), dtype), dtype=np.float64).reshape(-1)
 
 
+def _stored_items(raw: np.ndarray) -> int:
+    """Elements of storage the view spans (what the file holds for it), from its strides."""
+    if raw.size == 0:
+        return 0
+    span = sum((d - 1) * abs(s) for d, s in zip(raw.shape, raw.strides, strict=True))
+    return span // max(1, raw.itemsize) + 1
+
+
+def _without_repeats(raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """The view with its stride-0 axes cut to length 1, and how many times each value was repeated."""
+    repeat = 1
+    index: list[slice] = []
+    for d, s in zip(raw.shape, raw.strides, strict=True):
+        if s == 0 and d > 1:
+            index.append(slice(0, 1))
+            repeat *= d
+        else:
+            index.append(slice(None))
+    return (raw[tuple(index)], repeat) if repeat > 1 else (raw, 1)
+
+
+def _overlap_note(raw: np.ndarray) -> str | None:
+    if raw.size > _stored_items(raw):
+        return (
+            f"no statistics: the view's {raw.size} elements overlap in {_stored_items(raw)} stored values "
+            "(strides that revisit memory)"
+        )
+    return None
+
+
 def numeric(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat", "int", "uint", "bool"))
 
@@ -53,8 +85,16 @@ def tensor_stats(reader: CheckpointReader, key: str) -> dict[str, Any]:
     raw, dtype = reader.read_raw(key)
     if not numeric(dtype):
         return {"skipped": f"no statistics for {dtype}"}
+    raw, repeat = _without_repeats(raw)
+    note = _overlap_note(raw)
+    if note:
+        return {"skipped": note}
     with np.errstate(all="ignore"):  # overflow in squares of huge values is data, not a warning
-        return _stats(raw, dtype)
+        out = _stats(raw, dtype)
+    # Repeating every value k times leaves min/max/mean/std as they are and multiplies the counts.
+    out["nan"] *= repeat
+    out["inf"] *= repeat
+    return out
 
 
 def _stats(raw: np.ndarray, dtype: str) -> dict[str, Any]:
@@ -95,8 +135,27 @@ def value_diff(a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str)
     raw_b, dt_b = b.read_raw(key_b)
     if not (numeric(dt_a) and numeric(dt_b)):
         return {"skipped": f"no value comparison for {dt_a}/{dt_b}"}
+    repeat = 1
+    if raw_a.shape == raw_b.shape and (0 in raw_a.strides or 0 in raw_b.strides):
+        # Cut the axes that repeat on both sides (comparing the repeats again would change nothing).
+        both = tuple(
+            slice(0, 1) if sa == 0 and sb == 0 and d > 1 else slice(None)
+            for d, sa, sb in zip(raw_a.shape, raw_a.strides, raw_b.strides, strict=True)
+        )
+        for d, sl in zip(raw_a.shape, both, strict=True):
+            repeat *= d if sl.stop == 1 else 1
+        raw_a, raw_b = raw_a[both], raw_b[both]
+    # Stored bytes bound the work: walk the views only when one side really stores every element.
+    stored = max(_stored_items(raw_a), _stored_items(raw_b))
+    if raw_a.size > stored:
+        return {
+            "skipped": f"no value comparison: {raw_a.size} elements over {stored} stored values (overlapping strides)"
+        }
     with np.errstate(all="ignore"):
-        return _value_diff(raw_a, dt_a, raw_b, dt_b)
+        out = _value_diff(raw_a, dt_a, raw_b, dt_b)
+    out["differing"] *= repeat
+    out["special_mismatch"] *= repeat
+    return out
 
 
 def _value_diff(raw_a: np.ndarray, dt_a: str, raw_b: np.ndarray, dt_b: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import typer
 
 from ptools import __version__
 from ptools.cli._group import SuggestOnceGroup
-from ptools.errors import ExitCode, PtoolsError
+from ptools.errors import ExitCode, PtoolsError, printable
 
 # Plain Click help and usage errors. With rich installed, Typer 0.20 escapes "[default: 1]" as
 # "\[default: 1]" even in plain help, and imports rich for every --help; our tables use rich directly.
@@ -84,7 +84,7 @@ def _global_flags(args: list[str]) -> list[str]:
 
 
 def _print_error(message: str, hint: str | None = None) -> None:
-    line = f"ptools: error: {message}" + (f" (hint: {hint})" if hint else "")
+    line = "ptools: error: " + printable(message) + (f" (hint: {printable(hint)})" if hint else "")
     click.echo(line, err=True)
 
 

@@ -60,7 +60,7 @@ def synth_command(
         TimeElapsedColumn(),
         console=stderr_console(),
         transient=True,
-        disable=json_out,
+        disable=json_out or not stderr_console().is_terminal,  # off a terminal rich would print an empty line
     ) as bar:
         task = bar.add_task("synth", total=n)
         root = synthesize(
@@ -111,7 +111,12 @@ def check_command(
     from ptools.data.check import check_dataset
 
     with Progress(
-        TextColumn("check"), BarColumn(), MofNCompleteColumn(), console=stderr_console(), transient=True
+        TextColumn("check"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=stderr_console(),
+        transient=True,
+        disable=not stderr_console().is_terminal,  # off a terminal rich would print an empty line
     ) as bar:
         task = bar.add_task("check", total=None)
         report = check_dataset(root, layout, progress=lambda done, total: bar.update(task, completed=done, total=total))

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ptools.checkpoint._text import oneline
+from ptools.data.imageio import ImageError, decode, open_image
 from ptools.data.layouts import Problem, scan
 
 IMBALANCE_RATIO = 10.0  # largest label count / smallest above which balance is flagged
@@ -52,21 +53,22 @@ class CheckReport:
 
 def _inspect(path: Path, is_mask: bool) -> FileInfo | Problem:
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             size, mode = img.size, img.mode
-            img.load()  # a full decode: header-only opens miss truncated files
+            decode(img)  # a full decode: header-only opens miss truncated files
             values = None
             if is_mask:
                 grey = img if img.mode in ("L", "1", "P") else img.convert("L")  # P: class indices
                 hist = np.bincount(np.asarray(grey, dtype=np.uint8).ravel(), minlength=256)
                 values = tuple(int(v) for v in np.flatnonzero(hist))
-    except UnidentifiedImageError:
-        return Problem("unreadable", str(path), "not an image PIL can identify")
-    except OSError as e:
-        kind = "truncated" if "truncated" in str(e).lower() else "unreadable"
-        return Problem(kind, str(path), str(e))
-    except (ValueError, SyntaxError) as e:  # PIL raises these for some corrupt headers
-        return Problem("unreadable", str(path), str(e))
+    except ImageError as e:
+        text = str(e)
+        if "cannot identify image file" in text:
+            return Problem("unreadable", str(path), "not an image PIL can identify")
+        kind = "truncated" if "truncated" in text.lower() else "unreadable"
+        return Problem(kind, str(path), text)
+    except (OSError, ValueError) as e:  # converting a damaged image
+        return Problem("unreadable", str(path), oneline(str(e)))
     return FileInfo(size, mode, values)
 
 

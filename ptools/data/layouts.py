@@ -7,9 +7,11 @@ reports what the scan found wrong: missing partners, duplicate stems, manifest r
 from __future__ import annotations
 
 import csv
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptools.checkpoint._text import oneline
 from ptools.errors import PtoolsError
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -80,10 +82,21 @@ def _images_by_stem(folder: Path, problems: list[Problem]) -> dict[str, Path]:
     return found
 
 
+def _check_root(root: Path) -> None:
+    """A folder or a regular file; anything else (a FIFO would block the first read) is refused by type."""
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        raise PtoolsError(f"{root}: no such file or folder") from None
+    except OSError as e:
+        raise PtoolsError(f"{root}: cannot read ({e.strerror})") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise PtoolsError(f"{root}: not a dataset (not a folder or a regular file: a FIFO, socket or device)")
+
+
 def detect_layout(root: Path) -> str:
     """Name the layout of `root`, or raise PtoolsError (exit 2) when it is not a dataset at all."""
-    if not root.exists():
-        raise PtoolsError(f"{root}: no such file or folder")
+    _check_root(root)
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return "csv"
@@ -114,17 +127,20 @@ def _find_manifest(root: Path) -> Path | None:
 def scan(root: str | Path, layout: str = "auto") -> DatasetIndex:
     """Scan `root` in the given layout ("auto" detects it)."""
     root = Path(root)
-    if layout == "auto":
-        layout = detect_layout(root)
-    elif layout not in LAYOUTS:
+    if layout not in (*LAYOUTS, "auto"):
         raise PtoolsError(f"unknown dataset layout {layout!r}", hint=f"use auto or one of {', '.join(LAYOUTS)}")
-    elif not root.exists():
-        raise PtoolsError(f"{root}: no such file or folder")
-    if layout == "seed":
-        return _scan_seed(root)
-    if layout == "folders":
-        return _scan_folders(root)
-    return _scan_csv(root)
+    try:
+        if layout == "auto":
+            layout = detect_layout(root)
+        _check_root(root)
+        if layout == "seed":
+            return _scan_seed(root)
+        if layout == "folders":
+            return _scan_folders(root)
+        return _scan_csv(root)
+    except OSError as e:  # a folder that vanished or cannot be listed half-way through the scan
+        where = e.filename if e.filename is not None else root
+        raise PtoolsError(f"{where}: cannot read ({e.strerror or oneline(e)})") from None
 
 
 def _scan_seed(root: Path) -> DatasetIndex:
@@ -226,6 +242,10 @@ def _scan_csv(root: Path) -> DatasetIndex:
             rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     except UnicodeDecodeError as e:
         raise PtoolsError(f"{manifest}: not a UTF-8 CSV manifest ({e.reason})") from None
+    except csv.Error as e:  # a field over csv's 128 KiB limit, a NUL byte, a stray quote at the end
+        raise PtoolsError(
+            f"{manifest}: not a readable CSV manifest (line {reader.line_num}: {oneline(str(e))})"
+        ) from None
     for line, row in enumerate(rows, start=2):
         where = f"{manifest}:{line}"
         if not row.get("path"):

@@ -1,0 +1,817 @@
+"""Seeded mutation fuzzing of every ptools reader, each command in a forked child under a memory limit and a timeout.
+
+Seeds are small valid inputs built here (torch zip/legacy/pickle/TorchScript, safetensors, TF bundles,
+Keras .h5/.keras/.weights.h5, image datasets with folders and CSV manifests). Each fuzz input takes one seed,
+mutates one of its files (bit flips, truncation, splices, inflated length fields, structure-aware edits such
+as huge declared sizes) and runs the commands a user would run on it. A child is judged by the promise of
+issue 11: no signal, no hang, no memory above max(4*S, 512 MiB) over its baseline, exit code in {0, 1, 2},
+and a rejection (exit 2) is exactly one stderr line that names the file, never "internal error".
+
+The runner forks from one warm process (imports done once), so a few hundred inputs take seconds:
+
+    python -m tests.fuzzing --n 300 --seed 1          # what CI runs (tests/test_fuzz_readers.py)
+    python benchmarks/fuzz.py --n 5000 --seed 77      # a long run: figures per reader and per class
+    python benchmarks/fuzz.py --seed 77 --only 1234 --keep /tmp/f   # replay one input, keep its files
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1 << 20
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEFAULT_SEED = 20261127
+DEFAULT_TIMEOUT = 15.0  # the promise: no command runs longer than 15 s on a fuzzed input
+
+
+@dataclass
+class Seed:
+    """A valid input: its files (relative path -> bytes), the argument passed to ptools, the commands."""
+
+    kind: str  # the reader it exercises
+    files: dict[str, bytes]
+    target: str  # relative path given on the command line ({target} in commands)
+    commands: list[list[str]]
+    mutable: list[str] = field(default_factory=list)  # files mutations may touch (default: all)
+    structured: Callable[[dict[str, bytes], random.Random], dict[str, bytes]] | None = None
+
+
+@dataclass
+class Outcome:
+    """How one command on one input ended."""
+
+    input_id: int
+    kind: str
+    mutation: str
+    argv: list[str]
+    rc: int | None
+    signal: int | None
+    seconds: float
+    peak_mib: float
+    stderr: str
+    verdict: str  # "ok" or the failure class
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def _torch_seeds(work: Path) -> list[Seed]:
+    import pickle
+
+    import torch
+
+    torch.manual_seed(0)
+    sd = {
+        "enc.0.weight": torch.randn(4, 3),
+        "enc.0.bias": torch.randn(4).to(torch.bfloat16),
+        "enc.1.weight": torch.randn(2, 4).t(),  # a non-contiguous view
+        "steps": torch.arange(5),
+    }
+    out: list[Seed] = []
+    inspect = [["inspect", "{target}"], ["inspect", "--stats", "{target}"], ["inspect", "--scan", "{target}"]]
+    torch.save({"model": sd, "epoch": 3}, work / "z.pt")
+    out.append(Seed("torch-zip", {"z.pt": (work / "z.pt").read_bytes()}, "z.pt", inspect, structured=_zip_pickle_ints))
+    # Zero strides: 2**34 elements backed by one float (torch.save keeps the view as it is).
+    torch.save({"w": torch.zeros(1).expand(1 << 17, 1 << 17)}, work / "e.pt")
+    out.append(Seed("torch-zip", {"e.pt": (work / "e.pt").read_bytes()}, "e.pt", inspect, structured=_zip_pickle_ints))
+    torch.save(sd, work / "l.pt", _use_new_zipfile_serialization=False)
+    out.append(Seed("torch-legacy", {"l.pt": (work / "l.pt").read_bytes()}, "l.pt", inspect))
+    plain = {"lr": 0.1, "names": ["a", "b"], "shape": (3, 4), "nested": {"k": [1, 2.5, None, True]}}
+    out.append(Seed("pickle", {"p.pkl": pickle.dumps(plain, protocol=2)}, "p.pkl", inspect))
+    out.append(Seed("pickle", {"t.pkl": pickle.dumps(sd, protocol=4)}, "t.pkl", inspect))
+    script = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()))
+    script.save(str(work / "ts.pt"))
+    out.append(Seed("torchscript", {"ts.pt": (work / "ts.pt").read_bytes()}, "ts.pt", inspect))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(work / "s.safetensors"), metadata={"epoch": "3"})
+    out.append(
+        Seed(
+            "safetensors",
+            {"s.safetensors": (work / "s.safetensors").read_bytes()},
+            "s.safetensors",
+            inspect[:2],
+            structured=_safetensors_header,
+        )
+    )
+    return out
+
+
+def _tf_seeds() -> list[Seed]:
+    out = []
+    for name in ("tf2_keras3", "tf2_sliced", "tf1_saver"):
+        files = {
+            p.name: p.read_bytes() for p in sorted((FIXTURES / "tf").glob(f"{name}.*")) if "expected" not in p.name
+        }
+        files.pop(f"{name}.checkpoint", None)
+        commands = [
+            ["inspect", "{target}"],
+            ["inspect", "--stats", "{target}"],
+            ["convert", "{target}", "{out}/out.safetensors"],
+        ]
+        out.append(Seed("tf-bundle", files, name, commands, structured=_tf_index_entries))
+    return out
+
+
+def _keras_seeds(work: Path) -> list[Seed]:
+    import h5py
+    import numpy as np
+
+    out = []
+    commands = [["inspect", "{target}"], ["inspect", "--stats", "{target}"], ["convert", "{target}", "{out}/o.pt"]]
+    for name in ("legacy_model.h5", "k3.weights.h5", "k3_model.keras"):
+        data = (FIXTURES / "keras" / name).read_bytes()
+        structured = _keras_zip_members if name.endswith(".keras") else None
+        out.append(Seed("keras", {name: data}, name, commands, structured=structured))
+    # A dataset declared huge (16 GiB, chunked) that was never written: reading it must not allocate 16 GiB.
+    path = work / "huge.weights.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layers/dense/vars")
+        g.attrs["name"] = "dense"
+        g.create_dataset("0", shape=(1 << 16, 1 << 16), dtype="float32", chunks=(64, 64))
+        g.create_dataset("1", data=np.zeros(4, dtype=np.float32))
+    out.append(Seed("keras", {path.name: path.read_bytes()}, path.name, commands))
+    return out
+
+
+def _png(width: int, height: int, rng: random.Random, mode: str = "RGB") -> bytes:
+    from PIL import Image
+
+    img = Image.new(mode, (width, height))
+    img.putdata(
+        [tuple(rng.randrange(256) for _ in mode) if len(mode) > 1 else rng.randrange(2) for _ in range(width * height)]
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(width: int, height: int, rng: random.Random) -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (width, height))
+    img.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(width * height)])
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _dataset_seeds() -> list[Seed]:
+    rng = random.Random(0)
+    check = [["dataset", "check", "{target}"]]
+    seed_layout = {}
+    for label in ("crack", "spot"):
+        for stem in ("a", "b"):
+            seed_layout[f"ds/{label}/normal/{stem}.png"] = _png(16, 16, rng)
+            seed_layout[f"ds/{label}/defect/{stem}.jpg"] = _jpeg(16, 16, rng)
+            seed_layout[f"ds/{label}/defect_segmentation/{stem}.png"] = _png(16, 16, rng, mode="L")
+    folders = {
+        "fd/normal/n1.png": _png(12, 12, rng),
+        "fd/normal/n2.jpg": _jpeg(12, 12, rng),
+        "fd/scratch/s1.png": _png(12, 12, rng),
+        "fd/scratch/masks/s1.png": _png(12, 12, rng, mode="L"),
+    }
+    manifest = {
+        "mf/manifest.csv": b"path,labels,mask\nimg/n.png,normal,\nimg/d.png,crack;spot,img/m.png\nimg/e.jpg,crack,\n",
+        "mf/img/n.png": _png(10, 10, rng),
+        "mf/img/d.png": _png(10, 10, rng),
+        "mf/img/m.png": _png(10, 10, rng, mode="L"),
+        "mf/img/e.jpg": _jpeg(10, 10, rng),
+    }
+    return [
+        Seed("dataset-images", seed_layout, "ds", check, structured=_image_headers),
+        Seed("dataset-images", folders, "fd", check, structured=_image_headers),
+        Seed("dataset-csv", manifest, "mf", check, mutable=["mf/manifest.csv"], structured=_csv_edits),
+        Seed("dataset-csv", manifest, "mf/manifest.csv", check, structured=_image_headers),
+    ]
+
+
+def build_seeds(work: Path) -> list[Seed]:
+    work.mkdir(parents=True, exist_ok=True)
+    return [*_torch_seeds(work), *_tf_seeds(), *_keras_seeds(work), *_dataset_seeds()]
+
+
+# ------------------------------------------------------------------------------------- generic mutations
+
+_HUGE = [0x7FFFFFFF, 0xFFFFFFFF, 1 << 31, 1 << 34, 1 << 40, (1 << 63) - 1, (1 << 64) - 1, 0x10000, 0xFFFF]
+
+
+def _flip(data: bytes, rng: random.Random) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        if b:
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    return bytes(b)
+
+
+def _set_bytes(data: bytes, rng: random.Random) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        if b:
+            b[rng.randrange(len(b))] = rng.choice([0, 0xFF, 0x7F, 0x80, 0x01, 0x0A])
+    return bytes(b)
+
+
+def _truncate(data: bytes, rng: random.Random) -> bytes:
+    return data[: rng.randrange(len(data) + 1)] if data else data
+
+
+def _splice(data: bytes, rng: random.Random) -> bytes:
+    if len(data) < 2:
+        return data + data
+    a = rng.randrange(len(data))
+    chunk = data[a : a + rng.randint(1, 256)]
+    at = rng.randrange(len(data))
+    if rng.random() < 0.5:
+        return data[:at] + chunk + data[at:]  # insert
+    return data[:at] + chunk + data[at + len(chunk) :]  # overwrite
+
+
+def _delete(data: bytes, rng: random.Random) -> bytes:
+    if not data:
+        return data
+    a = rng.randrange(len(data))
+    return data[:a] + data[a + rng.randint(1, 64) :]
+
+
+def _inflate(data: bytes, rng: random.Random) -> bytes:
+    """Replace a small little-endian length-like integer (u16/u32/u64) or a varint with a huge value."""
+    b = bytearray(data)
+    if len(b) < 8:
+        return bytes(b)
+    for _ in range(rng.randint(1, 2)):
+        width = rng.choice([2, 4, 4, 8])
+        candidates = [
+            i
+            for i in range(0, len(b) - width, max(1, len(b) // 4096))
+            if 0 < int.from_bytes(b[i : i + width], "little") < 1 << 16
+        ]
+        if not candidates:
+            continue
+        i = rng.choice(candidates)
+        value = rng.choice(_HUGE) & ((1 << (8 * width)) - 1)
+        b[i : i + width] = value.to_bytes(width, "little")
+    if rng.random() < 0.3:  # a varint: 10 continuation bytes at a random spot
+        i = rng.randrange(len(b))
+        b[i : i + 5] = b"\xff\xff\xff\xff\x0f"
+    return bytes(b)
+
+
+GENERIC: dict[str, Callable[[bytes, random.Random], bytes]] = {
+    "flip": _flip,
+    "set_bytes": _set_bytes,
+    "truncate": _truncate,
+    "splice": _splice,
+    "delete": _delete,
+    "inflate": _inflate,
+}
+
+
+# ----------------------------------------------------------------------------- structure-aware mutations
+
+
+def _rewrite_zip(data: bytes, edit: Callable[[str, bytes], bytes], compress: set[str] | None = None) -> bytes:
+    """The same archive with member contents edited and CRCs recomputed (so damage reaches the parser)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            content = edit(item.filename, src.read(item.filename))
+            info = zipfile.ZipInfo(item.filename, date_time=item.date_time)
+            info.compress_type = zipfile.ZIP_DEFLATED if compress and item.filename in compress else item.compress_type
+            dst.writestr(info, content)
+    return buf.getvalue()
+
+
+def _pickle_ints(blob: bytes, rng: random.Random) -> bytes:
+    """Inflate the integer arguments of BININT1/BININT2/BININT opcodes (shapes, strides, offsets, sizes)."""
+    b = bytearray(blob)
+    spots = [i for i in range(len(b) - 2) if b[i] in (0x4B, 0x4D, 0x4A)]  # K, M, J
+    for i in rng.sample(spots, min(len(spots), rng.randint(1, 3))):
+        op = b[i]
+        width = {0x4B: 1, 0x4D: 2, 0x4A: 4}[op]
+        value = rng.choice([0, 0xFF, 0xFFFF, 0x7FFFFFFF, rng.randrange(1 << (8 * width))])
+        if op == 0x4A:
+            b[i + 1 : i + 5] = struct.pack("<i", value - (1 << 32) if value >= 1 << 31 else value)
+        else:
+            b[i + 1 : i + 1 + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+    return bytes(b)
+
+
+def _zip_pickle_ints(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    ((name, data),) = files.items()
+    return {name: _rewrite_zip(data, lambda n, c: _pickle_ints(c, rng) if n.endswith("data.pkl") else c)}
+
+
+def _safetensors_header(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    ((name, data),) = files.items()
+    n = struct.unpack_from("<Q", data)[0]
+    header = json.loads(data[8 : 8 + n])
+    key = rng.choice([k for k in header if k != "__metadata__"])
+    entry = header[key]
+    edit = rng.choice(["shape", "offsets", "dtype", "key", "metadata"])
+    if edit == "shape":
+        entry["shape"] = [rng.choice([0, 1, 1 << 17, 1 << 31, 1 << 62]) for _ in range(rng.randint(0, 4))]
+    elif edit == "offsets":
+        entry["data_offsets"] = [rng.choice([0, 8, 1 << 40]), rng.choice([0, 16, 1 << 40, (1 << 64) - 1])]
+    elif edit == "dtype":
+        entry["dtype"] = rng.choice(["F32", "BF16", "F8_E4M3", "C64", "X9", 7])
+    elif edit == "key":
+        header[rng.choice(["a\nb", "[link=file:///etc]x[/link]", "\x1b[31mred", "\udcff", ""])] = header.pop(key)
+    else:
+        header["__metadata__"] = rng.choice([["list"], {"k": {"nested": 1}}, "str"])
+    raw = json.dumps(header).encode("utf-8", "surrogatepass")
+    return {name: struct.pack("<Q", len(raw)) + raw + data[8 + n :]}
+
+
+def _tf_index_entries(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    """Edit one entry of the index (huge shape, size, offset, slice extents; odd keys) and rebuild the table."""
+    from ptools.checkpoint.tf_bundle_proto import encode_entry, parse_entry
+    from ptools.checkpoint.tf_bundle_table import build_table, read_table
+
+    index_name = next(n for n in files if n.endswith(".index"))
+    pairs = read_table(files[index_name])
+    i = rng.randrange(1, len(pairs))
+    key, value = pairs[i]
+    e = parse_entry(value)
+    edit = rng.choice(["shape", "size", "offset", "slices", "dtype", "key", "shard"])
+    if edit == "shape":
+        e.shape = tuple(rng.choice([0, 1, 3, 1 << 17, 1 << 31, (1 << 63) - 1]) for _ in range(rng.randint(0, 4)))
+    elif edit == "size":
+        e.size = rng.choice([0, 1 << 33, (1 << 63) - 1])
+    elif edit == "offset":
+        e.offset = rng.choice([1 << 33, (1 << 63) - 1, -1])
+    elif edit == "slices":
+        e.slices = [[(0, rng.choice([-1, 1 << 33])) for _ in e.shape]] if e.shape else [[]]
+        e.shape = tuple(rng.choice([d, 1 << 33]) for d in e.shape)
+    elif edit == "dtype":
+        e.dtype = rng.choice([0, 7, 20, 99, 14])
+    elif edit == "shard":
+        e.shard_id = rng.choice([1, 5, (1 << 63) - 1])
+    else:
+        key = key[:1] + rng.choice([b"\xff\xfe", b"a\nb", b"[link=x]y", b"\x1b[2J"]) + key[1:]
+    pairs[i] = (key, encode_entry(e))
+    pairs = sorted(dict(pairs).items())
+    return {**files, index_name: build_table(pairs)}
+
+
+def _keras_zip_members(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    ((name, data),) = files.items()
+    edit = rng.choice(["config_bomb", "config_deep", "deflate_weights", "config_values"])
+    if edit == "config_bomb":  # 2 MB of layers
+        layer = {"class_name": "Dense", "config": {"name": "d", "units": 1}}
+        config = json.dumps({"class_name": "Sequential", "config": {"layers": [layer] * 20000}}).encode()
+        return {name: _rewrite_zip(data, lambda n, c: config if n == "config.json" else c)}
+    if edit == "config_deep":
+        deep = b"[" * 200000 + b"]" * 200000
+        return {name: _rewrite_zip(data, lambda n, c: deep if n == "config.json" else c)}
+    if edit == "deflate_weights":
+        return {name: _rewrite_zip(data, lambda n, c: c, compress={"model.weights.h5"})}
+
+    def values(n: str, c: bytes) -> bytes:
+        if n != "config.json":
+            return c
+        text = c.decode()
+        return (
+            re.sub(r'"units": \d+', f'"units": {rng.choice([-1, 1 << 40, 0])}', text)
+            .replace('"layers"', rng.choice(['"layers"', '"layerz"']))
+            .encode()
+        )
+
+    return {name: _rewrite_zip(data, values)}
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _image_headers(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    """Huge declared dimensions with valid checksums, a huge chunk length, or a real decompression bomb."""
+    images = [n for n in files if n.endswith((".png", ".jpg"))]
+    name = rng.choice(images)
+    data = files[name]
+    edit = rng.choice(["dims", "chunk_length", "bomb", "text_bomb"])
+    if name.endswith(".jpg"):
+        i = data.find(b"\xff\xc0")
+        if i < 0:
+            return files
+        b = bytearray(data)
+        b[i + 5 : i + 9] = struct.pack(">HH", rng.choice([0xFFFF, 30000]), rng.choice([0xFFFF, 30000]))
+        return {**files, name: bytes(b)}
+    if not data.startswith(b"\x89PNG"):
+        return files
+    ihdr = bytearray(data[16:29])
+    if edit == "dims":
+        ihdr[0:8] = struct.pack(">II", rng.choice([1 << 20, 0x7FFFFFFF, 30000]), rng.choice([1 << 20, 30000]))
+        return {**files, name: data[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + data[33:]}
+    if edit == "chunk_length":
+        return {**files, name: data[:33] + struct.pack(">I", 0x7FFFFFF0) + b"tEXt" + b"k\0v" * 4 + data[33:]}
+    if edit == "text_bomb":
+        body = b"Comment\0\0" + zlib.compress(b"A" * (64 * MIB), 9)
+        return {**files, name: data[:33] + _png_chunk(b"zTXt", body) + data[33:]}
+    # 20000 x 20000 grey pixels of zeros: 400 MB once inflated, ~400 KB on disk.
+    side = 20000
+    ihdr[0:8] = struct.pack(">II", side, side)
+    ihdr[8:10] = b"\x08\x00"  # 8-bit greyscale
+    raw = zlib.compressobj(9)
+    row = b"\0" * (side + 1)
+    idat = b"".join(raw.compress(row) for _ in range(side)) + raw.flush()
+    return {
+        **files,
+        name: data[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""),
+    }
+
+
+def _csv_edits(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    name = next(n for n in files if n.endswith(".csv"))
+    data = files[name]
+    edit = rng.choice(["nul", "field", "quote", "paths", "bom", "latin1"])
+    if edit == "nul":
+        data = data.replace(b"crack", b"cr\0ack", 1)
+    elif edit == "field":
+        data += b"img/x.png," + b"a" * 200_000 + b",\n"
+    elif edit == "quote":
+        data += b'"img/n.png,normal\n'
+    elif edit == "paths":
+        data += rng.choice(
+            [b"/dev/zero,crack,\n", b"img,crack,\n", b"../../etc/passwd,crack,\n", b"img/n.png/x,crack,\n"]
+        )
+    elif edit == "bom":
+        data = b"\xef\xbb\xbf" + data
+    else:
+        data = data.replace(b"crack", b"cr\xe9ck")
+    return {**files, name: data}
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class FuzzInput:
+    id: int
+    seed: Seed
+    mutation: str
+    files: dict[str, bytes]
+    target: str  # may differ from the seed's (odd names, FIFOs)
+    special: str | None = None  # "fifo" or None
+
+
+_ODD_NAMES = ["a\nb", "tab\there", "[link=file:///etc/passwd]x[/link]", "\x1b[31mred", "caf\udce9"]
+
+
+def make_input(seed_list: list[Seed], run_seed: int, i: int) -> FuzzInput:
+    rng = random.Random(f"{run_seed}:{i}")
+    seed = seed_list[i % len(seed_list)]
+    files = dict(seed.files)
+    target = seed.target
+    roll = rng.random()
+    if roll < 0.03:  # the argument is a FIFO: opening it for reading would block forever
+        return FuzzInput(i, seed, "fifo", {}, seed.target, special="fifo")
+    if roll < 0.08 and "/" not in seed.target and seed.target in files:  # a file name with control characters
+        odd = rng.choice(_ODD_NAMES) + Path(seed.target).suffix
+        files[odd] = files.pop(seed.target)
+        return FuzzInput(i, seed, "odd_name", files, odd)
+    if seed.structured is not None and roll < 0.4:
+        try:
+            return FuzzInput(i, seed, "structured", seed.structured(files, rng), target)
+        except Exception:  # a structured edit that does not apply to this seed: fall back to bytes
+            pass
+    names = seed.mutable or sorted(files)
+    name = rng.choice(names)
+    mutation = rng.choice(sorted(GENERIC))
+    data = files[name]
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        data = GENERIC[mutation](data, rng)
+    files[name] = data
+    return FuzzInput(i, seed, mutation, files, target)
+
+
+def materialise(inp: FuzzInput, folder: Path) -> Path:
+    for rel, data in inp.files.items():
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    if inp.special == "fifo":
+        os.mkfifo(folder / inp.target)
+    (folder / "_out").mkdir()
+    return folder / inp.target
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child_baseline_mib() -> float:
+    """Peak RSS of a forked child that does nothing: what every child starts with (the parent's pages)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, _, usage = os.wait4(pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def budget_bytes(input_bytes: int) -> int:
+    """The promise: max(4 * S, 512 MiB) above the baseline."""
+    return max(4 * input_bytes, 512 * MIB)
+
+
+def _child(argv: list[str], err_path: Path, budget: int) -> None:
+    """Runs in the forked child: redirect output, cap the address space, run the CLI, exit with its code."""
+    code = 3
+    try:
+        os.setpgid(0, 0)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(devnull, 1)
+        os.dup2(err, 2)
+        limit = _vm_bytes() + budget
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        from ptools.cli import app
+
+        try:
+            app(args=argv, prog_name="ptools", standalone_mode=True)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except MemoryError:
+        code = 97
+    except BaseException:  # noqa: BLE001 - anything escaping the CLI is a finding, report it
+        import traceback
+
+        traceback.print_exc()
+        code = 98
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(code)
+
+
+def _escape_name(name: str) -> str:
+    from ptools.errors import printable
+
+    return printable(name)
+
+
+def judge(
+    rc: int | None, sig: int | None, timed_out: bool, stderr: str, names: list[str], peak_over: float, budget_mib: float
+) -> str:
+    if timed_out:
+        return "hang"
+    if "MemoryError" in stderr or "Unable to allocate" in stderr or rc == 97 or peak_over > budget_mib:
+        return "memory"
+    if sig is not None:
+        return "crash"
+    if "internal error" in stderr or "Traceback" in stderr or rc == 98:
+        return "internal_error"
+    if rc not in (0, 1, 2):
+        return "bad_exit"
+    if rc == 2:
+        lines = stderr.splitlines()
+        if len(lines) != 1:
+            return "not_one_line"
+        if not any(n in lines[0] for n in names):
+            return "no_file_name"
+    return "ok"
+
+
+def run_inputs(
+    seed_list: list[Seed],
+    run_seed: int,
+    ids: list[int],
+    *,
+    jobs: int = 2,
+    timeout: float = DEFAULT_TIMEOUT,
+    keep: Path | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run every command of every input id, `jobs` children at a time; returns one Outcome per command."""
+    base = Path(tempfile.mkdtemp(prefix="ptools-fuzz-"))
+    baseline_rss = _child_baseline_mib()
+    queue: list[tuple[FuzzInput, list[str], Path, int]] = []
+    for i in ids:
+        inp = make_input(seed_list, run_seed, i)
+        folder = (keep or base) / f"in{i}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        target = materialise(inp, folder)
+        size = sum(len(d) for d in inp.files.values())
+        for cmd in inp.seed.commands:
+            argv = [a.replace("{target}", str(target)).replace("{out}", str(folder / "_out")) for a in cmd]
+            queue.append((inp, argv, folder, size))
+    outcomes: list[Outcome] = []
+    running: dict[int, tuple[FuzzInput, list[str], Path, float, Path, int]] = {}
+    n = 0
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                inp, argv, folder, size = queue.pop(0)
+                n += 1
+                err_path = folder / f"stderr{n}.txt"
+                pid = os.fork()
+                if pid == 0:
+                    _child(argv, err_path, budget_bytes(size))
+                running[pid] = (inp, argv, folder, time.monotonic(), err_path, size)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+            if pid == 0:
+                now = time.monotonic()
+                for cpid, (_inp, _argv, _f, start, _e, _s) in list(running.items()):
+                    if now - start > timeout:
+                        _kill(cpid)
+                        _, status, usage = os.wait4(cpid, 0)
+                        outcomes.append(_outcome(running.pop(cpid), None, status, usage, baseline_rss, timed_out=True))
+                        if on_outcome:
+                            on_outcome(outcomes[-1])
+                time.sleep(0.002)
+                continue
+            if pid in running:
+                outcomes.append(_outcome(running.pop(pid), pid, status, usage, baseline_rss, timed_out=False))
+                if on_outcome:
+                    on_outcome(outcomes[-1])
+    finally:
+        for cpid in running:
+            _kill(cpid)
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return outcomes
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _outcome(
+    entry: tuple, _pid: int | None, status: int, usage: resource.struct_rusage, baseline_rss: float, timed_out: bool
+) -> Outcome:
+    inp, argv, folder, start, err_path, size = entry
+    seconds = time.monotonic() - start
+    rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    try:
+        stderr = err_path.read_text(errors="replace")
+    except OSError:
+        stderr = ""
+    peak_over = usage.ru_maxrss / 1024 - baseline_rss
+    target_name = Path(inp.target).name
+    names = [target_name, _escape_name(target_name)]
+    verdict = judge(rc, sig, timed_out, stderr, names, peak_over, budget_bytes(size) / MIB)
+    return Outcome(
+        inp.id,
+        inp.seed.kind,
+        inp.mutation,
+        argv,
+        rc,
+        sig,
+        round(seconds, 3),
+        round(peak_over, 1),
+        stderr[-2000:],
+        verdict,
+    )
+
+
+def prewarm() -> None:
+    """Import what the commands import lazily, once, so every forked child starts warm."""
+    os.environ.setdefault("COLUMNS", "120")
+    import h5py  # noqa: F401
+    import numpy  # noqa: F401
+    import rich.progress  # noqa: F401
+    import rich.table  # noqa: F401
+    from PIL import Image
+
+    Image.init()
+    import ptools.checkpoint.formats  # noqa: F401
+    import ptools.checkpoint.scan  # noqa: F401
+    import ptools.checkpoint.stats  # noqa: F401
+    import ptools.checkpoint.summary  # noqa: F401
+    import ptools.checkpoint.tf_bundle  # noqa: F401
+    import ptools.cli  # noqa: F401
+    import ptools.cli.inspect  # noqa: F401
+    import ptools.convert.api  # noqa: F401
+    import ptools.data.check  # noqa: F401
+
+
+def summarise(outcomes: list[Outcome], n_inputs: int, seconds: float) -> dict:
+    verdicts = Counter(o.verdict for o in outcomes)
+    per_kind: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        k = per_kind.setdefault(o.kind, {"commands": 0, "failures": 0})
+        k["commands"] += 1
+        k["failures"] += o.verdict != "ok"
+    return {
+        "inputs": n_inputs,
+        "commands": len(outcomes),
+        "crashes": verdicts["crash"],
+        "hangs": verdicts["hang"],
+        "memory_hits": verdicts["memory"],
+        "internal_errors": verdicts["internal_error"],
+        "bad_exits": verdicts["bad_exit"],
+        "not_one_line": verdicts["not_one_line"],
+        "no_file_name": verdicts["no_file_name"],
+        "exit_codes": dict(sorted(Counter(str(o.rc) for o in outcomes).items())),
+        "max_seconds": max((o.seconds for o in outcomes), default=0.0),
+        "max_peak_mib": max((o.peak_mib for o in outcomes), default=0.0),
+        "per_reader": per_kind,
+        "seconds": round(seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=int(os.environ.get("PTOOLS_FUZZ_N", 300)), help="inputs to run")
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("PTOOLS_FUZZ_SEED", DEFAULT_SEED)))
+    parser.add_argument("--jobs", type=int, default=2, help="children at a time")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command")
+    parser.add_argument("--only", type=int, nargs="*", help="replay these input ids")
+    parser.add_argument("--kinds", help="comma-separated readers to fuzz (default: all)")
+    parser.add_argument("--keep", type=Path, help="keep every input's files under this folder")
+    parser.add_argument("--json", action="store_true", help="print the summary and failures as JSON")
+    parser.add_argument("--show", type=int, default=20, help="failures to print")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="ptools-fuzz-seeds-"))
+    try:
+        seed_list = build_seeds(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.kinds:
+        wanted = set(args.kinds.split(","))
+        seed_list = [s for s in seed_list if s.kind in wanted]
+    prewarm()
+    ids = args.only if args.only else list(range(args.n))
+    failures: list[Outcome] = []
+
+    def note(o: Outcome) -> None:
+        if o.verdict != "ok":
+            failures.append(o)
+
+    outcomes = run_inputs(
+        seed_list, args.seed, ids, jobs=args.jobs, timeout=args.timeout, keep=args.keep, on_outcome=note
+    )
+    summary = {"seed": args.seed, **summarise(outcomes, len(ids), time.monotonic() - start)}
+    failures.sort(key=lambda o: (o.input_id, o.argv))
+    if args.json:
+        summary["failures"] = [o.__dict__ for o in failures]
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        for key in (
+            "seed",
+            "inputs",
+            "commands",
+            "crashes",
+            "hangs",
+            "memory_hits",
+            "internal_errors",
+            "bad_exits",
+            "not_one_line",
+            "no_file_name",
+            "max_seconds",
+            "max_peak_mib",
+            "seconds",
+        ):
+            print(f"{key:16} {summary[key]}")
+        print(f"{'exit_codes':16} {summary['exit_codes']}")
+        for kind, k in summary["per_reader"].items():
+            print(f"  {kind:16} {k['commands']:6} commands, {k['failures']} failures")
+        for o in failures[: args.show]:
+            tail = o.stderr.strip().splitlines()[-1:] or [""]
+            where = f"input {o.input_id} ({o.kind}/{o.mutation})"
+            outcome = f"rc={o.rc} sig={o.signal} {o.seconds}s {o.peak_mib}MiB"
+            print(f"[{o.verdict}] {where} {outcome}: ptools {' '.join(o.argv)}: {tail[0][:300]!r}")
+    failed = sum(1 for o in outcomes if o.verdict != "ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
