@@ -216,6 +216,15 @@ def _scan_folders(root: Path) -> DatasetIndex:
     return DatasetIndex(root, "folders", labels, samples, normals, False, problems, files)
 
 
+_EXTRA = "\0extra"  # csv.DictReader files the fields beyond the header under the key None, as a list
+
+
+def _cell(value: str | list[str] | None) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return (value or "").strip()
+
+
 def _scan_csv(root: Path) -> DatasetIndex:
     """A manifest `path,labels,mask` (labels `;`-separated, empty or "normal" for normal images)."""
     manifest = root if root.is_file() else _find_manifest(root)
@@ -239,7 +248,7 @@ def _scan_csv(root: Path) -> DatasetIndex:
                     f"{manifest}: not a dataset manifest (header {','.join(header) or 'empty'})",
                     hint="the header must be path,labels[,mask]",
                 )
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            rows = [{_EXTRA if k is None else k.strip(): _cell(v) for k, v in row.items()} for row in reader]
     except UnicodeDecodeError as e:
         raise PtoolsError(f"{manifest}: not a UTF-8 CSV manifest ({e.reason})") from None
     except csv.Error as e:  # a field over csv's 128 KiB limit, a NUL byte, a stray quote at the end
@@ -248,6 +257,9 @@ def _scan_csv(root: Path) -> DatasetIndex:
         ) from None
     for line, row in enumerate(rows, start=2):
         where = f"{manifest}:{line}"
+        if _EXTRA in row:
+            problems.append(Problem("bad_row", where, f"more fields than the header's {len(header)}"))
+            continue
         if not row.get("path"):
             problems.append(Problem("bad_row", where, "empty path"))
             continue
