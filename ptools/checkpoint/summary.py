@@ -25,7 +25,7 @@ _SEPARATORS = re.compile(r"([./])")
 # only weights form the model tree and its totals; the rest is training state, shown apart.
 WEIGHT_ROLE = "weight"
 UNTAGGED_ROLE = "untagged"  # no role in a file whose reader tags roles: format metadata (TF object graph)
-_ROLE_ORDER = ("slot", "optimizer", "counter", "ema")
+_ROLE_ORDER = ("slot", "optimizer", "counter", "ema", "metric")
 # Last name segments that are buffers (state, not trained) wherever they appear: batch-norm running
 # statistics and counters (torch and Keras names), transformer position tables, spectral-norm vectors
 # (torch.nn.utils.parametrizations: `parametrizations.weight.0._u`).

@@ -84,7 +84,7 @@ class VariableInfo:
 
     key: str  # checkpoint key to pass to `read()`
     name: str  # variable name: TF2 `full_name` ("dense/kernel") or the TF1 op name; for EMA, the weight's name
-    role: str  # "weight" | "slot" | "counter" | "optimizer" | "ema"
+    role: str  # "weight" | "slot" | "counter" | "optimizer" | "ema" | "metric"
     shape: tuple[int, ...]
     dtype: str
     path: str = ""  # TF2 object path ("layer_with_weights-0/kernel"); the key itself for TF1

@@ -42,6 +42,8 @@ _COUNTER_NAMES = {"global_step", "save_counter", "iter", "iteration", "iteration
 # Keras 3 optimizers with use_ema=True keep the moving average as an "<var>_average" optimizer variable.
 _KERAS3_EMA_SLOT = "average"
 _ITER_CHILDREN = {"iter", "_iterations", "iterations"}
+# tf_keras SavedModels track compiled metrics' running state (total, count, ...) under keras_api/metrics/N.
+_METRIC_PATH = re.compile(r"(^|/)keras_api/metrics/")
 _LR_CHILDREN = {"learning_rate", "_learning_rate", "lr"}
 
 
@@ -160,7 +162,9 @@ def _classify_tf2(reader: TFBundleReader, graph: list[TrackableNode]) -> list[Va
                 _info(reader, key, name=name, role="slot", path=obj_path, slot_of=node_name(orig), slot_name=slot)
             )
         elif i in model or i not in path:
-            if local in _COUNTER_NAMES or name in ("save_counter", "global_step"):
+            if _METRIC_PATH.search(obj_path):
+                role = "metric"
+            elif local in _COUNTER_NAMES or name in ("save_counter", "global_step"):
                 role = "counter"
             elif name.endswith(EMA_SUFFIX):
                 role = "ema"

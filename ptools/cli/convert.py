@@ -50,6 +50,14 @@ def convert_command(
     forget_bias: Annotated[
         float, typer.Option("--forget-bias", help="TF1 LSTMCell forget_bias folded into the f-gate bias.")
     ] = 1.0,
+    input_size: Annotated[
+        str | None,
+        typer.Option(
+            "--input-size",
+            help="Input CxHxW to trace --model with (which Linear takes a flattened map); default: the "
+            "model's example_input_array.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only, write nothing.")] = False,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -60,6 +68,11 @@ def convert_command(
 
     if model and template:
         raise PtoolsError("--model and --template are exclusive", hint="pick one target")
+    dims = None
+    if input_size is not None:
+        if not model:
+            raise PtoolsError("--input-size belongs to --model (it traces the target)")
+        dims = _parse_input_size(input_size)
     if check_output and (not model or input_file is None or expected is None):
         raise PtoolsError("--check-output needs --model, --input and --expected")
     if dst is None and not dry_run:
@@ -68,7 +81,7 @@ def convert_command(
         if dst.suffix.lower() not in (".safetensors", ".pt", ".pth", ".bin"):
             raise PtoolsError(f"{dst}: unknown output type {dst.suffix or '(none)'}", hint="use .safetensors or .pt")
         check_output_path(dst, force)
-    opts = ConvertOptions(map_file, model, template, include_optimizer, ema, verify, forget_bias)
+    opts = ConvertOptions(map_file, model, template, include_optimizer, ema, verify, forget_bias, dims)
     p = plan(src, opts)
     check: dict[str, Any] | None = None
     if check_output:  # before writing: a conversion that fails its check leaves no file behind
@@ -94,44 +107,80 @@ def convert_command(
         raise typer.Exit(ExitCode.FINDINGS)
 
 
+def _parse_input_size(text: str) -> tuple[int, ...]:
+    """`CxHxW` (or `CxL`, `CxDxHxW`): one sample's shape without the batch axis."""
+    try:
+        dims = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not 1 <= len(dims) <= 4 or any(d < 1 for d in dims):
+        raise PtoolsError(f"--input-size {text!r}: expected positive sizes like 3x224x224 (CxHxW)")
+    return dims
+
+
 def _shape(s: list[int]) -> str:
     return "(" + ",".join(str(d) for d in s) + ")"
 
 
+_SKIPPED_USE = {
+    "optimizer": "--include-optimizer",
+    "counter": "--include-optimizer",
+    "ema": "--ema",
+    "metric": "never written: compiled metrics' running totals, not weights",
+    "rule-skip": "--map skip",
+}
+
+
 def _render(doc: dict[str, Any]) -> None:
+    """Tables for people. Piped (CI logs, files) each row stays one unwrapped line (print_table)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from ptools.cli._output import stdout_console
+    from ptools.cli._output import print_table, stdout_console
 
     con = stdout_console()
     src = doc["source"]
-    table = Table(title=f"{src['path']} ({src['format']}, {src['tensors']} tensors)", title_justify="left")
+    con.print(
+        f"{src['path']} ({src['format']}, {src['tensors']} tensors)", highlight=False, markup=False, soft_wrap=True
+    )
+    table = Table()
     for col in ("source", "target", "transform", "before", "after", "match"):
         table.add_column(col, overflow="fold")
     for row in doc["tensors"]:
-        source = ", ".join(row["source"]) or "-"
-        target = row["target"] or f"[red]{row['proposed']}[/red]"
+        source = escape(", ".join(row["source"]) or "-")
+        target = escape(row["target"]) if row["target"] else f"[red]{escape(row['proposed'])}[/red]"
         match = row["match"] or ""
-        style = "red" if match in ("unmatched", "shape-mismatch") else None
+        style = "red" if match in ("unmatched", "shape-mismatch") or row.get("undetermined") else None
+        if row.get("undetermined"):
+            match = f"{match}, layout undetermined" if match else "layout undetermined"
+        elif row.get("decided_by") and row["decided_by"] not in ("config",):
+            match = f"{match} ({row['decided_by']})"
         table.add_row(
             source,
             target,
-            row["transform"],
+            escape(row["transform"]),
             _shape(row["shape_before"]),
             _shape(row["shape_after"]),
-            match,
+            escape(match),
             style=style,
         )
-    con.print(table)
+    print_table(table, con)
     if doc["notes"]:
-        notes = Table(title="settings to change on the PyTorch side", title_justify="left")
+        con.print("settings to change on the PyTorch side", highlight=False, soft_wrap=True)
+        notes = Table()
         notes.add_column("layer")
         notes.add_column("setting")
         notes.add_column("what to do", overflow="fold")
         for n in doc["notes"]:
-            notes.add_row(n["layer"], n["setting"], n["message"])
-        con.print(notes)
+            notes.add_row(escape(n["layer"]), escape(n["setting"]), escape(n["message"]))
+        print_table(notes, con)
+    for r in doc.get("renames", []):
+        con.print(f"renamed to match the target: {r['message']}", highlight=False, markup=False, soft_wrap=True)
     for title, rows in (
+        (
+            "layout undetermined (nothing is written until it is settled)",
+            [f"{', '.join(u['source'])}: {u['why']}. Settle it with {u['settle']}" for u in doc["undetermined"]],
+        ),
         ("unfilled target keys", [f"{u['key']} {_shape(u['shape'])}" for u in doc["unfilled_target"]]),
         ("unmatched source tensors", [", ".join(s) for s in doc["unmatched_source"]]),
         (
@@ -152,31 +201,39 @@ def _render(doc: dict[str, Any]) -> None:
         ("duplicate target names", [f"{d['target']} <- {d['sources']}" for d in doc["duplicates"]]),
     ):
         if rows:
-            con.print(f"[bold]{title}[/bold] ({len(rows)}):", highlight=False)
+            con.print(f"[bold]{title}[/bold] ({len(rows)}):", highlight=False, soft_wrap=True)
             for r in rows[:50]:
-                con.print(f"  {r}", highlight=False, markup=False)
+                con.print(f"  {r}", highlight=False, markup=False, soft_wrap=True)
             if len(rows) > 50:
-                con.print(f"  ... {len(rows) - 50} more", highlight=False)
+                con.print(f"  ... {len(rows) - 50} more", highlight=False, soft_wrap=True)
     if doc["skipped"]:
         roles: dict[str, int] = {}
         for s in doc["skipped"]:
             roles[s["role"]] = roles.get(s["role"], 0) + 1
-        con.print(
-            "skipped: "
-            + ", ".join(f"{n} {r}" for r, n in roles.items())
-            + " (--include-optimizer / --ema to use them)",
-            highlight=False,
-        )
+        parts = [f"{n} {r}" + (f" ({_SKIPPED_USE[r]})" if r in _SKIPPED_USE else "") for r, n in roles.items()]
+        con.print("skipped: " + ", ".join(parts), highlight=False, markup=False, soft_wrap=True)
     check = doc.get("check_output")
     if check:
         verdict = "[green]ok[/green]" if check["ok"] else "[red]too large[/red]"
         con.print(
             f"check-output: max abs error {check['max_abs_error']:.3g} (tolerance {check['tolerance']:g}) {verdict}",
             highlight=False,
+            soft_wrap=True,
         )
     if doc["written"]:
-        con.print(f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)", highlight=False)
+        con.print(
+            f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif doc["output"] and doc["undetermined"]:
+        con.print(
+            f"[red]not written[/red]: {doc['output']} (a tensor's layout is undetermined: see above)", soft_wrap=True
+        )
     elif doc["output"] and not doc["ok"]:
-        con.print(f"[red]not written[/red]: {doc['output']} (fix the mapping: --map rules, or a matching --model)")
+        con.print(
+            f"[red]not written[/red]: {doc['output']} (fix the mapping: --map rules, or a matching --model)",
+            soft_wrap=True,
+        )
     elif doc["output"]:
-        con.print(f"[red]not written[/red]: {doc['output']} (--check-output failed)")
+        con.print(f"[red]not written[/red]: {doc['output']} (--check-output failed)", soft_wrap=True)

@@ -407,6 +407,7 @@ _ROLE_LABELS = {
     "optimizer": "optimizer",
     "counter": "counters",
     "ema": "EMA shadows",
+    "metric": "metric state",
 }
 
 

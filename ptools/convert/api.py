@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptools.convert import layouts, match, shapes
+from ptools.convert import layouts, match, questions, shapes
 from ptools.convert import rules as rules_mod
 from ptools.convert.layouts import Item, LayerOptions, Note
 from ptools.convert.source import Canonical, SourceTensor, load_source
@@ -22,6 +22,7 @@ class ConvertOptions:
     ema: bool = False
     verify: bool = False
     forget_bias: float = 1.0
+    input_size: tuple[int, ...] | None = None  # CxHxW to trace --model with (else its example_input_array)
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Plan:
     ambiguous: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     model: Any = None  # the instantiated --model, reused by --check-output
+    renames: list[dict[str, Any]] = field(default_factory=list)  # systematic renames applied to match --model
+
+    @property
+    def undetermined(self) -> list[Item]:
+        """Tensors that would be written but whose layout neither the file nor the target settles."""
+        return [i for i in self.written if i.undetermined is not None]
 
     @property
     def written(self) -> list[Item]:
@@ -49,7 +56,7 @@ class Plan:
 
     @property
     def ok(self) -> bool:
-        return not (self.unfilled or self.mismatched or self.duplicates)
+        return not (self.unfilled or self.mismatched or self.duplicates or self.undetermined)
 
     def out_tensors(self) -> list[OutTensor]:
         return [OutTensor(self.targets[id(i)], i.dtype, i.shape_after, i.make, i.chunks) for i in self.written]
@@ -73,11 +80,13 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         by_layer.setdefault(t.layer, {})[rel] = t
     recorded = {m.name: m.input_shape for m in canon.layers.values()}
     flat = shapes.flatten_shapes(canon.model_config, recorded)
+    flat_source = {layer: "config" for layer in flat}
     for r in rules:
         if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names
             for t in canon.tensors.values():
                 if r.pattern.fullmatch(t.key):
                     flat[t.layer] = r.flatten_shape
+                    flat_source[t.layer] = "rule"
     items: list[Item] = []
     notes: list[Note] = []
     for layer, vars_ in by_layer.items():
@@ -86,10 +95,15 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             # optimizer slots / counters (--include-optimizer): written as stored, under their own names
             items += [layouts.copy_item(_heuristic_prefix(layer), rel.replace("/", "."), t) for rel, t in vars_.items()]
             continue
-        lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias)
+        lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias, keras3=canon.keras3)
         its, ns = layouts.convert_layer(meta, vars_, _heuristic_prefix(layer), lopts)
+        for it in its:
+            if it.transform.startswith("dense_after_flatten"):
+                it.flatten_source = flat_source.get(layer)
+                it.decided_by = flat_source.get(layer)
         items += its
         notes += ns
+    questions.mark_flatten_questions(items, canon, set(flat))
     targets, how, fixed = _apply_rules(items, rules)
     p = Plan(canon, items, targets, how, notes, canon.skipped, rule_skipped)
     if opts.model or opts.template:
@@ -103,7 +117,11 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         for it in items:
             it.target = targets[id(it)]
         fixed_idx = {i for i, it in enumerate(items) if id(it) in fixed}
-        res = match.match(items, tgts, fixed_idx)
+        res = match.match(items, tgts, fixed_idx, name_sorted=not canon.model_order)
+        for it, t, _ in res.pairs:  # a target's shape settles a depthwise-or-conv kernel
+            choice = it.choice_for(t.shape)
+            if choice is not None:
+                it.choose(choice, f"target shape {tuple(t.shape)}")
         p.targets = {id(it): t.key for it, t, _ in res.pairs}
         p.how = {id(it): h for it, t, h in res.pairs}
         p.unmatched_items, p.unfilled, p.mismatched, p.ambiguous = (
@@ -112,6 +130,9 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             res.mismatched,
             res.ambiguous,
         )
+        p.renames = res.renames
+        if p.model is not None:
+            questions.settle_flatten_by_trace(p, opts.input_size)
     else:
         seen: dict[str, Item] = {}
         for it in items:
@@ -168,6 +189,8 @@ def _apply_rules(items: list[Item], rules: list[rules_mod.Rule]) -> tuple[dict[i
             it.shape_after = rules_mod.transformed_shape(rule.transform, it.shape_before, rule.flatten_shape)
             it.make = lambda fn=fn, raw=raw: fn(raw())
             it.chunks = None
+            it.undetermined = None  # an explicit rule settles any layout question
+            it.decided_by = "--map"
     for it in items:
         if id(it) in targets:
             continue
@@ -218,6 +241,10 @@ def report(p: Plan, dst: str | Path | None, written: bool) -> dict[str, Any]:
                 if id(it) in unmatched
                 else ("shape-mismatch" if id(it) in mism else p.how.get(id(it))),
                 "synthetic": it.synthetic,
+                "decided_by": it.decided_by,
+                "undetermined": None
+                if it.undetermined is None
+                else {"kind": it.undetermined.kind, "why": it.undetermined.why, "settle": it.undetermined.settle},
             }
         )
     return {
@@ -238,6 +265,18 @@ def report(p: Plan, dst: str | Path | None, written: bool) -> dict[str, Any]:
             for i, t in p.mismatched
         ],
         "ambiguous": p.ambiguous,
+        "undetermined": [
+            {
+                "source": list(i.sources),
+                "target": p.targets.get(id(i)),
+                "kind": i.undetermined.kind,
+                "why": i.undetermined.why,
+                "settle": i.undetermined.settle,
+            }
+            for i in p.undetermined
+            if i.undetermined is not None
+        ],
+        "renames": p.renames,
         "duplicates": p.duplicates,
         "skipped": [{"key": s.key, "role": s.role} for s in p.skipped]
         + [{"key": k, "role": "rule-skip"} for k in p.rule_skipped],

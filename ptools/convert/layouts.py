@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,16 @@ def dense_after_flatten(k: np.ndarray, pre_shape: tuple[int, ...]) -> np.ndarray
     return np.ascontiguousarray(r.reshape(-1, out).T)
 
 
+def dense_rows_reordered(k: np.ndarray, order: np.ndarray, channels: int) -> np.ndarray:
+    """A Dense kernel (H*W*C, out) for an nn.Linear whose j-th input is element `order[j]` (a C-major index
+    c*H*W + s) of the NCHW map TF flattened as (H, W, C): row s*C + c. Covers torch.flatten of NCHW
+    (order = arange) and ports that permute to NHWC before flattening (order = TF's own order)."""
+    order = np.asarray(order, dtype=np.int64)
+    hw = k.shape[0] // channels
+    rows = (order % hw) * channels + order // hw
+    return np.ascontiguousarray(k[rows].T)
+
+
 def swap_gates_zr(w: np.ndarray, axis: int = 0) -> np.ndarray:
     """Keras GRU gates z, r, h -> PyTorch r, z, n along `axis`."""
     z, r, h = np.split(w, 3, axis=axis)
@@ -115,6 +125,29 @@ def tf1_lstm_reorder(w: np.ndarray, axis: int = 0) -> np.ndarray:
 PERMUTE_NAMES = {1: "permute(2,1,0)", 2: "permute(3,2,0,1)", 3: "permute(4,3,0,1,2)"}
 
 # -- items and notes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    """One possible layout of a tensor whose layout the file does not determine."""
+
+    name: str  # "conv" | "depthwise" | "transpose" | ...
+    transform: str
+    shape_after: tuple[int, ...]
+    make: Callable[[], np.ndarray]
+    chunks: Callable[[BlockPool | None], Iterator[np.ndarray]] | None = None
+
+
+@dataclass
+class Undetermined:
+    """Why a tensor's layout is not determined by the file, and what settles it. Never written as is."""
+
+    kind: str  # "flatten" (is the Dense fed by a Flatten of a map?) | "depthwise" (Keras 3 `kernel`)
+    why: str
+    settle: str
+    choices: list[Choice] = field(default_factory=list)  # "depthwise": chosen by the target's shape
+    channels: int | None = None  # "flatten": channels of the conv map that may feed it
+    rule: str = ""  # the --map rule that settles it, as JSON
 
 
 @dataclass
@@ -134,6 +167,24 @@ class Item:
     raw: Callable[[], np.ndarray] | None = None  # the untransformed source, for a --map transform override
     # The same data as make(), in C-order pieces, optionally written into a BlockPool's buffers.
     chunks: Callable[[BlockPool | None], Iterator[np.ndarray]] | None = None
+    undetermined: Undetermined | None = None  # set: the layout depends on something the file does not say
+    decided_by: str | None = None  # what settled a layout question: "config", "target shape", "--model trace"
+    flatten_source: str | None = None  # "config" | "rule": a Dense permuted for a Flatten, and who said so
+
+    def choose(self, choice: Choice, decided_by: str) -> None:
+        """Settle an undetermined layout with one of its choices."""
+        self.transform = choice.transform
+        self.shape_after = choice.shape_after
+        self.make = choice.make
+        self.chunks = choice.chunks
+        self.undetermined = None
+        self.decided_by = decided_by
+
+    def choice_for(self, shape: tuple[int, ...]) -> Choice | None:
+        if self.undetermined is None:
+            return None
+        hits = [c for c in self.undetermined.choices if tuple(c.shape_after) == tuple(shape)]
+        return hits[0] if len(hits) == 1 else None
 
 
 @dataclass
@@ -260,6 +311,38 @@ def infer_class(layer: str, vars_: dict[str, SourceTensor]) -> str | None:
 class LayerOptions:
     flatten_shape: tuple[int, ...] | None = None  # pre-Flatten (H, W, C) for the first Dense after a Flatten
     forget_bias: float = 1.0  # TF1 LSTMCell forget_bias (a runtime constant, not stored)
+    keras3: bool = False  # written by Keras 3, where Conv and DepthwiseConv2D kernels are both `kernel`
+
+
+_KERAS_AUTO_DEPTHWISE = re.compile(r"^depthwise_conv[123]d(_\d+)?$")
+_KERAS_AUTO_CONV = re.compile(r"^conv[123]d(_transpose)?(_\d+)?$")
+
+
+def keras3_kernel_kind(layer: str, t: SourceTensor) -> str | None:
+    """What a class-less Keras 3 `kernel` of rank >= 3 is: "conv", "depthwise", or None when the file cannot say.
+
+    Keras 3 names a DepthwiseConv2D kernel `kernel` (shape (kh, kw, C, M)), like a Conv kernel (kh, kw, in,
+    out). What still tells them apart: Keras' default layer names (`depthwise_conv2d_3` is its class name),
+    the object attribute in TF2 checkpoints (Keras 3 Conv layers track theirs as `_kernel`, DepthwiseConv2D
+    as `kernel`), and C == 1, where both layouts are the same bytes.
+    """
+    last = layer.rsplit("/", 1)[-1]
+    if _KERAS_AUTO_DEPTHWISE.match(last):
+        return "depthwise"
+    if _KERAS_AUTO_CONV.match(last) or t.attr == "_kernel" or t.shape[-2] == 1:
+        return "conv"
+    return None
+
+
+def _depthwise_choice(t: SourceTensor) -> Choice:
+    *sp, c, m = t.shape
+    return Choice(
+        "depthwise",
+        "depthwise(reshape C*M, permute)",
+        (c * m, 1, *sp),
+        lambda: depthwise_kernel(t.load()),
+        lambda pool=None: swap_chunks(t.load().reshape(*sp, 1, c * m), pool),
+    )
 
 
 def convert_layer(
@@ -330,8 +413,27 @@ def _conv(
     meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
 ) -> tuple[list[Item], list[Note]]:
     items = []
-    if "kernel" in v:
-        items.append(_kernel_item(prefix, v["kernel"], meta.name))
+    k = v.get("kernel")
+    if k is not None and meta.class_inferred and opts.keras3 and len(k.shape) >= 3:
+        kind = keras3_kernel_kind(meta.name, k)
+        if kind == "depthwise":
+            meta.class_name = f"DepthwiseConv{len(k.shape) - 2}D"
+            return _depthwise(meta, v, prefix, opts)
+    if k is not None:
+        it = _kernel_item(prefix, k, meta.name)
+        if meta.class_inferred and opts.keras3 and len(k.shape) >= 3 and keras3_kernel_kind(meta.name, k) is None:
+            dw = _depthwise_choice(k)
+            conv = Choice("conv", it.transform, it.shape_after, it.make, it.chunks)
+            it.undetermined = Undetermined(
+                "depthwise",
+                f"Keras 3 names both a Conv kernel (kh, kw, in, out) and a DepthwiseConv2D kernel (kh, kw, C, M) "
+                f"`kernel`, and this file has no layer class for `{meta.name}`",
+                f"--model or --template (a target of shape {_shape_text(conv.shape_after)} means Conv, "
+                f"{_shape_text(dw.shape_after)} depthwise), or a --map rule "
+                f'{{"pattern": "{k.key}", "transform": "depthwise"}} (or "conv")',
+                choices=[conv, dw],
+            )
+        items.append(it)
     if "bias" in v:
         items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
     k = v.get("kernel")
@@ -348,7 +450,7 @@ def _depthwise(
 ) -> tuple[list[Item], list[Note]]:
     items: list[Item] = []
     notes: list[Note] = []
-    dk = v.get("depthwise_kernel")
+    dk = v.get("depthwise_kernel", v.get("kernel"))  # Keras 3 names it `kernel`
     if dk is not None:
         *sp, c, m = dk.shape
         items.append(
@@ -365,7 +467,11 @@ def _depthwise(
     if "bias" in v:
         items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
     notes += _settings_notes(meta, f"Conv{len(dk.shape) - 2 if dk is not None else 2}d")
-    return items + _leftovers(meta, v, prefix, {"depthwise_kernel", "bias"}), notes
+    return items + _leftovers(meta, v, prefix, {"depthwise_kernel", "kernel", "bias"}), notes
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def _separable(

@@ -162,15 +162,17 @@ def inbound_names(layer_cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> dict[str, Shape]:
-    """{dense layer name: pre-Flatten shape (H, W, C)} for every Dense fed (through dropout/activations) by a
-    Flatten of a rank >= 2 map. `recorded` holds input shapes the file itself records (Keras 3 build_config)."""
+_Graph = tuple[dict[str, Any], dict[str, list[str]], dict[str, Shape | None]]
+
+
+def _graph(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> _Graph | None:
+    """(class by layer, inbound layers by layer, output shape by layer) of a model config's top level."""
     if not model_config:
-        return {}
+        return None
     cfg = model_config.get("config", {})
     layers = cfg.get("layers", []) if isinstance(cfg, dict) else cfg
     if not isinstance(layers, list):
-        return {}
+        return None
     sequential = model_config.get("class_name") == "Sequential" or not any(lc.get("inbound_nodes") for lc in layers)
     out_shapes: dict[str, Shape | None] = {}
     feeds: dict[str, list[str]] = {}
@@ -189,15 +191,43 @@ def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shap
         out_shapes[name] = output_shape(cls, lcfg, ins)
         prev = name
     classes = {(lc.get("name") or lc.get("config", {}).get("name")): lc.get("class_name") for lc in layers}
+    return classes, feeds, out_shapes
+
+
+def _flatten_feeding(name: str, classes: dict[str, Any], feeds: dict[str, list[str]]) -> str | None:
+    src = feeds.get(name, [])
+    while len(src) == 1 and classes.get(src[0]) in _SKIP_THROUGH:
+        src = feeds.get(src[0], [])
+    return src[0] if len(src) == 1 and classes.get(src[0]) == "Flatten" else None
+
+
+def dense_after_flatten(model_config: dict[str, Any] | None) -> dict[str, str]:
+    """{Dense layer: the Flatten feeding it} per the config, whether or not the flattened shape is known."""
+    g = _graph(model_config, {})
+    if g is None:
+        return {}
+    classes, feeds, _ = g
+    out = {}
+    for name, cls in classes.items():
+        flat = _flatten_feeding(name, classes, feeds) if cls == "Dense" else None
+        if flat is not None:
+            out[name] = flat
+    return out
+
+
+def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> dict[str, Shape]:
+    """{dense layer name: pre-Flatten shape (H, W, C)} for every Dense fed (through dropout/activations) by a
+    Flatten of a rank >= 2 map. `recorded` holds input shapes the file itself records (Keras 3 build_config)."""
+    g = _graph(model_config, recorded)
+    if g is None:
+        return {}
+    classes, feeds, out_shapes = g
     result: dict[str, Shape] = {}
     for name, cls in classes.items():
         if cls != "Dense":
             continue
-        src = feeds.get(name, [])
-        while len(src) == 1 and classes.get(src[0]) in _SKIP_THROUGH:
-            src = feeds.get(src[0], [])
-        if len(src) == 1 and classes.get(src[0]) == "Flatten":
-            flat = src[0]
+        flat = _flatten_feeding(name, classes, feeds)
+        if flat is not None:
             pre = tuple(recorded[flat][1:]) if recorded.get(flat) else None  # type: ignore[index]
             if pre is None:
                 fs = feeds.get(flat, [])

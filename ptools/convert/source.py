@@ -14,7 +14,7 @@ from ptools.errors import PtoolsError
 if TYPE_CHECKING:
     import numpy as np
 
-ROLES = ("weight", "optimizer", "counter", "ema", "meta")
+ROLES = ("weight", "optimizer", "counter", "ema", "metric", "meta")
 
 _OPTIMIZER = re.compile(
     r"(^|/)(optimizer|optimizer_weights)(/|$)|/\.OPTIMIZER_SLOT/|/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1|Adagrad|"
@@ -38,6 +38,8 @@ WRITABLE_DTYPES = {
     "bool",
 }
 _ATTRIBUTES = re.compile(r"/\.ATTRIBUTES/[^/]+$")
+# Object paths only Keras 3 models produce in TF2 checkpoints (functional _operations, LoRA-ready _kernel).
+_KERAS3_PATH = re.compile(r"(^|/)(_operations|_functional|_trainable_variables)/|(^|/)_kernel/\.ATTRIBUTES/")
 _ROLE_ALIASES = {"slot": "optimizer"}  # the TF bundle reader's names for roles
 _RNN_CELL = re.compile(r"^(.*)/(lstm_cell|gru_cell|simple_rnn_cell|cell)$")
 
@@ -56,6 +58,7 @@ class SourceTensor:
     source_key: str = ""  # the key inside the file, when it differs (TF2 object-graph keys)
     ema_of: str | None = None  # for EMA shadows: the canonical name of the weight they shadow
     position: tuple[int, int] | None = None  # (shard, byte offset) in TF bundles: TF writes in model order
+    attr: str | None = None  # TF2 checkpoints: the object attribute holding it (`_kernel` vs `kernel`)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class Canonical:
     layers: dict[str, LayerMeta]
     model_config: dict[str, Any] | None = None
     skipped: list[SourceTensor] = field(default_factory=list)  # optimizer/counter/ema left out
+    keras3: bool = False  # written by Keras 3 (its Conv and DepthwiseConv2D kernels are both `kernel`)
+    model_order: bool = True  # tensors are in model order (False: TF1 name-based bundles, sorted by name)
 
     def weights(self) -> list[SourceTensor]:
         return [t for t in self.tensors.values() if t.role == "weight"]
@@ -85,7 +90,11 @@ class Canonical:
 
 def classify(key: str) -> str:
     """Role of a tensor from its name alone (readers that know better set `extra['role']`)."""
-    if key == "_CHECKPOINTABLE_OBJECT_GRAPH" or key.startswith("keras_api/"):
+    if key == "_CHECKPOINTABLE_OBJECT_GRAPH":
+        return "meta"
+    if re.search(r"(^|/)keras_api/metrics/", key):
+        return "metric"  # compiled metrics' running state (tf_keras SavedModel): never model weights
+    if key.startswith("keras_api/"):
         return "meta"
     key = _ATTRIBUTES.sub("", key)
     if _EMA.search(key):
@@ -163,6 +172,7 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
             source_key=info.key,
             ema_of=ema_of,
             position=_position(info),
+            attr=_ATTRIBUTES.sub("", info.key).rsplit("/", 1)[-1] if _ATTRIBUTES.search(info.key) else None,
         )
         if dtype not in WRITABLE_DTYPES:
             st.role = f"unsupported dtype {dtype}"
@@ -179,6 +189,8 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         if t.layer not in layers:
             layers[t.layer] = LayerMeta(t.layer, None)
     ordered = _order_layers(layers, tensors)
+    object_keys = [i.key for i in infos if _ATTRIBUTES.search(i.key)]
+    version = str(getattr(reader, "keras_version", None) or "")
     return Canonical(
         path=Path(reader.path),
         format=reader.format,
@@ -186,6 +198,10 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         layers=ordered,
         model_config=getattr(reader, "model_config", None),
         skipped=skipped,
+        keras3=reader.format == "keras-v3"
+        or version.startswith("3")
+        or any(_KERAS3_PATH.search(k) for k in object_keys),
+        model_order=reader.format != "tf-bundle" or bool(object_keys),
     )
 
 

@@ -39,3 +39,87 @@ class K20StyleScopes(K20Style):
         if name + "_1" in modules:
             return modules[name + "_1"]
         return super().__getattr__(name)
+
+
+class Flatten(nn.Module):
+    """tf2_flatten / k2_flatten*: Conv(2->3, 3, valid) -> Flatten -> Dense(4) -> Dense(2), input 2x7x5."""
+
+    example_input_array = torch.zeros(1, 2, 7, 5)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.dense = nn.Linear(45, 4)
+        self.out = nn.Linear(4, 2)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dense(self.flat(self.conv(x))))
+
+
+class FlattenNoExample(Flatten):
+    example_input_array = None
+
+
+class FlattenNHWC(Flatten):
+    """A port that flattens in TF's order (permute to NHWC first): its Linear wants TF's rows as they are."""
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.Flatten()(x.permute(0, 2, 3, 1))
+
+
+class FlattenGap(Flatten):
+    """A wrong port (global pooling where Keras flattens) with the same shapes is not this model: its Dense
+    input is a vector, so the trace settles the question as 'no permutation', and outputs differ."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(45, 4)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).repeat(1, 15)
+
+
+class K3Depthwise(nn.Module):
+    """k3_depthwise*: Conv(3->4, same) -> DepthwiseConv(x2, same) -> Conv 1x1 (8->5) -> GAP -> Dense(3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding="same")
+        self.dw = nn.Conv2d(4, 8, 3, padding="same", groups=4)
+        self.pw = nn.Conv2d(8, 5, 1)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pw(self.dw(self.conv(x)))
+        return self.head(x.mean((2, 3)))
+
+
+class TF1LayerNorm(nn.Module):
+    """tf1_layernorm: Dense(4->6) -> LN -> relu -> Dense(6->6) -> LN -> relu -> Dense(3), LN eps 1e-3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.ln1 = nn.LayerNorm(6, eps=1e-3)
+        self.fc2 = nn.Linear(6, 6)
+        self.ln2 = nn.LayerNorm(6, eps=1e-3)
+        self.fc3 = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.ln1(self.fc1(x)))
+        return self.fc3(torch.relu(self.ln2(self.fc2(x))))
+
+
+class MetricsModel(nn.Module):
+    """saved_model_metrics: Dense(5->4, relu) -> Dense(2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d1 = nn.Linear(5, 4)
+        self.d2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d2(torch.relu(self.d1(x)))

@@ -87,3 +87,154 @@ def test_keras20_style_with_model_named_after_layers(runner, tmp_path: Path) -> 
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert {row["match"] for row in doc["tensors"]} == {"name"}
+
+
+def _cli(runner, *args: str):
+    return runner.invoke(app, ["convert", *[str(a) for a in args]])
+
+
+def _written_error(path: Path, model: torch.nn.Module, io_name: str, nhwc: bool = True) -> float:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(path), strict=True)
+    model.eval()
+    io = np.load(FIX / io_name)
+    x = torch.from_numpy(io["x"])
+    with torch.no_grad():
+        y = model(x.permute(0, 3, 1, 2) if nhwc else x)
+    return float((y - torch.from_numpy(io["y"])).abs().max())
+
+
+def test_keras20_style_port_named_after_scopes_gets_the_systematic_rename(runner, tmp_path: Path) -> None:
+    out = tmp_path / "k20.safetensors"
+    r = _cli(runner, FIX / "k20_style.h5", out, "--model", "tests.convert.ports_convert:K20StyleScopes", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {row["match"] for row in doc["tensors"]} == {"rename"}
+    assert doc["renames"][0]["kind"] == "suffix+" and doc["renames"][0]["tensors"] == 13
+    assert _written_error(out, ports.K20StyleScopes(), "k20_style_io.npz") <= 1e-5
+    r = _cli(runner, FIX / "k20_style.h5", "--dry-run", "--model", "tests.convert.ports_convert:K20StyleScopes")
+    assert "renamed to match the target: '_1' appended to each layer name" in r.stdout
+
+
+FLATTEN_FILES = ["tf2_flatten", "k2_flatten_weights.h5", "k2_flatten.weights.h5"]
+
+
+@pytest.mark.parametrize("name", FLATTEN_FILES)
+def test_dense_after_conv_without_config_is_refused(runner, tmp_path: Path, name: str) -> None:
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / name, out)
+    assert r.exit_code == 1, r.output
+    assert not out.exists()
+    text = " ".join(r.stdout.split())
+    assert "layout undetermined" in text and "dense/kernel: its 45 inputs are 3 channels x 15 positions" in text
+    assert "(H, W, C)" in text and "--model" in text and '"transform": "dense_after_flatten"' in text
+    doc = json.loads(_cli(runner, FIX / name, "--dry-run", "--json").stdout)
+    assert [u["source"] for u in doc["undetermined"]] == [["dense/kernel"]]
+    assert doc["ok"] is False
+
+
+@pytest.mark.parametrize("name", FLATTEN_FILES)
+@pytest.mark.parametrize("port", ["Flatten", "FlattenNHWC"])
+def test_flatten_order_taken_from_the_traced_target(runner, tmp_path: Path, name: str, port: str) -> None:
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / name, out, "--model", f"tests.convert.ports_convert:{port}", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    dense = next(row for row in doc["tensors"] if row["source"] == ["dense/kernel"])
+    assert dense["decided_by"] == "--model trace"
+    assert _written_error(out, getattr(ports, port)(), "flatten_io.npz") <= 1e-5
+
+
+def test_flatten_trace_needs_an_input_and_not_a_template(runner, tmp_path: Path) -> None:
+    src = FIX / "tf2_flatten"
+    r = _cli(runner, src, tmp_path / "a.safetensors", "--model", "tests.convert.ports_convert:FlattenNoExample")
+    assert r.exit_code == 1 and "--input-size CxHxW" in " ".join(r.stdout.split())
+    out = tmp_path / "b.safetensors"
+    r = _cli(runner, src, out, "--model", "tests.convert.ports_convert:FlattenNoExample", "--input-size", "2x7x5")
+    assert r.exit_code == 0, r.output
+    assert _written_error(out, ports.Flatten(), "flatten_io.npz") <= 1e-5
+    ref = tmp_path / "ref.pt"
+    torch.save(ports.Flatten().state_dict(), ref)
+    r = _cli(runner, src, tmp_path / "c.safetensors", "--template", ref)
+    assert r.exit_code == 1 and "layout undetermined" in r.stdout
+    r = _cli(runner, src, "--dry-run", "--input-size", "2x7x5")
+    assert r.exit_code == 2 and "--input-size belongs to --model" in r.stderr
+
+
+def test_flatten_settled_by_a_map_rule(runner, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        json.dumps(
+            {"rules": [{"pattern": "dense/kernel", "transform": "dense_after_flatten", "flatten_shape": [5, 3, 3]}]}
+        )
+    )
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / "tf2_flatten", out, "--map", rules)
+    assert r.exit_code == 0, r.output
+    assert _written_error(out, ports.Flatten(), "flatten_io.npz") <= 1e-5
+
+
+def test_gap_port_traced_as_a_vector_input_is_not_permuted(tmp_path: Path) -> None:
+    # Same shapes, but the port feeds its Linear a pooled vector: the trace says "no flatten of a map".
+    p = plan(FIX / "tf2_flatten", ConvertOptions(model="tests.convert.ports_convert:FlattenGap"))
+    dense = next(i for i in p.items if i.sources == ("dense/kernel",))
+    assert p.ok and dense.transform == "transpose" and dense.decided_by == "--model trace"
+
+
+@pytest.mark.parametrize("name", ["k3_depthwise", "k3_depthwise_weights_legacy.h5"])
+def test_keras3_kernel_without_class_is_refused_then_settled_by_target_shape(runner, tmp_path: Path, name) -> None:
+    r = _cli(runner, FIX / name, tmp_path / "x.safetensors")
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.stdout.split())
+    assert "dw/kernel: Keras 3 names both a Conv kernel" in text and "(8, 1, 3, 3) depthwise" in text
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / name, out, "--model", "tests.convert.ports_convert:K3Depthwise", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["source"][0]: row for row in json.loads(r.stdout)["tensors"]}
+    assert rows["dw/kernel"]["transform"].startswith("depthwise") and "target shape" in rows["dw/kernel"]["decided_by"]
+    assert _written_error(out, ports.K3Depthwise(), "k3_depthwise_io.npz") <= 1e-5
+
+
+def test_keras3_object_graph_and_config_decide_the_kernel_kind() -> None:
+    p = plan(FIX / "k3_depthwise", ConvertOptions())
+    undetermined = [i.sources[0] for i in p.items if i.undetermined is not None]
+    assert undetermined == ["dw/kernel"]  # conv/pw are tracked as `_kernel` (Keras 3 Conv): determined
+    p = plan(FIX / "k3_depthwise_legacy.h5", ConvertOptions())  # the config names DepthwiseConv2D
+    assert p.ok
+    assert _max_error(p, ports.K3Depthwise(), "k3_depthwise_io.npz") <= 1e-5
+
+
+def test_tf1_layernorms_matched_per_kind_in_auto_name_order(runner, tmp_path: Path) -> None:
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / "tf1_layernorm", out, "--model", "tests.convert.ports_convert:TF1LayerNorm", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["source"][0]: row for row in json.loads(r.stdout)["tensors"]}
+    assert rows["model/layer_normalization_1/gamma"]["target"] == "ln2.weight"
+    assert rows["model/dense_2/kernel"]["target"] == "fc3.weight"
+    assert _written_error(out, ports.TF1LayerNorm(), "tf1_layernorm_io.npz", nhwc=False) <= 1e-5
+
+
+def test_saved_model_metric_state_is_counted_apart(runner, tmp_path: Path) -> None:
+    out = tmp_path / "o.safetensors"
+    r = _cli(runner, FIX / "saved_model_metrics", out, "--model", "tests.convert.ports_convert:MetricsModel", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [row["target"] for row in doc["tensors"]] == ["d1.weight", "d1.bias", "d2.weight", "d2.bias"]
+    roles = [s["role"] for s in doc["skipped"]]
+    assert roles.count("metric") == 6
+    assert _written_error(out, ports.MetricsModel(), "saved_model_metrics_io.npz", nhwc=False) <= 1e-5
+    r = _cli(runner, FIX / "saved_model_metrics", "--dry-run")
+    assert r.exit_code == 0 and "6 metric (never written" in r.stdout
+
+
+def test_piped_report_is_one_line_per_row(runner) -> None:
+    r = _cli(runner, FIX / "k20_style.h5", "--dry-run", "--model", "tests.convert.ports_convert:K20StyleScopes")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    rows = [ln for ln in lines if ln.startswith("│")]
+    assert len([ln for ln in rows if "batch_normalization_1" in ln and "rename" in ln]) == 5
+    assert sum(1 for ln in rows if "rename" in ln) == 13  # every tensor row is one line: nothing folded
+    assert any(
+        "batch_normalization_1/moving_variance" in ln and "batch_normalization_1_1.running_var" in ln for ln in rows
+    )

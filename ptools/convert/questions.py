@@ -1,0 +1,180 @@
+"""Layout questions a file can leave open, and what settles them: is this Dense fed by a Flatten of a map?
+
+TF flattens (H, W, C); a PyTorch port flattens NCHW. A Dense after a Flatten needs its rows reordered, one
+after a GlobalPooling or another Dense does not, and a transposed kernel loads with `strict=True` either
+way, so guessing wrong is silent. The Keras config answers it; without one, a Dense whose input size is a
+multiple k > 1 of the channels of the conv map before it is an open question, settled by tracing the
+`--model` target (ptools.convert.trace) or an explicit `--map` rule, and never written unsettled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ptools.convert import layouts, shapes
+from ptools.convert.layouts import Item, Undetermined
+
+if TYPE_CHECKING:
+    from ptools.convert.api import Plan
+    from ptools.convert.source import Canonical
+
+
+def _is_dense_kernel(it: Item, cls: str | None) -> bool:
+    return cls == "Dense" and it.role == "weight" and len(it.shape_before) == 2 and not it.synthetic
+
+
+def _layer_outputs(items: list[Item], canon: Canonical) -> dict[str, tuple[str, set[int]]]:
+    """Per layer: ("conv", possible output channels) | ("dense", {units}) | ("norm", {C}) | ("other", {})."""
+    by_layer: dict[str, list[Item]] = {}
+    for it in items:
+        by_layer.setdefault(it.layer, []).append(it)
+    out: dict[str, tuple[str, set[int]]] = {}
+    for layer, its in by_layer.items():
+        cls = canon.layers[layer].class_name if layer in canon.layers else None
+        kernels = [i for i in its if i.role == "weight" and len(i.shape_before) >= 3 and not i.synthetic]
+        bias = [i for i in its if i.role == "bias" and len(i.shape_after) == 1]
+        if kernels:
+            k = kernels[-1]  # separable: the pointwise kernel comes last
+            if bias:
+                channels = {bias[0].shape_after[0]}
+            elif k.undetermined is not None and k.undetermined.choices:
+                channels = {c.shape_after[0] for c in k.undetermined.choices}
+            elif "Transpose" in (cls or ""):
+                channels = {k.shape_after[1]}
+            else:
+                channels = {k.shape_after[0]}
+            out[layer] = ("conv", channels)
+        elif any(_is_dense_kernel(i, cls) for i in its):
+            k = next(i for i in its if _is_dense_kernel(i, cls))
+            out[layer] = ("dense", {k.shape_before[1]})
+        elif cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization") and its:
+            out[layer] = ("norm", {its[0].shape_after[0]} if its[0].shape_after else set())
+        else:
+            out[layer] = ("other", set())
+    return out
+
+
+def _feeding_conv(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str, set[int]]]) -> Any:
+    """(conv layer, channels) whose map may be flattened into `layer`'s n_in inputs, or None."""
+    if layer in order:
+        before = list(reversed(order[: order.index(layer)]))
+    else:
+        before = []
+    for prev in before:
+        kind, chans = outs.get(prev, ("other", set()))
+        if kind in ("dense", "other"):
+            return None  # fed by a Dense, an RNN, an Embedding: no flatten order to fix
+        if kind == "conv":
+            for c in sorted(chans):
+                if c and n_in % c == 0 and n_in // c > 1:
+                    return prev, c
+            return None
+    return None
+
+
+def _any_conv(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> Any:
+    """Name-sorted files (TF1 Saver): model order is unknown, so any conv map that could be flattened counts,
+    unless some Dense produces exactly n_in values."""
+    if any(kind == "dense" and n_in in chans for kind, chans in outs.values()):
+        return None
+    for layer, (kind, chans) in outs.items():
+        if kind == "conv":
+            for c in sorted(chans):
+                if c and n_in % c == 0 and n_in // c > 1:
+                    return layer, c
+    return None
+
+
+def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[str]) -> None:
+    """Set `undetermined` on every Dense kernel whose row order the file does not settle."""
+    from ptools.checkpoint.keras_h5 import config_layers_by_name
+
+    in_config = set(config_layers_by_name(canon.model_config)) if canon.model_config else set()
+    after_flatten = shapes.dense_after_flatten(canon.model_config)
+    outs = _layer_outputs(items, canon)
+    order = list(canon.layers)
+    for it in items:
+        meta = canon.layers.get(it.layer)
+        if meta is None or not _is_dense_kernel(it, meta.class_name) or it.layer in flattened:
+            continue
+        n_in = it.shape_before[0]
+        rule = (
+            f'{{"pattern": "{it.sources[0]}", "transform": "dense_after_flatten", "flatten_shape": [H, W, C]}}'
+            ' ("transform": "transpose" when no Flatten feeds it)'
+        )
+        settle = (
+            "--model (its forward is traced to see what feeds the Linear; add --input-size CxHxW unless the "
+            f"model has an example_input_array), or a --map rule {rule}"
+        )
+        if it.layer in in_config:
+            flat = after_flatten.get(it.layer)
+            if flat is not None:  # the config says a Flatten feeds it but not the size of what it flattens
+                it.undetermined = Undetermined(
+                    "flatten",
+                    f"the config says Flatten `{flat}` feeds `{it.layer}` but not the shape it flattens, so the "
+                    f"(H, W, C) row order of its {n_in} inputs is unknown",
+                    settle,
+                    rule=rule,
+                )
+            continue
+        found = _feeding_conv(it.layer, n_in, order, outs) if canon.model_order else _any_conv(n_in, outs)
+        if found is None:
+            continue
+        conv, c = found
+        where = "before it" if canon.model_order else "in this file (TF1 files do not keep model order)"
+        it.undetermined = Undetermined(
+            "flatten",
+            f"its {n_in} inputs are {c} channels x {n_in // c} positions of the map of conv `{conv}` {where}; "
+            f"if a Flatten feeds it, TF ordered the rows (H, W, C) and nn.Linear after torch.flatten needs "
+            f"(C, H, W), and the file has no model config to say which",
+            settle,
+            channels=c,
+            rule=rule,
+        )
+
+
+def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None:
+    """With --model: run it once and give each Dense after a Flatten the row order its Linear consumes."""
+    from ptools.convert import trace
+
+    asks = [
+        it
+        for it in p.written
+        if (it.undetermined is not None and it.undetermined.kind == "flatten") or it.flatten_source == "config"
+    ]
+    if not asks:
+        return
+    example = trace.example_input(p.model, input_size)
+    if example is None:
+        for it in asks:
+            if it.undetermined is not None:
+                it.undetermined.settle = (
+                    "--input-size CxHxW, so that --model can be traced (or an example_input_array attribute "
+                    f"on the model), or a --map rule {it.undetermined.rule}"
+                )
+        return
+    feeds = trace.trace_linear_inputs(p.model, example)
+    for it in asks:
+        key = p.targets.get(id(it), "")
+        module = key.rsplit(".", 1)[0] if key.endswith(".weight") else None
+        feed = feeds.get(module or "")
+        if feed is None:
+            continue
+        n_in, n_out = it.shape_before
+        raw = it.raw
+        assert raw is not None
+        if feed.flattened_map and feed.order is not None and feed.in_features == n_in:
+            c = feed.origin[0]  # type: ignore[index]
+            order = feed.order
+            if n_in % c:
+                continue
+            origin = "x".join(str(d) for d in feed.origin)  # type: ignore[union-attr]
+            it.make = lambda raw=raw, order=order, c=c: layouts.dense_rows_reordered(raw(), order, c)
+            it.chunks = None
+            it.transform = f"rows reordered for the traced input of {module} (flattened {origin} map)"
+            it.shape_after = (n_out, n_in)
+            it.undetermined = None
+            it.decided_by = "--model trace"
+        elif not feed.flattened_map and it.undetermined is not None:
+            it.undetermined = None  # the Linear is fed a vector: a plain transpose is right
+            it.decided_by = "--model trace"
