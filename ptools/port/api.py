@@ -81,17 +81,19 @@ def _saved_model_reader(path: Path) -> Any:
 def _layer_weights(reader: Any) -> dict[str, Weights]:
     """Each Keras layer's arrays in its variable order, keyed by the layer name of the config.
 
-    The file groups weights per layer under the layer's own name (legacy `.h5`: `model_weights/<layer>`;
-    Keras 3: `layers/<group>/vars` whose `name` attribute is the layer name), so the association holds for
-    every naming scheme of the variables inside (`kernel:0`, `conv2d_1_1/kernel:0`, `vars/0`).
+    The association of config layers with stored weights across naming schemes (`kernel:0`, Keras 2.0's
+    `conv2d_1_1/kernel:0`, Keras 3's `vars/0`) is the checkpoint reader's (`keras_h5.model_layers`, shared
+    with `convert`); the path kept with each array tells Bidirectional's forward and backward halves apart.
     """
+    from ptools.checkpoint.keras_h5 import model_layers
+
     infos = {t.key: t for t in reader.tensors()}
     out: dict[str, Weights] = {}
-    for kl in reader.layers():
+    for kl in model_layers(reader):
+        var_of = {key: var for var, key in kl.variables.items()}
         ws = []
         for key in kl.weights:
-            info = infos[key]
-            path = str(info.extra.get("h5_path", key))
+            path = var_of.get(key) or str(infos[key].extra.get("h5_path", key))
             ws.append((path, np.asarray(reader.read(key))))
         if ws:
             out[kl.name] = ws
