@@ -523,35 +523,64 @@ def embedding(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
 _RNN_TORCH = {"LSTM": "nn.LSTM", "GRU": "nn.GRU", "SimpleRNN": "nn.RNN"}
 
 
-def _rnn_check(cls: str, cfg: dict[str, Any]) -> list[str]:
+_KERAS_RNN_ACTS = ("sigmoid", "tanh", "hard_sigmoid", "relu", "linear")
+
+
+def _rnn_kind(cls: str, cfg: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Any] | None, list[str]]:
+    """None when torch.nn's layer computes Keras' formula, else the KerasRNN arguments that do."""
     if cfg.get("stateful"):
         raise Unsupported("stateful=True")
     if cfg.get("time_major"):
         raise Unsupported("time_major=True")
+    act, rec = cfg.get("activation", "tanh"), cfg.get("recurrent_activation", "sigmoid")
+    # Keras < 2.1 had no reset_after and reset before the matmul; every later config writes it down.
+    reset_after = bool(cfg.get("reset_after", False)) if cls == "GRU" else True
+    for a in (act, rec) if cls != "SimpleRNN" else (act,):
+        if a not in _KERAS_RNN_ACTS:
+            raise Unsupported(f"{cls} activation {a!r}")
     settings = []
-    act = cfg.get("activation", "tanh")
-    if cls == "SimpleRNN":
-        if act not in ("tanh", "relu"):
-            raise Unsupported(f"SimpleRNN activation {act!r}")
-    elif act != "tanh":
-        raise Unsupported(f"activation {act!r} (nn.{cls} uses tanh)")
-    if cls != "SimpleRNN" and cfg.get("recurrent_activation", "sigmoid") != "sigmoid":
-        raise Unsupported(f"recurrent_activation {cfg.get('recurrent_activation')!r} (nn.{cls} uses sigmoid)")
     if cls == "GRU":
-        if not cfg.get("reset_after", True):
-            raise Unsupported("GRU reset_after=False (the reset gate comes before the recurrent matmul)")
-        settings.append("reset_after=True: nn.GRU's formula; gates z,r,h reordered to r,z,n")
-    return settings
+        settings.append(f"reset_after={reset_after}; gates z,r,h reordered to r,z,n")
+    if cls == "SimpleRNN":
+        native = act in ("tanh", "relu")
+    else:
+        native = act == "tanh" and rec == "sigmoid" and reset_after
+    if native:
+        return None, settings
+
+    def name(a: str) -> str:
+        return "hard_sigmoid_k2" if a == "hard_sigmoid" and not ctx.keras3 else a
+
+    kwargs: dict[str, Any] = {}
+    if act != "tanh":
+        kwargs["activation"] = lit(name(act))
+    if cls != "SimpleRNN" and rec != "sigmoid":
+        kwargs["recurrent_activation"] = lit(name(rec))
+    if not reset_after:
+        kwargs["reset_after"] = False
+    settings.append(
+        f"activation={act}, recurrent_activation={rec}"
+        + ("" if reset_after else ", reset_after=False")
+        + ": not torch.nn's formula, ptools.nn.KerasRNN"
+    )
+    return kwargs, settings
 
 
-def _rnn_module(cls: str, cfg: dict[str, Any], n_in: int, bidirectional: bool = False) -> str:
-    kwargs: dict[str, Any] = {"batch_first": True}
-    if cls == "SimpleRNN" and cfg.get("activation", "tanh") == "relu":
+def _rnn_module(
+    cls: str, cfg: dict[str, Any], n_in: int, keras: dict[str, Any] | None, bidirectional: bool = False
+) -> str:
+    kwargs: dict[str, Any] = {} if keras is not None else {"batch_first": True}
+    if keras is None and cls == "SimpleRNN" and cfg.get("activation", "tanh") == "relu":
         kwargs["nonlinearity"] = lit("relu")
     if not cfg.get("use_bias", True):
         kwargs["bias"] = False
+    if keras is not None:
+        kwargs.update(keras)
     if bidirectional:
         kwargs["bidirectional"] = True
+    if keras is not None:
+        mode = {"SimpleRNN": "RNN"}.get(cls, cls)
+        return call("KerasRNN", lit(mode), n_in, int(cfg["units"]), **kwargs)
     return call(_RNN_TORCH[cls], n_in, int(cfg["units"]), **kwargs)
 
 
@@ -566,12 +595,11 @@ def _rnn_arrays(cls: str, cfg: dict[str, Any], ws: Weights, suffix: str, attr: s
     out[f"{attr}.weight_hh_l0{suffix}"] = rk
     if use_bias:
         b = a["bias"]
-        if cls == "GRU":
-            b2 = b.reshape(2, -1)  # reset_after: [input bias, recurrent bias]
-            out[f"{attr}.bias_ih_l0{suffix}"] = swap_gates_zr(b2[0])
-            out[f"{attr}.bias_hh_l0{suffix}"] = swap_gates_zr(b2[1])
-        else:  # only the sum of the two torch biases matters
-            out[f"{attr}.bias_ih_l0{suffix}"] = b
+        if cls == "GRU" and b.ndim == 2:  # reset_after: [input bias, recurrent bias]
+            out[f"{attr}.bias_ih_l0{suffix}"] = swap_gates_zr(b[0])
+            out[f"{attr}.bias_hh_l0{suffix}"] = swap_gates_zr(b[1])
+        else:  # one bias: only the sum of torch's two matters (reset_after=False: the input side)
+            out[f"{attr}.bias_ih_l0{suffix}"] = swap_gates_zr(b) if cls == "GRU" else b
             out[f"{attr}.bias_hh_l0{suffix}"] = np.zeros_like(b)
     return out
 
@@ -580,11 +608,14 @@ def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if len(ins) > 1 or tensor_kwargs:
         raise Unsupported("called with initial_state or a mask")
     v = ins[0]
-    code = LayerCode(settings=_rnn_check(cls, cfg))
+    keras, settings = _rnn_kind(cls, cfg, ctx)
+    code = LayerCode(settings=settings)
     n_in, units = v.shape[-1], int(cfg["units"])
     if n_in is None:
         raise Unsupported("unknown input features")
-    code.modules.append((ctx.attr, _rnn_module(cls, cfg, n_in)))
+    code.modules.append((ctx.attr, _rnn_module(cls, cfg, n_in, keras)))
+    if keras is not None:
+        code.imports.add("KerasRNN")
     x = as_keras(v)
     if cfg.get("go_backwards"):
         x = f"{x}.flip(1)"
@@ -625,11 +656,14 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if icfg.get("go_backwards") or icfg.get("return_state"):
         raise Unsupported("Bidirectional with go_backwards or return_state")
     v = ins[0]
-    code = LayerCode(settings=_rnn_check(cls, icfg))
+    keras, settings = _rnn_kind(cls, icfg, ctx)
+    code = LayerCode(settings=settings)
     n_in, u = v.shape[-1], int(icfg["units"])
     if n_in is None:
         raise Unsupported("unknown input features")
-    code.modules.append((ctx.attr, _rnn_module(cls, icfg, n_in, bidirectional=True)))
+    code.modules.append((ctx.attr, _rnn_module(cls, icfg, n_in, keras, bidirectional=True)))
+    if keras is not None:
+        code.imports.add("KerasRNN")
     mode = cfg.get("merge_mode", "concat")
     seq, o = bool(icfg.get("return_sequences")), ctx.out
     x = as_keras(v)

@@ -21,7 +21,7 @@ from ptools.port import api
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
-MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc"]
+MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 
 
@@ -136,6 +136,8 @@ def test_hard_sigmoid_follows_the_keras_version(ported) -> None:
         ("mobilenet.keras", "pool.permute(0, 2, 3, 1)", "pool"),  # flatten in NCHW order
         ("unet.keras", 'mode="bilinear", align_corners=False', 'mode="bilinear", align_corners=True'),
         ("textnet.keras", "seq_ln.flip(1)", "seq_ln"),  # go_backwards ignored
+        ("rnn_k2_tfk.h5", '"hard_sigmoid_k2"', '"hard_sigmoid"'),  # Keras 3's hard_sigmoid on a tf_keras model
+        ("rnn_k2.keras", "reset_after=False, bidirectional=True", "bidirectional=True"),  # GRU reset placement
     ],
 )
 def test_fixtures_catch_the_classic_mistakes(tmp_path: Path, name: str, old: str, new: str) -> None:
