@@ -18,6 +18,7 @@ from ptools.checkpoint import safetensors_reader, torch_legacy, torch_zip  # noq
 register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
 register_format("torch-zip", torch_zip.sniff, torch_zip.open_reader)  # TorchScript archives too
 register_format("torch-legacy", torch_legacy.sniff_legacy, torch_legacy.TorchLegacyReader)
+register_format("torch-tar", torch_legacy.sniff_tar, torch_legacy.TorchTarReader)
 register_format("pickle", torch_legacy.sniff_pickle, torch_legacy.PickleReader)
 
 from ptools.checkpoint import keras_h5  # noqa: E402  (h5py is imported only when a file is opened)

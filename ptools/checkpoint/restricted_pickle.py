@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.dtypes import STORAGE_DTYPES, TORCH_DTYPE_NAMES
+from ptools.checkpoint.pickle_scan import StreamScan, scan_stream
 
 SAFE, SUSPICIOUS, DANGEROUS = "safe", "suspicious", "dangerous"
 _GRADE_ORDER = {SAFE: 0, SUSPICIOUS: 1, DANGEROUS: 2}
@@ -93,6 +94,68 @@ _DANGEROUS_MODULES: dict[str, str] = {
     "torch.hub": "downloads and runs code",
     "torch.utils.cpp_extension": "compiles and loads native code",
     "numpy.testing": "runs Python code",
+    "numpy.f2py": "compiles and runs code",
+    "numpy.distutils": "runs build code",
+    "numpy.ctypeslib": "calls native code",
+    "_operator": "calls arbitrary methods (attrgetter/methodcaller)",
+    "functools": "wraps or calls arbitrary callables",
+    "copyreg": "registers or calls arbitrary constructors",
+    "copy_reg": "registers or calls arbitrary constructors",
+    "imaplib": "network access",
+    "poplib": "network access",
+    "nntplib": "network access",
+    "smtpd": "network access",
+    "xmlrpc": "network access",
+    "socketserver": "network access",
+    "asynchat": "network access",
+    "asyncore": "network access",
+    "_socket": "network access",
+    "_ssl": "network access",
+    "select": "network / file descriptors",
+    "selectors": "network / file descriptors",
+    "mmap": "maps files",
+    "fcntl": "file descriptors",
+    "termios": "terminal control",
+    "_thread": "starts threads",
+    "threading": "starts threads",
+    "concurrent": "starts processes",
+    "_signal": "signals processes",
+    "gc": "reaches every object in the interpreter",
+    "inspect": "reaches frames and code",
+    "builtins.__dict__": "reaches every builtin",
+    "codecs": "opens files",
+    "fileinput": "opens files",
+    "glob": "lists files",
+    "zipfile": "writes/extracts files",
+    "tarfile": "writes/extracts files",
+    "gzip": "opens files",
+    "bz2": "opens files",
+    "lzma": "opens files",
+    "sqlite3": "creates files / runs SQL",
+    "dbm": "opens files",
+    "logging": "writes files / listens on sockets",
+    "tkinter": "runs Tcl code",
+    "_tkinter": "runs Tcl code",
+    "idlelib": "runs Python code",
+    "lib2to3": "rewrites files",
+    "pip": "installs packages",
+    "msvcrt": "native access",
+    "winreg": "native access",
+    "_winapi": "starts processes",
+    "_posixshmem": "shared memory",
+    "resource": "process limits",
+    "torch.jit": "compiles and runs TorchScript",
+    "torch._C": "native interpreter internals",
+    "torch.ops": "calls native operators",
+    "torch._ops": "calls native operators",
+    "torch.package": "imports packaged code",
+    "torch.distributed": "network access",
+    "torch.multiprocessing": "starts processes",
+    "torch.serialization": "nested loading / saving",
+    "torch._dynamo": "compiles and runs code",
+    "torch._inductor": "compiles and runs code",
+    "torch.fx": "builds and runs code",
+    "torch.compiler": "compiles and runs code",
 }
 _DANGEROUS_NAMES: dict[tuple[str, str], str] = {
     ("builtins", "eval"): "evaluates Python code",
@@ -117,14 +180,46 @@ _DANGEROUS_NAMES: dict[tuple[str, str], str] = {
     ("torch._C", "_jit_pass_onnx"): "interpreter internals",
     ("numpy", "load"): "nested unpickling (allow_pickle)",
     ("numpy.lib.npyio", "load"): "nested unpickling (allow_pickle)",
-    ("functools", "partial"): "wraps arbitrary callables",
-    ("functools", "reduce"): "calls arbitrary callables",
-    ("copyreg", "_reconstructor_unsafe"): "calls arbitrary callables",
+    ("builtins", "type"): "creates classes",
+    ("builtins", "super"): "reaches base-class methods",
+    ("builtins", "memoryview"): "raw memory access",
+    ("builtins", "classmethod"): "wraps arbitrary callables",
+    ("builtins", "staticmethod"): "wraps arbitrary callables",
+    ("builtins", "property"): "wraps arbitrary callables",
+    ("builtins", "map"): "calls arbitrary callables",
+    ("builtins", "filter"): "calls arbitrary callables",
+    ("builtins", "print"): "writes to files",
+    ("builtins", "help"): "runs the pager",
+    ("builtins", "exit"): "exits the process",
+    ("builtins", "quit"): "exits the process",
+    ("torch", "save"): "writes files",
+    ("torch", "from_file"): "maps files",
+    ("torch", "compile"): "compiles and runs code",
+    ("numpy", "fromfile"): "reads files",
+    ("numpy", "memmap"): "maps files",
+    ("numpy", "save"): "writes files",
+    ("numpy", "savez"): "writes files",
+    ("numpy", "savetxt"): "writes files",
+    ("numpy", "loadtxt"): "reads files",
+    ("numpy", "genfromtxt"): "reads files",
+    ("numpy", "tofile"): "writes files",
+    ("numpy.lib.format", "read_array"): "nested unpickling (allow_pickle)",
 }
+# Dunder names that stay ordinary: module names of scripts, TorchScript and Python 2, copyreg's hooks.
+_PLAIN_DUNDERS = {"__main__", "__mp_main__", "__torch__", "__builtin__", "__newobj__", "__newobj_ex__"}
 
 
 def grade_global(module: str, name: str) -> tuple[str, str]:
-    """(grade, reason) for a global that is not on the allow-list."""
+    """(grade, reason) for a global that is not on the allow-list: graded by what the name can reach.
+
+    A name is looked up attribute by attribute (`argparse._os.system` is `os.system`), so every dotted
+    segment counts: a dunder (`__globals__`, `__builtins__`, `__subclasses__`), a private module alias
+    (`_os`), a dangerous module or function anywhere in the chain makes the whole name dangerous.
+    """
+    if module.startswith("<"):
+        if "computed" in module:
+            return DANGEROUS, "the callable is only known at load time"
+        return DANGEROUS, "from copyreg's extension registry"
     reason = _DANGEROUS_NAMES.get((module, name))
     if reason:
         return DANGEROUS, reason
@@ -133,9 +228,79 @@ def grade_global(module: str, name: str) -> tuple[str, str]:
         reason = _DANGEROUS_MODULES.get(".".join(parts[:i]))
         if reason:
             return DANGEROUS, reason
+    segments = [*parts, *name.split(".")]
+    for seg in segments:
+        if seg.startswith("__") and seg.endswith("__") and seg not in _PLAIN_DUNDERS:
+            return DANGEROUS, f"reaches interpreter internals through {seg}"
+        if not seg.isidentifier():
+            return DANGEROUS, "not a plain Python name"
+    if "." in name:
+        attrs = name.split(".")
+        for i, attr in enumerate(attrs[:-1]):
+            # `x._os.system`, `argparse.sys.modules`: an attribute that is itself a module.
+            alias = attr.lstrip("_")
+            if alias in _DANGEROUS_MODULES or attr.startswith("_"):
+                return DANGEROUS, f"reaches {alias or attr} through module attributes ({module}.{name})"
+            owner = ".".join(attrs[: i + 1])
+            if (module, owner) in _DANGEROUS_NAMES:
+                return DANGEROUS, _DANGEROUS_NAMES[(module, owner)]
+        last = attrs[-1]
+        if ("builtins", last) in _DANGEROUS_NAMES or last in _RISKY_FUNCTIONS:
+            return DANGEROUS, f"reaches {last} through module attributes ({module}.{name})"
+        return SUSPICIOUS, "a nested attribute, not on the allow-list"
     if module in ("builtins", "__builtin__"):
         return SUSPICIOUS, "builtin not on the allow-list"
     return SUSPICIOUS, "not on the allow-list: unpickling would import this module and call into it"
+
+
+# Function names that run commands or code in whatever module holds them (os.system, pty.spawn...).
+_RISKY_FUNCTIONS = {
+    "system",
+    "popen",
+    "spawn",
+    "spawnv",
+    "spawnl",
+    "spawnve",
+    "spawnlp",
+    "execv",
+    "execve",
+    "execl",
+    "execlp",
+    "execvp",
+    "fork",
+    "forkpty",
+    "kill",
+    "remove",
+    "unlink",
+    "rmtree",
+    "rmdir",
+    "rename",
+    "chmod",
+    "chown",
+    "run",
+    "call",
+    "check_call",
+    "check_output",
+    "Popen",
+    "getoutput",
+    "getstatusoutput",
+    "import_module",
+    "run_path",
+    "run_module",
+    "load",
+    "loads",
+    "urlopen",
+    "urlretrieve",
+    "open",
+    "putenv",
+    "startfile",
+    "methodcaller",
+    "attrgetter",
+    "eval",
+    "exec",
+    "compile",
+    "__import__",
+}
 
 
 def _short_repr(obj: Any) -> str:
@@ -222,6 +387,7 @@ class NamespaceData:
     qualname: ClassVar[str] = "argparse.Namespace"
 
     def __init__(self, **kwargs: Any) -> None:
+        _Budget.spend(_cost(tuple(kwargs.values())), "Namespace()")
         self.__dict__.update(kwargs)
 
 
@@ -238,6 +404,7 @@ class DefaultDictData(dict):
 
     def __init__(self, factory: Any = None, *args: Any) -> None:
         super().__init__()
+        _Budget.spend(_cost(args), "defaultdict()")
         self.factory = _short_repr(factory)
         if args and isinstance(args[0], dict):
             self.update(args[0])
@@ -487,12 +654,14 @@ def _reconstructor(cls: Any, base: Any = object, state: Any = None) -> Any:
     if cls in (NamespaceData, NumpyArrayData):
         return cls()
     if isinstance(cls, type) and cls in _PLAIN_TYPES:
+        _Budget.spend(_cost((state,)), "copyreg._reconstructor")
         return cls() if state is None else cls(state)
     raise ValueError(f"copyreg._reconstructor of {_short_repr(cls)}")
 
 
 def _newobj(cls: Any, *args: Any) -> Any:
     if isinstance(cls, type) and (issubclass(cls, Placeholder) or cls in _PLAIN_TYPES):
+        _Budget.spend(_cost(args), "copyreg.__newobj__")
         return cls.__new__(cls, *args)
     raise ValueError(f"copyreg.__newobj__ of {_short_repr(cls)}")
 
@@ -500,43 +669,92 @@ def _newobj(cls: Any, *args: Any) -> Any:
 _MAX_BYTES = 1 << 26
 
 
-def _safe_bytes(*args: Any) -> bytes:
-    if args and isinstance(args[0], int) and args[0] > _MAX_BYTES:
-        raise ValueError("bytes() of a huge size")
-    return bytes(*args)
+class _Budget:
+    """How much data allow-listed builders (bytes(n), list(range(n)), copies of containers) may still create
+    in one load: a few pickle bytes can ask for gigabytes through them."""
+
+    left = 0
+
+    @classmethod
+    def reset(cls, stream_bytes: int) -> None:
+        cls.left = max(256 << 20, 4 * stream_bytes)
+
+    @classmethod
+    def spend(cls, n: int, what: str) -> None:
+        cls.left -= n
+        if cls.left < 0:
+            raise ValueError(f"{what}: the pickle builds more data than a checkpoint of its size could hold")
 
 
-def _safe_bytearray(*args: Any) -> bytearray:
-    if args and isinstance(args[0], int) and args[0] > _MAX_BYTES:
-        raise ValueError("bytearray() of a huge size")
-    return bytearray(*args)
+def _cost(args: tuple[Any, ...]) -> int:
+    n = 64
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool):
+            n += abs(a) if abs(a) < (1 << 62) else 1 << 62
+        elif isinstance(a, (str, bytes, bytearray)):
+            n += len(a)
+        elif isinstance(a, (range, list, tuple, dict, set, frozenset)):
+            n += 64 * len(a)
+    return n
 
 
-def _safe_range(*args: Any) -> range:
-    # list(range(10**12)) is a memory bomb made only of allow-listed builtins: cap what a pickle may build.
-    r = range(*args)
-    if len(r) > _MAX_BYTES:
-        raise ValueError("range() too long")
-    return r
+def _budgeted(builder: Any, name: str) -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if name in ("bytes", "bytearray") and args and isinstance(args[0], int) and args[0] > _MAX_BYTES:
+            raise ValueError(f"{name}() of a huge size")
+        if name == "range":
+            r = range(*args)
+            if len(r) > 1 << 20:
+                raise ValueError("range() too long")
+            _Budget.spend(64 * len(r), name)
+            return r
+        _Budget.spend(_cost(args) + _cost(tuple(kwargs.values())), f"{name}()")
+        return builder(*args, **kwargs)
+
+    build.__name__ = name
+    return build
+
+
+_safe_bytes = _budgeted(bytes, "bytes")
+_safe_bytearray = _budgeted(bytearray, "bytearray")
+_safe_range = _budgeted(range, "range")
 
 
 class _SizeStandIn(tuple):
     """torch.Size as a plain tuple."""
 
 
-_PLAIN_TYPES = (dict, list, tuple, set, frozenset, OrderedDict, AttributeDictData)
+class OrderedDictData(OrderedDict):
+    """collections.OrderedDict; what it copies counts against the load's budget."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _Budget.spend(_cost(args) + _cost(tuple(kwargs.values())), "OrderedDict()")
+        super().__init__(*args, **kwargs)
+
+
+class CounterData(dict):
+    """collections.Counter (torch's weights_only loader accepts it) as a plain dict."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _Budget.spend(_cost(args) + _cost(tuple(kwargs.values())), "Counter()")
+        if args and isinstance(args[0], dict):
+            self.update(args[0])
+        self.update({k: v for k, v in kwargs.items()})
+
+
+_PLAIN_TYPES = (dict, list, tuple, set, frozenset, OrderedDict, OrderedDictData, AttributeDictData, CounterData)
 
 _BUILTINS: dict[str, Any] = {
-    "dict": dict,
-    "list": list,
-    "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
+    "dict": _budgeted(dict, "dict"),
+    "list": _budgeted(list, "list"),
+    "tuple": _budgeted(tuple, "tuple"),
+    "set": _budgeted(set, "set"),
+    "frozenset": _budgeted(frozenset, "frozenset"),
     "int": int,
     "float": float,
     "complex": complex,
     "bool": bool,
-    "str": str,
+    "str": _budgeted(str, "str"),
     "bytes": _safe_bytes,
     "bytearray": _safe_bytearray,
     "slice": slice,
@@ -569,7 +787,8 @@ _TORCH_MARKERS = {
 }
 
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "OrderedDict"): OrderedDictData,
+    ("collections", "Counter"): CounterData,
     ("collections", "defaultdict"): DefaultDictData,
     ("argparse", "Namespace"): NamespaceData,
     ("copyreg", "_reconstructor"): _reconstructor,
@@ -651,6 +870,7 @@ class ScanResult:
     error: str | None = None  # the unpickling stopped early (corrupt or hostile stream)
     protocol: int | None = None
     end: int | None = None  # stream position after the pickle
+    notes: list[str] = field(default_factory=list)  # members or streams that could not be scanned
 
     @property
     def unsafe(self) -> list[GlobalRef]:
@@ -670,8 +890,63 @@ class ScanResult:
 # ------------------------------------------------------------------------------------------- unpickler
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """pickle.Unpickler whose find_class never imports and whose persistent_load records storages."""
+# Accepted by torch.load(weights_only=True) (torch/_weights_only_unpickler.py and torch.serialization's
+# default safe globals) without a data stand-in here: graded safe, recorded by an inert placeholder.
+_WEIGHTS_ONLY_SAFE = {
+    ("traceback", "FrameSummary"),
+    ("traceback", "StackSummary"),
+    ("torch._utils", "_rebuild_nested_tensor"),
+    ("torch._utils", "_rebuild_wrapper_subclass"),
+    ("torch._utils", "_rebuild_device_tensor_from_cpu_tensor"),
+    ("torch.storage", "UntypedStorage"),
+    ("torch.storage", "TypedStorage"),
+    ("torch", "UntypedStorage"),
+    ("torch", "TypedStorage"),
+}
+_TENSOR_CLASSES = {
+    f"{p}Tensor" for p in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+}
+
+
+def _weights_only_safe(module: str, name: str) -> bool:
+    if (module, name) in _WEIGHTS_ONLY_SAFE:
+        return True
+    if module in ("torch", "torch.cuda") and name in _TENSOR_CLASSES:
+        return True
+    if module == "builtins" and name.endswith(("Error", "Exception", "Warning", "Interrupt", "Exit")):
+        return name.isidentifier() and name[0].isupper()
+    return False
+
+
+def classify(module: str, name: str, torchscript: bool = False) -> tuple[str, str]:
+    """(grade, reason) for a global, allow-list included: the one grading both the scan and the loader use."""
+    module, name = _normalise(module, name)
+    if _allowed_target(module, name) is not None:
+        return SAFE, "allow-listed"
+    if _weights_only_safe(module, name):
+        return SAFE, "accepted by torch.load(weights_only=True)"
+    if torchscript and (module.startswith("__torch__") or module == "torch.jit._pickle"):
+        return SAFE, "TorchScript type"
+    return grade_global(module, name)
+
+
+def _allowed_target(module: str, name: str) -> Any:
+    allowed = _ALLOWED.get((module, name))
+    if allowed is not None:
+        return allowed
+    if module == "builtins" and name in _BUILTINS:
+        return _BUILTINS[name]
+    if module in ("torch", "torch.storage", "torch.cuda") and name in STORAGE_DTYPES:
+        return StorageType(name, STORAGE_DTYPES[name])
+    if module == "torch" and name in TORCH_DTYPE_NAMES:
+        return TorchDtype(TORCH_DTYPE_NAMES[name])
+    if module in ("torch", "torch._tensor") and name in _TORCH_MARKERS:
+        return TorchMarker(f"torch.{name}")
+    return None
+
+
+class _RestrictedMixin:
+    """find_class never imports; persistent_load records storages. Mixed into the C and the Python unpickler."""
 
     def __init__(
         self,
@@ -683,7 +958,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         legacy_ids: bool = False,
     ) -> None:
         # latin1 decodes any Python 2 str without failing; keys are ASCII in practice.
-        super().__init__(file, encoding="latin1")
+        super().__init__(file, encoding="latin1")  # type: ignore[call-arg]
         self.result = result
         self.source = source
         self.torchscript = torchscript
@@ -703,21 +978,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         return target
 
     def _resolve(self, module: str, name: str) -> tuple[Any, str, str]:
-        allowed = _ALLOWED.get((module, name))
-        if allowed is not None:
-            return allowed, SAFE, "allow-listed"
-        if module == "builtins" and name in _BUILTINS:
-            return _BUILTINS[name], SAFE, "allow-listed"
-        if module in ("torch", "torch.storage") and name in STORAGE_DTYPES:
-            return StorageType(name, STORAGE_DTYPES[name]), SAFE, "allow-listed"
-        if module == "torch" and name in TORCH_DTYPE_NAMES:
-            return TorchDtype(TORCH_DTYPE_NAMES[name]), SAFE, "allow-listed"
-        if module in ("torch", "torch._tensor") and name in _TORCH_MARKERS:
-            return TorchMarker(f"torch.{name}"), SAFE, "allow-listed"
-        if self.torchscript and (module.startswith("__torch__") or module == "torch.jit._pickle"):
-            # TorchScript class names are resolved by the TorchScript runtime, never imported as Python.
-            return self._placeholder(module, name), SAFE, "TorchScript type"
-        grade, reason = grade_global(module, name)
+        target = _allowed_target(module, name)
+        if target is not None:
+            return target, SAFE, "allow-listed"
+        grade, reason = classify(module, name, self.torchscript)
         return self._placeholder(module, name), grade, reason
 
     def _placeholder(self, module: str, name: str) -> type[Placeholder]:
@@ -756,7 +1020,17 @@ class RestrictedUnpickler(pickle.Unpickler):
             return ref
         if isinstance(pid, tuple) and pid and pid[0] == "module":
             return {"__class__": "legacy module source", "name": _short_repr(pid[1:2])}
+        if isinstance(pid, (str, int)):  # torch's old tar format: ids of tensors in its `tensors` member
+            return f"<persistent id {_short_repr(pid)}>"
         raise pickle.UnpicklingError(f"unsupported persistent id {_short_repr(pid)}")
+
+
+class RestrictedUnpickler(_RestrictedMixin, pickle.Unpickler):  # type: ignore[misc]
+    """The C unpickler, restricted: fast; its memo is an array sized by the largest memo index."""
+
+
+class _PyRestrictedUnpickler(_RestrictedMixin, pickle._Unpickler):  # type: ignore[misc]
+    """The pure-Python unpickler, restricted: its memo is a dict, so a huge LONG_BINPUT index costs nothing."""
 
 
 def _normalise(module: str, name: str) -> tuple[str, str]:
@@ -764,6 +1038,14 @@ def _normalise(module: str, name: str) -> tuple[str, str]:
     if (module, name) in _compat_pickle.NAME_MAPPING:
         return _compat_pickle.NAME_MAPPING[(module, name)]
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+MAX_NESTING = 10_000  # deeper tuples crash CPython's hash() (C recursion): such streams are not loaded
+
+
+def load_limit(stream_bytes: int) -> int:
+    """Memory a restricted load may use for one stream: the promise is max(4*S, 512 MiB) per command."""
+    return max(384 << 20, 3 * stream_bytes)
 
 
 def restricted_load(
@@ -774,61 +1056,90 @@ def restricted_load(
     legacy_ids: bool = False,
     result: ScanResult | None = None,
     offset: int = 0,
+    static: StreamScan | None = None,
 ) -> ScanResult:
-    """Unpickle `data` (bytes, from `offset`, or a binary file positioned at a pickle) restrictedly.
+    """Scan, then (when that is safe for this process) unpickle `data` from `offset` restrictedly.
 
-    Never raises for a bad stream: the error is recorded in `result.error` and what was found so far kept.
-    `result.end` is where the pickle ended (the next one of a sequence starts there).
+    `data` is a buffer (bytes, mmap). The static scan of the stream (`pickle_scan.scan_stream`, or the
+    one given) decides the verdict: every global it names is recorded even when the load stops early or is
+    skipped. The load only adds the structure, where each global sits, and the calls it would make.
+    Never raises for a bad stream: the error is recorded in `result.error`; `result.end` is where the
+    pickle ended (the next one of a sequence starts there), None when it is broken.
     """
     result = result or ScanResult()
-    if isinstance(data, (bytes, bytearray)) and b"\x96" in data:
-        data = _cut_before_bad_bytearray(data, offset)
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    if offset:
-        stream.seek(offset)
-    head = None
-    if isinstance(data, (bytes, bytearray)) and len(data) >= 2 and data[0] == 0x80:
-        head = data[1]
-    result.protocol = head
-    unpickler = RestrictedUnpickler(stream, result, source=source, torchscript=torchscript, legacy_ids=legacy_ids)
-    try:
-        result.obj = unpickler.load()
-    except RecursionError:
-        result.error = "pickle nests too deeply"
-    except Exception as e:  # corrupt or hostile streams raise anything: keep what we learnt
-        result.error = oneline(e)
-    finally:
-        for ref, obj in unpickler._pending_calls:
-            if len(ref.calls) < MAX_CALL_RECORDS:
-                ref.calls.append(obj.call_repr())
-        result.end = stream.tell() if hasattr(stream, "tell") else None
+    if not isinstance(data, (bytes, bytearray, memoryview)) and not hasattr(data, "find"):
+        data = data.read()  # a file object: its bytes (callers pass buffers)
+    if static is None:
+        static = scan_stream(data, offset)
+    result.protocol = static.protocol if static.protocol >= 2 else None
+    result.end = static.end
+    stop = static.end if static.end is not None else static.error_at
+    length = max(0, stop - offset)
+    skip = None
+    if static.max_depth > MAX_NESTING:
+        skip = f"the pickle nests {static.max_depth} levels deep (more than {MAX_NESTING}): not loaded"
+    elif static.estimated_bytes > load_limit(length):
+        skip = f"the pickle would build about {static.estimated_bytes >> 20} MiB of objects: not loaded"
+    if skip is None:
+        # Never hand the unpickler bytes past the point where the stream breaks (a BYTEARRAY8 claiming
+        # 10**17 bytes there would be allocated before being read).
+        whole = offset == 0 and stop == len(data) and isinstance(data, bytes)
+        stream = io.BytesIO(data if whole else bytes(data[offset:stop]))
+        # The C unpickler's memo is an array sized by the largest index: a LONG_BINPUT of 2**31 costs GiBs.
+        big_memo = static.max_memo > max(1024, length // 2)
+        cls = _PyRestrictedUnpickler if big_memo else RestrictedUnpickler
+        unpickler = cls(stream, result, source=source, torchscript=torchscript, legacy_ids=legacy_ids)
+        _Budget.reset(length)
+        try:
+            result.obj = unpickler.load()
+        except RecursionError:
+            result.error = "pickle nests too deeply"
+        except Exception as e:  # corrupt or hostile streams raise anything: keep what we learnt
+            result.error = oneline(e)
+        finally:
+            for ref, obj in unpickler._pending_calls:
+                if len(ref.calls) < MAX_CALL_RECORDS:
+                    ref.calls.append(obj.call_repr())
+    else:
+        result.error = skip
+    if static.error and static.end is None:
+        result.error = static.error
+    add_static_globals(result, [static], source, torchscript)
     if result.obj is not None:
         _locate_placeholders(result)
     return result
 
 
-def _cut_before_bad_bytearray(data: bytes, offset: int = 0) -> bytes:
-    """Drop the stream from a BYTEARRAY8 whose length runs past the end.
+def add_static_globals(result: ScanResult, streams: list[StreamScan], source: str, torchscript: bool) -> None:
+    """Every global the opcode scan found, graded; the loader's own records (calls, where) are kept."""
+    for s in streams:
+        for (module, name), count in s.globals.items():
+            key = _normalise(module, name)
+            ref = result.globals.get(key)
+            if ref is None:
+                grade, reason = classify(*key, torchscript)
+                at = s.offsets[(module, name)][0]
+                where = f"offset {at}, after the stream breaks" if s.swept else f"offset {at}"
+                ref = result.globals[key] = GlobalRef(
+                    *key, grade, reason, count=0, where=[f"{where} (not reached by the loader)"], source=source
+                )
+            ref.count = max(ref.count, count)
+    _grade_partials(result, streams, torchscript)
 
-    CPython's C unpickler allocates such a bytearray before reading it and, failing, prints a stray
-    SystemError on stderr; torch never writes this opcode, so only damaged or hostile files reach here.
-    The cut stream still yields everything before that point (the unpickler then reports running out).
-    """
-    import pickletools
 
-    f = io.BytesIO(data)  # shares the bytes, no copy
-    f.seek(offset)
-    ops = pickletools.genops(f)
-    while True:
-        start = f.tell()  # genops reads strictly in order: this is where the next opcode begins
-        try:
-            op, _arg, _pos = next(ops)
-        except ValueError as e:
-            return data[:start] if "bytearray8" in str(e) else data
-        except Exception:  # StopIteration at the end, or damage the unpickler will report itself
-            return data
-        if op.name == "STOP":
-            return data
+def _grade_partials(result: ScanResult, streams: list[StreamScan], torchscript: bool) -> None:
+    """functools.partial is as dangerous as what it wraps (torchvision models hold partial(nn.BatchNorm2d))."""
+    ref = result.globals.get(("functools", "partial"))
+    if ref is None:
+        return
+    wrapped: set[tuple[str, str]] = set()
+    for s in streams:
+        wrapped |= s.wraps.get(("functools", "partial"), set())
+    if not wrapped:
+        return
+    grades = [classify(m, n, torchscript)[0] for m, n in wrapped]
+    ref.grade = DANGEROUS if DANGEROUS in grades else SUSPICIOUS
+    ref.reason = "wraps " + ", ".join(sorted(f"{m}.{n}" for m, n in wrapped))
 
 
 def _locate_placeholders(result: ScanResult) -> None:

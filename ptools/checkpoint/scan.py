@@ -7,7 +7,7 @@ from typing import Any
 from ptools.checkpoint.base import CheckpointReader
 
 _ORDER = {"dangerous": 0, "suspicious": 1, "safe": 2}
-PICKLE_FORMATS = {"torch-zip", "torch-legacy", "torchscript", "pickle", "torch-unsafe"}
+PICKLE_FORMATS = {"torch-zip", "torch-legacy", "torch-tar", "torchscript", "pickle", "torch-unsafe"}
 
 
 def security_report(reader: CheckpointReader) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Readers backed by torch itself: TorchScript archives, legacy data, and the explicit `--unsafe` full load.
+"""Readers backed by torch itself: legacy data (after a clean scan) and the explicit `--unsafe` full load.
+
+TorchScript archives are not here: `torch.jit.load` runs the archive's own code, so they are read by the
+restricted unpickler like any zip checkpoint (`torch_zip.open_torchscript`).
 
 torch is imported only inside these functions; the zip and safetensors paths never reach this module.
 """
@@ -154,39 +157,6 @@ class TorchObjectReader(CheckpointReader):
         if t is None:
             raise PtoolsError(f"{self.path}: no tensor {key!r}")
         return tensor_to_numpy(t)
-
-
-def open_torchscript(path: Path) -> CheckpointReader:
-    """Scan the archive's pickles first; only a clean archive is handed to torch.jit.load."""
-    from ptools.checkpoint.torch_zip import TorchZipReader, _open_zip, find_prefix, scan_zip_pickles
-
-    zf = _open_zip(path)
-    prefix = find_prefix(zf.namelist()) or ""
-    scan, _ = scan_zip_pickles(zf, prefix, path, torchscript=True)
-    if scan.unsafe or scan.error:
-        # Never hand a suspicious archive to torch: summarise it from the restricted unpickling alone.
-        reader = TorchZipReader(path, zf, prefix, torchscript=True)
-        reader.format = "torchscript"
-        reader._meta["reader"] = "restricted unpickler only (not loaded: the scan found problems)"
-        return reader
-    code_files = sorted(n[len(prefix) :] for n in zf.namelist() if n.startswith(prefix + "code/") and n.endswith(".py"))
-    zf.close()
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice is not the user's business here
-            module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as e:
-        raise PtoolsError(f"{path}: TorchScript archive could not be loaded ({oneline(e)})") from None
-    meta = {
-        "reader": "torch.jit.load (TorchScript), after a restricted scan of its pickles",
-        "torchscript_class": getattr(module, "original_name", type(module).__name__),
-        "code_files": code_files,
-    }
-    return TorchObjectReader(path, module.state_dict(), "torchscript", meta, scan)
 
 
 def open_unsafe(path: Path) -> CheckpointReader:

@@ -2,8 +2,10 @@
 
 Layout: `<name>/data.pkl` (the object, tensors as persistent ids), `<name>/data/<key>` (one member per
 storage, stored uncompressed and aligned so it can be mapped), `<name>/byteorder`, `<name>/version`.
-TorchScript archives use the same container plus `code/` and `constants.pkl`; they are recognised here and
-handed to `torch_objects` after their pickles pass the scan.
+TorchScript archives use the same container plus `code/` and `constants.pkl`; they are read the same way
+(their code is never run: `torch.jit.load` would run the archive's own `__setstate__` methods).
+Before anything is loaded, every member of the archive (`zip_members`: duplicate names and local-only
+entries included) is scanned statically for pickles.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
+from ptools.checkpoint.pickle_scan import looks_like_pickle_head, scan_region
 from ptools.checkpoint.pickle_structure import PickleContents, build
 from ptools.checkpoint.restricted_pickle import (
     SUSPICIOUS,
     GlobalRef,
     ScanResult,
     TensorRef,
+    add_static_globals,
     looks_like_pickle,
     restricted_load,
 )
+from ptools.checkpoint.zip_members import Member, ZipError, list_members, member_head
+from ptools.checkpoint.zip_members import read_member as read_zip_member
 from ptools.errors import PtoolsError
 
 if TYPE_CHECKING:
@@ -33,6 +39,17 @@ if TYPE_CHECKING:
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_PICKLE_BYTES = 1 << 30  # a data.pkl larger than this is not a real checkpoint (or a zip bomb)
+
+
+def size_limit(path: Path) -> int:
+    """The most bytes one inflated member may take: the promise is max(4*S, 512 MiB) for a file of S bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return max(256 << 20, 2 * size)
+
+
 _NESTED_SCAN_LIMIT = 64 << 20  # scan byte storages up to this size for hidden pickles
 
 
@@ -67,11 +84,19 @@ def open_reader(path: Path) -> CheckpointReader:
         zf.close()
         raise PtoolsError(f"{path}: a zip archive, but not a PyTorch checkpoint (no data.pkl inside)")
     if any(n.startswith(prefix + "code/") for n in names) or prefix + "constants.pkl" in names:
-        from ptools.checkpoint.torch_objects import open_torchscript
-
-        zf.close()
-        return open_torchscript(path)
+        return open_torchscript(path, zf, prefix)
     return TorchZipReader(path, zf, prefix)
+
+
+def open_torchscript(path: Path, zf: zipfile.ZipFile, prefix: str) -> TorchZipReader:
+    """A TorchScript archive through the restricted unpickler: its code is listed, never compiled or run."""
+    reader = TorchZipReader(path, zf, prefix, torchscript=True)
+    reader.format = "torchscript"
+    code = sorted(n[len(prefix) :] for n in zf.namelist() if n.startswith(prefix + "code/") and n.endswith(".py"))
+    reader._meta["reader"] = "restricted unpickler (data.pkl, constants.pkl); TorchScript code is never run"
+    reader._meta["code_files"] = f"{len(code)} ({', '.join(code[:3])}{', ...' if len(code) > 3 else ''})"
+    reader.code_files = code
+    return reader
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -87,8 +112,21 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
     info = zf.getinfo(name)
+    limit = min(limit, size_limit(path))
     if info.file_size > limit:
         raise PtoolsError(f"{path}: {name} is {info.file_size} bytes, too large for a checkpoint pickle")
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        # zipfile would inflate whatever the stream holds; stop at the declared size instead (zip bombs).
+        member = Member(name, 8, info.compress_size, info.file_size, info.header_offset, None, "central")
+        try:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                local = member_data_offset(mm, info, path)
+                member.data_offset = local
+                return read_zip_member(mm, member, limit)
+        except ZipError as e:
+            raise PtoolsError(f"{path}: {oneline(str(e))}") from None
+        except (OSError, ValueError) as e:
+            raise PtoolsError(f"{path}: {name} cannot be read ({oneline(e)})") from None
     try:
         return zf.read(name)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
@@ -102,25 +140,80 @@ def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PI
 def scan_zip_pickles(
     zf: zipfile.ZipFile, prefix: str, path: Path, *, torchscript: bool = False
 ) -> tuple[ScanResult, list[str]]:
-    """Restricted-unpickle data.pkl, then scan every other pickle member for globals (merged)."""
+    """Restricted-unpickle data.pkl (as zipfile picks it), after a static scan of every pickle in every member."""
     main = restricted_load(read_member(zf, prefix + "data.pkl", path), source="data.pkl", torchscript=torchscript)
-    others: list[str] = []
-    for name in zf.namelist():
-        if name == prefix + "data.pkl" or not name.endswith(("pkl", ".pickle")):
-            continue
-        try:
-            extra = restricted_load(read_member(zf, name, path), source=name[len(prefix) :], torchscript=torchscript)
-        except PtoolsError:
-            continue
-        main.merge(extra)
-        others.append(name[len(prefix) :])
+    chosen = zf.getinfo(prefix + "data.pkl").header_offset
+    others = scan_all_members(path, main, prefix, chosen, torchscript=torchscript)
     return main, others
+
+
+def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *, torchscript: bool) -> list[str]:
+    """Every pickle in every member (central and local entries, duplicates too), added to `result`.
+
+    The member at header offset `loaded` went through the restricted loader already; only what follows its
+    first pickle is added from it. Returns the other members that held pickles.
+    """
+    others: list[str] = []
+    limit = size_limit(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return others
+    try:
+        members = list_members(mm)
+        counts: dict[str, int] = {}
+        for m in members:
+            counts[m.name] = counts.get(m.name, 0) + 1
+        for m in members:
+            by_name = m.name.endswith(("pkl", ".pickle"))
+            if not by_name and not looks_like_pickle_head(member_head(mm, m)):
+                continue
+            label = m.name[len(prefix) :] if m.name.startswith(prefix) else m.name
+            if label.startswith("data/"):
+                label = f"storage {label[5:]}"
+            if counts[m.name] > 1:
+                label += f" (one of {counts[m.name]} members with this name)"
+            if m.origin == "local":
+                label += " (local header only, not in the central directory)"
+            try:
+                data = read_zip_member(mm, m, limit)
+            except ZipError as e:
+                if m.header_offset == loaded:
+                    continue
+                result.notes.append(f"{label}: {e}")
+                continue
+            streams = scan_region(data)
+            if m.header_offset == loaded and m.origin == "central":
+                streams = streams[1:]  # the loaded pickle itself is already in `result`
+            elif not by_name and streams and (streams[0].end is not None or streams[0].globals):
+                result.globals.setdefault(
+                    ("<nested pickle>", label),
+                    GlobalRef(
+                        "<nested pickle>",
+                        label,
+                        SUSPICIOUS,
+                        "a pickle inside tensor data (torch never writes one)",
+                        count=1,
+                        where=[label],
+                        source=label,
+                    ),
+                )
+            if any(s.globals for s in streams):
+                add_static_globals(result, streams, label, torchscript)
+                if m.header_offset != loaded and not m.name.endswith(".debug_pkl"):
+                    others.append(label)
+    finally:
+        mm.close()
+        f.close()
+    return others
 
 
 class TorchZipReader(CheckpointReader):
     """torch.save zip archives; tensors are numpy views of the mapped file."""
 
     format = "torch-zip"
+    code_files: list[str] = []  # TorchScript archives: the code/ files (listed, never run)
 
     def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str, *, torchscript: bool = False) -> None:
         super().__init__(path)
@@ -237,20 +330,9 @@ class TorchZipReader(CheckpointReader):
         return self._mm, offset, info.file_size
 
     def _scan_nested_pickles(self) -> None:
-        """Byte storages and bytes values that start like a pickle are scanned too (torch never writes one)."""
+        """`bytes` values in the structure that start like a pickle are scanned too (torch never writes one)."""
+        # Storages were scanned with every other member (`scan_all_members`); bytes values are scanned here.
         candidates: list[tuple[str, bytes]] = list(self.contents.embedded_bytes)
-        for key, ref in self.scan.storages.items():
-            size = ref.numel * itemsize(ref.dtype)
-            if ref.dtype not in ("uint8", "int8") or size < 2 or size > _NESTED_SCAN_LIMIT:
-                continue
-            member = f"{self._prefix}data/{key}"
-            try:
-                with self._zf.open(member) as f:
-                    head = f.read(2)
-                    if looks_like_pickle(head):
-                        candidates.append((f"storage {key}", head + f.read()))
-            except Exception:
-                continue
         for where, data in candidates:
             if not looks_like_pickle(data[:2]):
                 continue

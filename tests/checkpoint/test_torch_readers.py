@@ -99,13 +99,19 @@ def test_legacy_format_uses_restricted_scan_then_torch_for_data(tmp_path):
         _assert_same_values(reader, {"a": sd["a"], "b": sd["b"], "n.c": sd["n"]["c"]})
 
 
-def test_torchscript_archive_goes_through_torch_jit(tmp_path):
+def test_torchscript_archive_is_read_without_torch_jit(tmp_path, monkeypatch):
     model = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()))
     path = tmp_path / "scripted.pt"
     model.save(str(path))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
     with open_checkpoint(path) as reader:
         assert reader.format == "torchscript"
-        assert "torch.jit.load" in reader.metadata()["reader"]
+        assert "never run" in reader.metadata()["reader"]
+        assert reader.metadata()["code_files"].startswith("4 (code/__torch__/torch/nn/functional.py, ")
         assert reader.findings() == []
         assert sorted(t.key for t in reader.tensors()) == ["0.bias", "0.weight"]
         _assert_same_values(reader, model.state_dict())
@@ -180,7 +186,7 @@ def test_torchscript_with_a_payload_is_never_handed_to_torch(tmp_path):
     _rewrite_zip(good, bad, lambda name, data: payload if name.endswith("constants.pkl") else data)
     with open_checkpoint(bad) as reader:
         assert reader.format == "torchscript"
-        assert "not loaded" in reader.metadata()["reader"]
+        assert "never run" in reader.metadata()["reader"]
         assert [(f["module"], f["name"]) for f in reader.findings()] == [("posix", "system")]
         assert sorted(t.key for t in reader.tensors()) == ["bias", "weight"]  # from the restricted scan
     assert not target.exists()

@@ -1,0 +1,185 @@
+"""Every member of a zip archive, read from its central directory AND its local headers, with bounded inflation.
+
+Zip readers disagree: Python's zipfile takes the last central-directory entry of a name, other readers
+the first, streaming readers walk the local headers and never see the directory. A scan that trusts one
+reader can miss a pickle another one loads, so the scan lists them all: every central entry (duplicate
+names included) and every local header reachable by walking from the start of the file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+_LOCAL = b"PK\x03\x04"
+_CENTRAL = b"PK\x01\x02"
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_MAX_MEMBERS = 1 << 20
+
+
+@dataclass
+class Member:
+    """One stored file: where its bytes are and how they are packed."""
+
+    name: str
+    method: int  # 0 stored, 8 deflate
+    comp_size: int
+    size: int  # declared uncompressed size
+    header_offset: int
+    data_offset: int | None  # None when the local header is missing or damaged
+    origin: str  # "central" or "local"
+
+
+class ZipError(Exception):
+    pass
+
+
+def _zip64_extra(extra: bytes, size: int, comp: int, offset: int) -> tuple[int, int, int]:
+    i = 0
+    while i + 4 <= len(extra):
+        tag, n = struct.unpack_from("<HH", extra, i)
+        body = extra[i + 4 : i + 4 + n]
+        if tag == 1:
+            j = 0
+            vals = []
+            for present in (size == 0xFFFFFFFF, comp == 0xFFFFFFFF, offset == 0xFFFFFFFF):
+                if present and j + 8 <= len(body):
+                    vals.append(struct.unpack_from("<Q", body, j)[0])
+                    j += 8
+                else:
+                    vals.append(None)
+            size = vals[0] if vals[0] is not None else size
+            comp = vals[1] if vals[1] is not None else comp
+            offset = vals[2] if vals[2] is not None else offset
+            break
+        i += 4 + n
+    return size, comp, offset
+
+
+def _local_data_offset(buf: Any, header_offset: int) -> tuple[int, int, int, int, int, str] | None:
+    """(data offset, method, comp size, size, flags, name) from a local header, or None if there is none."""
+    if header_offset < 0 or header_offset + 30 > len(buf) or buf[header_offset : header_offset + 4] != _LOCAL:
+        return None
+    _, _, flags, method, _, _, _, comp, size, n, e = struct.unpack_from("<4sHHHHHIIIHH", buf, header_offset)
+    name = bytes(buf[header_offset + 30 : header_offset + 30 + n]).decode("utf-8", "replace")
+    extra = bytes(buf[header_offset + 30 + n : header_offset + 30 + n + e])
+    size, comp, _ = _zip64_extra(extra, size, comp, 0)
+    return header_offset + 30 + n + e, method, comp, size, flags, name
+
+
+def _central(buf: Any) -> list[Member]:
+    end = len(buf)
+    tail_start = max(0, end - (65535 + 22))
+    pos = bytes(buf[tail_start:end]).rfind(_EOCD)
+    if pos < 0:
+        return []
+    eocd = tail_start + pos
+    if eocd + 22 > end:
+        return []
+    _, _, _, _, count, cd_size, cd_offset, _ = struct.unpack_from("<4sHHHHIIH", buf, eocd)
+    loc = eocd - 20
+    if loc >= 0 and buf[loc : loc + 4] == _EOCD64_LOCATOR:
+        rec = struct.unpack_from("<Q", buf, loc + 8)[0]
+        if 0 <= rec and rec + 56 <= end and buf[rec : rec + 4] == _EOCD64:
+            count, cd_size, cd_offset = struct.unpack_from("<QQQ", buf, rec + 32)
+    # Data prepended to the archive shifts every offset; zipfile corrects for it the same way.
+    cd_end = eocd if not (loc >= 0 and buf[loc : loc + 4] == _EOCD64_LOCATOR) else max(0, loc - 56)
+    shift = max(0, cd_end - cd_size - cd_offset) if cd_offset + cd_size <= cd_end else 0
+    members: list[Member] = []
+    pos = cd_offset + shift
+    while pos + 46 <= end and buf[pos : pos + 4] == _CENTRAL and len(members) < _MAX_MEMBERS:
+        fields = struct.unpack_from("<4sHHHHHHIIIHHHHHII", buf, pos)
+        method, comp, size = fields[4], fields[8], fields[9]
+        n, e, c, offset = fields[10], fields[11], fields[12], fields[16]
+        name = bytes(buf[pos + 46 : pos + 46 + n]).decode("utf-8", "replace")
+        extra = bytes(buf[pos + 46 + n : pos + 46 + n + e])
+        size, comp, offset = _zip64_extra(extra, size, comp, offset)
+        offset += shift
+        local = _local_data_offset(buf, offset)
+        members.append(Member(name, method, comp, size, offset, local[0] if local else None, "central"))
+        pos += 46 + n + e + c
+    return members
+
+
+def _walk_local(buf: Any, known: dict[int, Member]) -> list[Member]:
+    """Local headers one after another from the start of the file (what a streaming reader sees)."""
+    found: list[Member] = []
+    pos = 0
+    end = len(buf)
+    while len(found) < _MAX_MEMBERS:
+        local = _local_data_offset(buf, pos)
+        if local is None:
+            break
+        data, method, comp, size, flags, name = local
+        if pos in known:
+            comp = known[pos].comp_size
+        elif flags & 8 and comp == 0:
+            nxt = _next_signature(buf, data)
+            comp = (nxt if nxt is not None else end) - data
+        if pos not in known:
+            found.append(Member(name, method, comp, size, pos, data, "local"))
+        pos = data + comp
+        if flags & 8:  # a data descriptor follows: optional signature, crc, sizes
+            if buf[pos : pos + 4] == b"PK\x07\x08":
+                pos += 4
+            pos += 12 if buf[pos + 12 : pos + 16] in (_LOCAL, _CENTRAL) else 20
+        if pos <= 0 or pos >= end:
+            break
+    return found
+
+
+def _next_signature(buf: Any, start: int) -> int | None:
+    a = buf.find(_LOCAL, start)
+    b = buf.find(_CENTRAL, start)
+    cands = [x for x in (a, b) if x >= 0]
+    return min(cands) if cands else None
+
+
+def list_members(buf: Any) -> list[Member]:
+    """Every member the central directory lists and every one a walk of local headers reaches."""
+    central = _central(buf)
+    known = {m.header_offset: m for m in central}
+    return central + _walk_local(buf, known)
+
+
+def read_member(buf: Any, m: Member, limit: int) -> bytes:
+    """The member's bytes, inflated; never more than min(declared size, limit) (zip bombs stop there)."""
+    if m.data_offset is None:
+        raise ZipError(f"{m.name}: local header missing or damaged")
+    if m.size > limit:
+        raise ZipError(f"{m.name} declares {m.size} bytes, more than this file could hold ({limit})")
+    raw_end = m.data_offset + m.comp_size
+    if raw_end > len(buf):
+        raise ZipError(f"{m.name} runs past the end of the file (truncated)")
+    raw = buf[m.data_offset : raw_end]
+    if m.method == 0:
+        return bytes(raw[: m.size]) if len(raw) >= m.size else bytes(raw)
+    if m.method != 8:
+        raise ZipError(f"{m.name}: compression method {m.method} is not supported")
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(raw, m.size + 1)
+    except zlib.error as e:
+        raise ZipError(f"{m.name} cannot be inflated ({e})") from None
+    if len(out) > m.size:
+        raise ZipError(f"{m.name} inflates to more than its declared {m.size} bytes (a zip bomb or corrupted)")
+    return out
+
+
+def member_head(buf: Any, m: Member, n: int = 64) -> bytes:
+    """The first `n` bytes of a member, inflating only that much."""
+    if m.data_offset is None or m.data_offset >= len(buf):
+        return b""
+    raw = buf[m.data_offset : min(len(buf), m.data_offset + min(m.comp_size, 1 << 16))]
+    if m.method == 0:
+        return bytes(raw[:n])
+    if m.method == 8:
+        try:
+            return zlib.decompressobj(-15).decompress(raw, n)
+        except zlib.error:
+            return b""
+    return b""
