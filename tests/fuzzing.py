@@ -708,8 +708,10 @@ def _outcome(
         stderr = ""
     peak_over = usage.ru_maxrss / 1024 - baseline_rss
     target_name = Path(inp.target).name
-    names = [target_name, _escape_name(target_name)]
+    names = [target_name, _escape_name(target_name), str(folder)]  # the input, or a file of it or made from it
     verdict = judge(rc, sig, timed_out, stderr, names, peak_over, budget_bytes(size) / MIB)
+    if verdict == "ok" and rc == 0:
+        verdict = _check_outputs(folder / "_out")
     return Outcome(
         inp.id,
         inp.seed.kind,
@@ -722,6 +724,26 @@ def _outcome(
         stderr[-2000:],
         verdict,
     )
+
+
+def _check_outputs(out: Path) -> str:
+    """A command that exits 0 must leave files their own libraries read back (no broken output)."""
+    for f in sorted(out.iterdir()):
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), "np") as st:
+                    for k in st.keys():
+                        st.get_tensor(k)
+            elif f.suffix == ".pt":
+                import torch
+
+                torch.load(f, weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure to read back is the finding
+            return "broken_output"
+        f.unlink()  # the next command of this input writes it again
+    return "ok"
 
 
 def prewarm() -> None:
@@ -764,6 +786,7 @@ def summarise(outcomes: list[Outcome], n_inputs: int, seconds: float) -> dict:
         "bad_exits": verdicts["bad_exit"],
         "not_one_line": verdicts["not_one_line"],
         "no_file_name": verdicts["no_file_name"],
+        "broken_outputs": verdicts["broken_output"],
         "exit_codes": dict(sorted(Counter(str(o.rc) for o in outcomes).items())),
         "max_seconds": max((o.seconds for o in outcomes), default=0.0),
         "max_peak_mib": max((o.peak_mib for o in outcomes), default=0.0),
@@ -834,6 +857,7 @@ def main(argv: list[str] | None = None) -> int:
             "bad_exits",
             "not_one_line",
             "no_file_name",
+            "broken_outputs",
             "max_seconds",
             "max_peak_mib",
             "seeds_seconds",

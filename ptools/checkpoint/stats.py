@@ -90,14 +90,12 @@ def tensor_stats(reader: CheckpointReader, key: str) -> dict[str, Any]:
     if note:
         return {"skipped": note}
     with np.errstate(all="ignore"):  # overflow in squares of huge values is data, not a warning
-        out = _stats(raw, dtype)
-    # Repeating every value k times leaves min/max/mean/std as they are and multiplies the counts.
-    out["nan"] *= repeat
-    out["inf"] *= repeat
-    return out
+        return _stats(raw, dtype, repeat)
 
 
-def _stats(raw: np.ndarray, dtype: str) -> dict[str, Any]:
+def _stats(raw: np.ndarray, dtype: str, repeat: int = 1) -> dict[str, Any]:
+    """Statistics of `raw` with every value counted `repeat` times (the stride-0 axes cut away):
+    min/max/mean stay, counts and M2 scale by `repeat`, so the sample std is still exact."""
     import numpy as np
 
     count = nan = inf = 0
@@ -121,6 +119,7 @@ def _stats(raw: np.ndarray, dtype: str) -> dict[str, Any]:
         mean += delta * n / total
         m2 += c_m2 + delta * delta * count * n / total
         count = total
+    count, m2, nan, inf = count * repeat, m2 * repeat, nan * repeat, inf * repeat
     if not count:
         return {"min": None, "max": None, "mean": None, "std": None, "nan": nan, "inf": inf}
     std = math.sqrt(m2 / (count - 1)) if count > 1 else None  # Bessel's correction, as torch.std

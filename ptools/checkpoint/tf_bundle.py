@@ -301,6 +301,22 @@ class TFBundleReader(CheckpointReader):
             )
         return np.asarray(shard[e.offset : e.offset + e.size])
 
+    def _check_stored(self, key: str, e: BundleEntry, nbytes: int) -> None:
+        """The entry's bytes exist in its shard: checked before anything of that size is allocated."""
+        if not 0 <= e.shard_id < self.header.num_shards:
+            raise PtoolsError(
+                f"{self.index_path}: entry {key} points at shard {e.shard_id} of {self.header.num_shards}"
+            )
+        if e.size != nbytes:
+            raise PtoolsError(f"{self.index_path}: entry {key} says {e.size} bytes, its shape needs {nbytes}")
+        shard = self._shard(e.shard_id)
+        if e.offset < 0 or e.offset + e.size > shard.size:
+            f = Path(data_filename(str(self.prefix), e.shard_id, self.header.num_shards)).name
+            raise PtoolsError(
+                f"{f}: data shard is truncated: tensor {key} needs bytes {e.offset}..{e.offset + e.size}, "
+                f"the file has {shard.size}"
+            )
+
     def _check_crc(self, key: str, e: BundleEntry, actual: int) -> None:
         if crc32c.unmask(e.crc32c) != actual:
             f = Path(data_filename(str(self.prefix), e.shard_id, self.header.num_shards)).name
@@ -387,6 +403,7 @@ class TFBundleReader(CheckpointReader):
                 raise PtoolsError(
                     f"{self.index_path}: slice {extents} of {key} has shape {list(se.shape)}, expected {want}"
                 )
+            self._check_stored(f"{key}{extents}", se, math.prod(want) * np.dtype(npdt).itemsize)
             parts.append((tuple(index), extents, se))
             covered += math.prod(want)
         total = math.prod(e.shape)

@@ -97,24 +97,61 @@ def _is_optimizer(node: TrackableNode, local_name: str) -> bool:
     return bool(names & _ITER_CHILDREN) and bool(names & _LR_CHILDREN)
 
 
+MAX_PATH = 1024  # characters of an object path; real Keras/TF paths stay under ~200
+
+
+class _Paths:
+    """`path.get(i)`: node i's object path ("model/layer-0/kernel"), "" for the root, None when unreachable
+    or longer than MAX_PATH (then the checkpoint key names the variable)."""
+
+    def __init__(self, parent: dict[int, tuple[int, str]]) -> None:
+        self._parent = parent
+
+    def __contains__(self, i: int) -> bool:
+        return i == 0 or i in self._parent
+
+    def get(self, i: int, default: str | None = None) -> str | None:
+        if i == 0:
+            return ""
+        parts: list[str] = []
+        size = 0
+        while i != 0:
+            step = self._parent.get(i)
+            if step is None:
+                return default
+            i, local = step
+            parts.append(local)
+            size += len(local) + 1
+            if size > MAX_PATH:
+                return default
+        return "/".join(reversed(parts))
+
+
 def _classify_tf2(reader: TFBundleReader, graph: list[TrackableNode]) -> list[VariableInfo]:
     n = len(graph)
+    if not n:
+        from ptools.errors import PtoolsError
+
+        raise PtoolsError(f"{reader.index_path}: corrupt object graph: no root object")
 
     def valid(i: int) -> bool:
         return 0 <= i < n
 
-    # BFS paths (what TF names keys after) and which nodes are optimizers.
-    path: dict[int, str] = {0: ""}
+    # BFS parents (TF names keys after the path) and which nodes are optimizers. Paths are spelled out
+    # only for the nodes asked about, and only up to MAX_PATH characters: a crafted chain of N nodes
+    # would otherwise hold N**2 / 2 characters of paths.
+    parent: dict[int, tuple[int, str]] = {}
     optimizers: set[int] = set()
     queue = deque([0])
     while queue:
         i = queue.popleft()
         for child, local in graph[i].children:
-            if valid(child) and child not in path:
-                path[child] = f"{path[i]}/{local}" if path[i] else local
+            if valid(child) and child != 0 and child not in parent:
+                parent[child] = (i, local)
                 if _is_optimizer(graph[child], local):
                     optimizers.add(child)
                 queue.append(child)
+    path = _Paths(parent)
     optimizers |= {i for i in range(n) if graph[i].slot_variables}
     # Nodes reachable from the root without going through an optimizer: the model's own state.
     model: set[int] = {0}

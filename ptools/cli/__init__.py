@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any
 
 import click
@@ -28,6 +29,8 @@ EXIT_CODES_HELP = (
 )
 
 _state = {"debug": False, "json": False}
+# Click >= 8.2 raises this UsageError to print a group's help when it is called without arguments.
+_NO_ARGS_HELP: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", ())  # type: ignore[assignment]
 
 
 class PtoolsGroup(SuggestOnceGroup):
@@ -57,9 +60,16 @@ class PtoolsGroup(SuggestOnceGroup):
             # `ptools ... | head`: the reader has all it wanted. Not an error, and nothing more can be said.
             _silence_stdout()
             raise typer.Exit(ExitCode.OK) from None
-        except click.UsageError as e:
-            _json_error(e.format_message(), None, e.exit_code)
+        except _NO_ARGS_HELP:  # `ptools dataset` alone: Click shows the group's help, as it should
             raise
+        except click.UsageError as e:
+            # One line like every other rejection (Click's own is four: usage, "Try", blank, error).
+            command = e.ctx.command_path.partition(" ")[2] if e.ctx else ""
+            where = f"{command}: " if command else ""
+            hint = f"see `{e.ctx.command_path} --help`" if e.ctx else None
+            _print_error(where + e.format_message(), hint)
+            _json_error(e.format_message(), None, e.exit_code)
+            raise typer.Exit(e.exit_code) from None
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # a bug in ptools or a library: still one line unless --debug
@@ -141,6 +151,12 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    warnings.showwarning = _warning_line
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Library warnings (Pillow, h5py, torch) on one line, like our errors, not Python's two (file:line + source)."""
+    click.echo(f"ptools: warning: {category.__name__}: " + printable(" ".join(str(message).split())), err=True)
 
 
 def _register() -> None:

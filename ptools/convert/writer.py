@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptools.errors import PtoolsError
+from ptools.errors import PtoolsError, printable
 from ptools.files import atomic_path, atomic_torch_save
 
 if TYPE_CHECKING:
@@ -88,6 +88,19 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def _check_name(path: Path, key: str) -> None:
+    """safetensors names are UTF-8 strings: a TF key with other bytes (kept as lone surrogates) would be
+    written as a JSON escape that every safetensors reader rejects, so the file would be broken."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PtoolsError(
+            f"{path}: cannot write tensor name {printable(key)!r}: it is not valid UTF-8 (bytes from the source "
+            "checkpoint), and safetensors names must be",
+            hint="rename it with a --map rule, or write a .pt file",
+        ) from None
+
+
 def write_safetensors(
     path: Path,
     tensors: list[OutTensor],
@@ -102,6 +115,7 @@ def write_safetensors(
         header["__metadata__"] = metadata
     offset = 0
     for t in tensors:
+        _check_name(path, t.key)
         code = _st_dtype(t)
         size = _numel(t.shape) * _ITEMSIZE[code]
         header[t.key] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + size]}
