@@ -552,6 +552,9 @@ def _child(argv: list[str], err_path: Path, budget: int) -> None:
         err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(devnull, 1)
         os.dup2(err, 2)
+        # New text streams on fds 1 and 2: the inherited objects may be a test runner's capture buffers.
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         limit = _vm_bytes() + budget
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         sys.argv = ["ptools", *argv]
@@ -630,11 +633,33 @@ def run_inputs(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run every command of every input id, `jobs` children at a time; returns one Outcome per command."""
+    inputs = [make_input(seed_list, run_seed, i) for i in ids]
+    return _run(inputs, run_seed, jobs=jobs, timeout=timeout, keep=keep, per_input=per_input, on_outcome=on_outcome)
+
+
+def run_files(
+    files: dict[str, bytes], target: str, commands: list[list[str]], timeout: float = DEFAULT_TIMEOUT
+) -> list[Outcome]:
+    """Run `commands` on these exact files (no mutation), judged like fuzz inputs: for regression tests."""
+    seed = Seed("given", files, target, commands)
+    return _run([FuzzInput(0, seed, "none", dict(files), target)], 0, jobs=1, timeout=timeout)
+
+
+def _run(
+    inputs: list[FuzzInput],
+    run_seed: int,
+    *,
+    jobs: int,
+    timeout: float,
+    keep: Path | None = None,
+    per_input: int = 0,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
     base = Path(tempfile.mkdtemp(prefix="ptools-fuzz-"))
     baseline_rss = _child_baseline_mib()
     queue: list[tuple[FuzzInput, list[str], Path, int]] = []
-    for i in ids:
-        inp = make_input(seed_list, run_seed, i)
+    for inp in inputs:
+        i = inp.id
         folder = (keep or base) / f"in{i}"
         if folder.exists():
             shutil.rmtree(folder)

@@ -294,7 +294,7 @@ class TFBundleReader(CheckpointReader):
     def _raw(self, key: str, e: BundleEntry) -> np.ndarray:
         shard = self._shard(e.shard_id)
         if e.offset + e.size > shard.size:
-            f = Path(data_filename(str(self.prefix), e.shard_id, self.header.num_shards)).name
+            f = data_filename(str(self.prefix), e.shard_id, self.header.num_shards)
             raise PtoolsError(
                 f"{f}: data shard is truncated: tensor {key} needs bytes {e.offset}..{e.offset + e.size}, "
                 f"the file has {shard.size}"
@@ -311,7 +311,7 @@ class TFBundleReader(CheckpointReader):
             raise PtoolsError(f"{self.index_path}: entry {key} says {e.size} bytes, its shape needs {nbytes}")
         shard = self._shard(e.shard_id)
         if e.offset < 0 or e.offset + e.size > shard.size:
-            f = Path(data_filename(str(self.prefix), e.shard_id, self.header.num_shards)).name
+            f = data_filename(str(self.prefix), e.shard_id, self.header.num_shards)
             raise PtoolsError(
                 f"{f}: data shard is truncated: tensor {key} needs bytes {e.offset}..{e.offset + e.size}, "
                 f"the file has {shard.size}"
@@ -319,7 +319,7 @@ class TFBundleReader(CheckpointReader):
 
     def _check_crc(self, key: str, e: BundleEntry, actual: int) -> None:
         if crc32c.unmask(e.crc32c) != actual:
-            f = Path(data_filename(str(self.prefix), e.shard_id, self.header.num_shards)).name
+            f = data_filename(str(self.prefix), e.shard_id, self.header.num_shards)
             raise PtoolsError(
                 f"{f}: CRC32C mismatch for tensor {key} (stored {crc32c.unmask(e.crc32c):#010x}, "
                 f"computed {actual:#010x}): the data file is corrupt"
