@@ -20,6 +20,9 @@ from ptools.nn.pool2d_same import AvgPool2dSame, MaxPool2dSame
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 SCANNED = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
+# Pad layers: one followed by a Conv2d is one conv with explicit padding, the recipe check-conv itself
+# recommends for TF SAME at stride 2 (`nn.ZeroPad2d((0, 1, 0, 1))` + `nn.Conv2d(padding=0)`).
+PAD_LAYERS = (nn.ConstantPad2d, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
 _OURS = (Conv2dSame, ConvTranspose2dSame, MaxPool2dSame, AvgPool2dSame)
 _BASE_FORWARD = {cls: cls.forward for cls in SCANNED}
 
@@ -41,6 +44,32 @@ class LayerCheck:
     tf_padding: Pads | None
     ok: bool
     problem: str | None = None
+    pad_layer: str | None = None  # the pad layer folded into this conv (its input is the conv's input here)
+
+
+@dataclass
+class _PadCall:
+    """A pad layer's call, kept until the next conv shows whether it consumed the padded tensor."""
+
+    name: str
+    module: nn.Module
+    output: torch.Tensor
+    input: tuple[int, int]
+    pads: Pads  # ((top, bottom), (left, right))
+
+
+def _pad_amounts(module: nn.Module) -> Pads:
+    left, right, top, bottom = module.padding  # torch stores (left, right, top, bottom) for 2-d pads
+    return ((int(top), int(bottom)), (int(left), int(right)))
+
+
+def _pad_problem(module: nn.Module) -> str | None:
+    """TF SAME pads with zeros: a pad layer with another value or mode changes the border values."""
+    if isinstance(module, nn.ConstantPad2d):
+        return None if float(module.value) == 0.0 else f"pads with {module.value:g}, TF pads with zeros"
+    mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate", nn.CircularPad2d: "circular"}
+    kind = next((v for k, v in mode.items() if isinstance(module, k)), type(module).__name__)
+    return f"{type(module).__name__} pads with {kind!r}, TF pads with zeros"
 
 
 @dataclass
@@ -151,7 +180,16 @@ def _torch_padding(module: nn.Module, op: str, inp: tuple[int, int], window) -> 
     return ((ph, -1), (pw, -1))  # the after side is implied by the output size, compared separately
 
 
-def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, int], expect: str) -> LayerCheck:
+def _check(
+    name: str,
+    module: nn.Module,
+    inp: tuple[int, int],
+    out: tuple[int, int],
+    expect: str,
+    pad: _PadCall | None = None,
+) -> LayerCheck:
+    """Compare one call with TF. With `pad`, the pad layer and the conv are judged as one conv on the pad
+    layer's input: their paddings add up."""
     op = _op(module)
     kernel, stride = tfpad.pair(module.kernel_size), tfpad.pair(module.stride)
     dilation = tfpad.pair(getattr(module, "dilation", 1))
@@ -171,6 +209,11 @@ def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, i
         window, tf_output, tf_pads = None, None, None
         problems.append(f"TF {mode.upper()} has no output: {e.message}")
     torch_pads = _torch_padding(module, op, inp, window) if window is not None else None
+    if pad is not None:
+        torch_pads = _add_pads(pad, module, kernel, stride, dilation)
+        problem = _pad_problem(pad.module)
+        if problem:
+            problems.append(problem)
     if isinstance(module, _OURS) and mode != expect:
         problems.append(f"layer uses TF {mode.upper()}, expected {expect.upper()}")
     if tf_output is not None and tuple(out) != tuple(tf_output):
@@ -185,8 +228,8 @@ def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, i
     if torch_pads is not None and torch_pads[0][1] == -1:
         torch_pads = _implied_after(module, op, inp, out, torch_pads)
     return LayerCheck(
-        name=name,
-        type=type(module).__name__,
+        name=f"{pad.name} + {name}" if pad else name,
+        type=f"{type(pad.module).__name__}+{type(module).__name__}" if pad else type(module).__name__,
         op=op,
         input=inp,
         kernel=kernel,
@@ -198,6 +241,25 @@ def _check(name: str, module: nn.Module, inp: tuple[int, int], out: tuple[int, i
         tf_padding=tf_pads,
         ok=not problems,
         problem="; ".join(problems) or None,
+        pad_layer=pad.name if pad else None,
+    )
+
+
+def _add_pads(pad: _PadCall, module: nn.Module, kernel, stride, dilation) -> Pads | None:
+    """The pad layer's amounts plus the conv's own padding, as one (before, after) pair per dimension."""
+    own = module.padding
+    if isinstance(own, str):
+        padded = (pad.input[0] + sum(pad.pads[0]), pad.input[1] + sum(pad.pads[1]))
+        if own == "valid":
+            own_pads: Pads = ((0, 0), (0, 0))
+        else:
+            own_pads = tfpad.conv2d_window(padded, kernel, 1, dilation).padding
+    else:
+        ph, pw = tfpad.pair(own) if not isinstance(own, int) else (own, own)
+        own_pads = ((ph, ph), (pw, pw))
+    return (
+        (pad.pads[0][0] + own_pads[0][0], pad.pads[0][1] + own_pads[0][1]),
+        (pad.pads[1][0] + own_pads[1][0], pad.pads[1][1] + own_pads[1][1]),
     )
 
 
@@ -242,6 +304,13 @@ def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str =
     result = ScanResult(model=spec, input_size=input_size, expect=expect)
     names = {module: name or type(model).__name__ for name, module in model.named_modules()}
     calls: dict[str, int] = {}
+    pads: list[_PadCall] = []  # recent pad-layer calls whose output a conv may take next
+
+    def pad_hook(module: nn.Module, args, output) -> None:
+        if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor) and output.dim() == 4:
+            inp = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+            pads.append(_PadCall(names.get(module, type(module).__name__), module, output, inp, _pad_amounts(module)))
+            del pads[:-4]
 
     def hook(module: nn.Module, args, output) -> None:
         if not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
@@ -252,11 +321,16 @@ def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str =
         calls[name] = calls.get(name, 0) + 1
         if calls[name] > 1:  # a layer called twice (shared weights) gets one row per call
             name = f"{name}#{calls[name]}"
-        inp = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        # Only a plain Conv2d folds with the pad layer that made its input (the very tensor, not a copy).
+        pad = next((p for p in pads if p.output is args[0]), None) if _op(module) == "conv" else None
+        if pad is not None and (isinstance(module, _OURS) or _custom_forward(module)):
+            pad = None
+        inp = pad.input if pad is not None else (int(args[0].shape[-2]), int(args[0].shape[-1]))
         out = (int(output.shape[-2]), int(output.shape[-1]))
-        result.layers.append(_check(name, module, inp, out, expect))
+        result.layers.append(_check(name, module, inp, out, expect, pad))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SCANNED)]
+    handles += [m.register_forward_hook(pad_hook) for m in model.modules() if isinstance(m, PAD_LAYERS)]
     try:
         model.eval()
         with torch.no_grad():
@@ -269,4 +343,5 @@ def scan_model(model: nn.Module, input_size: tuple[int, int, int], expect: str =
     finally:
         for handle in handles:
             handle.remove()
+        pads.clear()
     return result

@@ -183,3 +183,10 @@ def test_model_spec_imports_from_current_directory(tmp_path):
     )
     assert proc.returncode == 1, proc.stderr  # k3 s2 padding=1 on an even input: shifted windows
     assert json.loads(proc.stdout)["layers"][0]["tf_padding"] == [[0, 1], [0, 1]]
+
+
+def test_model_scan_accepts_the_recommended_zero_pad_recipe(runner):
+    advice = runner.invoke(app, ["check-conv", "-i", "64", "-k", "3", "-s", "2"]).stdout
+    assert "nn.ZeroPad2d((0, 1, 0, 1)) then nn.Conv2d(padding=0)" in advice
+    doc = invoke_json(runner, "--model", "tests.nn.models:zero_pad_model", "--input-size", "3x64x64")
+    assert doc["ok"] is True and doc["layers"][0]["type"] == "ZeroPad2d+Conv2d"

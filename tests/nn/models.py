@@ -57,3 +57,8 @@ def long_named_model() -> nn.Module:
             ]
         )
     )
+
+
+def zero_pad_model() -> nn.Module:
+    """The recipe `check-conv -i 64 -k 3 -s 2` recommends: nn.ZeroPad2d((0,1,0,1)) + nn.Conv2d(padding=0)."""
+    return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2, padding=0))

@@ -147,3 +147,63 @@ def test_load_model_specs(tmp_path):
 def test_load_model_errors(spec, message):
     with pytest.raises(PtoolsError, match=message):
         load_model(spec)
+
+
+def test_zero_pad_then_conv_verdicts_agree_with_values():
+    """A pad layer and the conv after it are one conv: the scan's verdict must agree with the values."""
+    for size, k, s, (t, b), (le, r), p in itertools.product(
+        SIZES, (2, 3, 4), (1, 2), ((0, 0), (0, 1), (1, 0), (1, 1)), ((0, 1), (1, 1)), (0, 1)
+    ):
+        conv = nn.Conv2d(1, 1, k, s, p).double()
+        layer = nn.Sequential(nn.ZeroPad2d((le, r, t, b)), conv)
+        reference = Conv2dSame(1, 1, k, s).double()
+        reference.load_state_dict(conv.state_dict())
+        result = scan_model(layer, (1, *size))
+        assert len(result.layers) == 1 and result.layers[0].type == "ZeroPad2d+Conv2d"
+        verdict_ok = result.layers[0].ok and not result.error
+        assert verdict_ok == same_values(layer, reference, size), (size, k, s, (t, b, le, r), p)
+
+
+@pytest.mark.parametrize("size", [64, 63, 224, 299])
+def test_the_recipe_check_conv_recommends_passes_the_scan(size):
+    """`check-conv -i N -k 3 -s 2` recommends nn.ZeroPad2d(pads) + nn.Conv2d(padding=0) where padding= can't."""
+    from ptools import padding as tfpad
+
+    (top, bottom), (left, right) = tfpad.conv2d_window(size, 3, 2).padding
+    model = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), nn.Conv2d(3, 4, 3, 2, padding=0))
+    result = scan_model(model, (3, size, size))
+    assert result.ok, result.layers
+    (layer,) = result.layers
+    assert layer.input == (size, size) and layer.pytorch_padding == layer.tf_padding
+    assert layer.name == "0 + 1" and layer.pad_layer == "0"
+
+
+def test_pad_layers_that_do_not_pad_with_zeros_are_flagged():
+    for pad, word in (
+        (nn.ReflectionPad2d((0, 1, 0, 1)), "reflect"),
+        (nn.ReplicationPad2d((0, 1, 0, 1)), "replicate"),
+        (nn.ConstantPad2d((0, 1, 0, 1), 1.0), "pads with 1"),
+    ):
+        result = scan_model(nn.Sequential(pad, nn.Conv2d(1, 1, 3, 2)), (1, 8, 8))
+        (layer,) = result.layers
+        assert not layer.ok and word in layer.problem
+    # ConstantPad2d(0) is a zero pad.
+    assert scan_model(nn.Sequential(nn.ConstantPad2d((0, 1, 0, 1), 0.0), nn.Conv2d(1, 1, 3, 2)), (1, 8, 8)).ok
+
+
+def test_pad_is_not_folded_into_a_conv_that_does_not_take_its_output():
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pad = nn.ZeroPad2d((0, 1, 0, 1))
+            self.conv = nn.Conv2d(1, 1, 3, 2)  # takes x, not the padded tensor
+
+        def forward(self, x):
+            self.pad(x)
+            return self.conv(x)
+
+    (layer,) = scan_model(Skip(), (1, 8, 8)).layers
+    assert layer.pad_layer is None and layer.input == (8, 8) and not layer.ok
+    # A pool after a zero pad is not a TF SAME pool (zeros enter the max/average): judged on its own.
+    (pool,) = scan_model(nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2)), (1, 8, 8)).layers
+    assert pool.pad_layer is None and pool.input == (10, 10)
