@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptools.convert import layouts, match, questions, shapes
+from ptools.convert import layouts, match, questions, settings, shapes
 from ptools.convert import rules as rules_mod
 from ptools.convert.layouts import Item, LayerOptions, Note
 from ptools.convert.source import Canonical, SourceTensor, load_source
@@ -103,6 +103,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
                 it.decided_by = flat_source.get(layer)
         items += its
         notes += ns
+    notes = _with_config_settings(notes, canon)
     questions.mark_flatten_questions(items, canon, set(flat))
     targets, how, fixed = _apply_rules(items, rules)
     p = Plan(canon, items, targets, how, notes, canon.skipped, rule_skipped)
@@ -141,6 +142,22 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
                 p.duplicates.append({"target": key, "sources": [list(seen[key].sources), list(it.sources)]})
             seen[key] = it
     return p
+
+
+def _with_config_settings(notes: list[Note], canon: Canonical) -> list[Note]:
+    """Add the weightless layers' settings (pooling, padding, upsampling, activations), all in model order."""
+    from ptools.checkpoint.keras_h5 import config_layers_by_name
+
+    cfgs = config_layers_by_name(canon.model_config)
+    if not cfgs:
+        return notes
+    extra = []
+    for name, lc in cfgs.items():
+        cfg = lc.get("config", {})
+        if isinstance(cfg, dict):
+            extra += settings.layer_settings(name, lc.get("class_name"), cfg, canon.keras3)
+    rank = {name: i for i, name in enumerate(cfgs)}
+    return sorted(notes + extra, key=lambda n: rank.get(n.layer, len(rank)))
 
 
 def _apply_rules(items: list[Item], rules: list[rules_mod.Rule]) -> tuple[dict[int, str], dict[int, str], set[int]]:

@@ -77,6 +77,8 @@ def test_keras20_style_scopes_are_associated_with_their_config() -> None:
     assert notes[("batch_normalization_1", "eps")].value == pytest.approx(0.01)
     assert "not recorded" not in notes[("batch_normalization_1", "eps")].message
     assert notes[("dense_1", "flatten")].value == [3, 2, 6]
+    assert notes[("max_pooling2d_1", "padding")].message.startswith("ptools.nn.MaxPool2dSame((3, 3), (2, 2))")
+    assert notes[("activation_1", "activation")].message == "nn.ReLU()"
     assert _max_error(p, ports.K20Style(), "k20_style_io.npz") <= 1e-5
 
 
