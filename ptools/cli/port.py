@@ -11,14 +11,17 @@ from ptools.cli._common import ForceOpt, JsonOpt
 from ptools.errors import ExitCode
 
 HELP = (
-    "Port a Keras model (.keras, or a full-model .h5 from Keras 2.x/tf_keras) to PyTorch without TensorFlow: "
+    "Port a Keras model (.keras, a full-model .h5 from Keras 2.x/tf_keras, or a tf_keras SavedModel folder) to "
+    "PyTorch without TensorFlow: "
     "writes OUT_DIR/model.py (one nn.Module, a line per Keras layer, NCHW), weights.safetensors and report.json. "
     "Exit 1 if a layer has no exact PyTorch form (listed) or --check-output exceeds the tolerance."
 )
 
 
 def port_command(
-    model: Annotated[Path, typer.Argument(help="Keras model file: .keras or a full-model .h5.")],
+    model: Annotated[
+        Path, typer.Argument(help="Keras model: .keras, a full-model .h5, or a tf_keras SavedModel folder.")
+    ],
     out_dir: Annotated[Path, typer.Argument(help="Folder for model.py, weights.safetensors and report.json.")],
     name: Annotated[
         str | None, typer.Option("--name", help="Class name of the module (default: from the Keras model name).")

@@ -59,8 +59,6 @@ def _open(path: Path) -> Any:
 
     if not path.exists():
         raise PtoolsError(f"{path}: no such file")
-    if path.is_dir():
-        return _saved_model_reader(path)
     reader = KerasReader(path)
     if not reader.model_config:
         reader.close()
@@ -71,11 +69,72 @@ def _open(path: Path) -> Any:
     return reader
 
 
-def _saved_model_reader(path: Path) -> Any:
-    raise PtoolsError(
-        f"{path}: TF SavedModel folders are not supported by port yet",
-        hint="load it in tf_keras and save it as .h5 or .keras, or use `ptools convert` for the weights",
+_VAR_ORDER = {
+    name: i
+    for i, name in enumerate(
+        ["depthwise_kernel", "pointwise_kernel", "kernel", "recurrent_kernel", "bias", "gamma", "beta"]
+        + ["moving_mean", "moving_variance", "embeddings"]
     )
+}
+
+
+def _untuple(obj: Any) -> Any:
+    """tf_keras' SavedModel metadata writes tuples as {"class_name": "__tuple__", "items": [...]}."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("__tuple__", "TensorShape") and "items" in obj:
+            return [_untuple(v) for v in obj["items"]]
+        return {k: _untuple(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_untuple(v) for v in obj]
+    return obj
+
+
+def _saved_model(path: Path) -> tuple[dict[str, Any], dict[str, Weights], str | None]:
+    """A tf_keras SavedModel folder: the model config from keras_metadata.pb (the root object's metadata),
+    the weights from variables/ (a TF bundle, read without TensorFlow), grouped by their layer's name scope."""
+    from ptools.checkpoint.base import open_checkpoint
+    from ptools.checkpoint.tf_bundle_proto import iter_fields
+
+    meta_file = path / "keras_metadata.pb"
+    if not meta_file.is_file():
+        raise PtoolsError(
+            f"{path}: no keras_metadata.pb, so no Keras architecture (not saved by tf_keras model.save)",
+            hint="port needs a Keras model; for the weights alone use `ptools convert`",
+        )
+    root: dict[str, Any] | None = None
+    try:
+        for fnum, _, value in iter_fields(meta_file.read_bytes()):
+            if fnum == 1 and isinstance(value, bytes):
+                fields = {f: v for f, _, v in iter_fields(value)}
+                if fields.get(3) == b"root" and isinstance(fields.get(5), bytes):
+                    root = json.loads(fields[5])
+    except (ValueError, IndexError, PtoolsError) as e:
+        raise PtoolsError(f"{meta_file}: corrupt Keras metadata ({e})") from None
+    if root is None:
+        raise PtoolsError(f"{meta_file}: no metadata for the root model")
+    cfg = _untuple(root.get("model_config") or {"class_name": root.get("class_name"), "config": root.get("config")})
+    reader = open_checkpoint(path)
+    try:
+        grouped: dict[str, list[tuple[str, str]]] = {}
+        for info in reader.tensors():
+            name = info.extra.get("name")
+            if info.extra.get("role") != "weight" or not isinstance(name, str) or "/" not in name:
+                continue
+            layer, rest = name.split("/", 1)
+            grouped.setdefault(layer, []).append((rest, info.key))
+        weights: dict[str, Weights] = {}
+        for layer, items in grouped.items():
+            # Bundle keys are sorted by name, not by variable order: restore Keras' order per sub-layer.
+            items.sort(
+                key=lambda it: (
+                    it[0].rsplit("/", 1)[0] if "/" in it[0] else "",
+                    _VAR_ORDER.get(it[0].rsplit("/", 1)[-1], 99),
+                )
+            )
+            weights[layer] = [(rest, np.asarray(reader.read(key))) for rest, key in items]
+    finally:
+        reader.close()
+    return cfg, weights, root.get("keras_version")
 
 
 def _layer_weights(reader: Any) -> dict[str, Weights]:
@@ -103,13 +162,15 @@ def _layer_weights(reader: Any) -> dict[str, Weights]:
 def build(path: str | Path, class_name: str | None = None) -> Port:
     """Everything `port` writes, computed in memory; nothing touches the disk."""
     path = Path(path)
-    reader = _open(path)
-    try:
-        graph = parse_config(reader.model_config, str(path))
-        weights = _layer_weights(reader)
-        version = reader.keras_version
-    finally:
-        reader.close()
+    if path.is_dir():
+        config, weights, version = _saved_model(path)
+    else:
+        reader = _open(path)
+        try:
+            config, weights, version = reader.model_config, _layer_weights(reader), reader.keras_version
+        finally:
+            reader.close()
+    graph = parse_config(config, str(path))
     keras3 = bool(version and version.split(".")[0] == "3") or path.suffix == ".keras"
     return _generate(path, graph, weights, version, keras3, class_name)
 

@@ -108,6 +108,7 @@ def test_bad_inputs_exit_2(runner, tmp_path: Path) -> None:
         ([str(tmp_path / "nope.h5"), str(tmp_path / "o")], "no such file"),
         ([str(FIXTURES / "keras" / "k3.weights.h5"), str(tmp_path / "o")], "no model architecture"),
         ([str(PORT / "unet.keras"), str(tmp_path / "o"), "--name", "9bad"], "not a Python class name"),
+        ([str(FIXTURES / "convert" / "saved_model_metrics"), str(tmp_path / "o")], "no keras_metadata.pb"),
     ]
     for args, message in cases:
         r = runner.invoke(app, ["port", *args])

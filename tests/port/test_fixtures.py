@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
 MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
+FILES += ["xception_savedmodel", "textnet_savedmodel"]  # tf_keras SavedModel folders (keras_metadata.pb)
 
 
 def io_of(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -108,6 +109,14 @@ def test_three_naming_schemes_give_the_same_module(ported) -> None:
         assert a.state.keys() == b.state.keys()
         assert all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
         assert set(ported[f"{m}.keras"][0].state) == set(a.state)
+
+
+def test_saved_model_gives_the_h5_port(ported) -> None:
+    """The same tf_keras model saved as .h5 and as a SavedModel: the same module and the same tensors."""
+    for m in ("xception", "textnet"):
+        a, b = ported[f"{m}_tfk.h5"][0], ported[f"{m}_savedmodel"][0]
+        assert a.code.replace("_tfk.h5", "") == b.code.replace("_savedmodel", "")
+        assert a.state.keys() == b.state.keys() and all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
 
 
 def test_layer_choices_follow_tf_padding(ported) -> None:
