@@ -517,7 +517,6 @@ def materialise(inp: FuzzInput, folder: Path) -> Path:
         fifo = folder / inp.special
         fifo.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(fifo)
-    (folder / "_out").mkdir()
     return folder / inp.target
 
 
@@ -671,7 +670,9 @@ def _run(
             picked = sorted(random.Random(f"{run_seed}:{i}:commands").sample(range(len(commands)), per_input))
             commands = [commands[k] for k in picked]
         for cmd in commands:
-            argv = [a.replace("{target}", str(target)).replace("{out}", str(folder / "_out")) for a in cmd]
+            out = folder / f"_out{len(queue)}"  # each command its own: commands of one input run side by side
+            out.mkdir()
+            argv = [a.replace("{target}", str(target)).replace("{out}", str(out)) for a in cmd]
             queue.append((inp, argv, folder, size))
     outcomes: list[Outcome] = []
     running: dict[int, tuple[FuzzInput, list[str], Path, float, Path, int]] = {}
@@ -736,7 +737,8 @@ def _outcome(
     names = [target_name, _escape_name(target_name), str(folder)]  # the input, or a file of it or made from it
     verdict = judge(rc, sig, timed_out, stderr, names, peak_over, budget_bytes(size) / MIB)
     if verdict == "ok" and rc == 0:
-        verdict = _check_outputs(folder / "_out")
+        outs = {Path(a).parent for a in argv if Path(a).parent.name.startswith("_out")}
+        verdict = next((v for v in map(_check_outputs, sorted(outs)) if v != "ok"), "ok")
     return Outcome(
         inp.id,
         inp.seed.kind,
@@ -767,7 +769,6 @@ def _check_outputs(out: Path) -> str:
                 torch.load(f, weights_only=True)
         except Exception:  # noqa: BLE001 - any failure to read back is the finding
             return "broken_output"
-        f.unlink()  # the next command of this input writes it again
     return "ok"
 
 

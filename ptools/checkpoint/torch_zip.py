@@ -387,10 +387,14 @@ def tensor_from_storage(
     raw_dt = raw_numpy_dtype(dtype, byteorder)
     count = size // raw_dt.itemsize
     storage = np.frombuffer(buf, dtype=raw_dt, count=count, offset=start)
+    if len(ref.shape) > 64 or any(not isinstance(d, int) or d < 0 for d in ref.shape):
+        raise PtoolsError(f"{path}: {key} has an impossible shape {list(ref.shape)[:8]} (corrupted checkpoint)")
     numel = 1
     for d in ref.shape:
         numel *= d
     stride = ref.stride if ref.stride is not None else _contiguous_stride(ref.shape)
+    if len(stride) != len(ref.shape) or any(not isinstance(s, int) for s in stride):
+        raise PtoolsError(f"{path}: {key} has strides {list(stride)[:8]} for shape {list(ref.shape)[:8]} (corrupted)")
     offset = ref.offset + (ref.storage.view[1] if ref.storage.view else 0)
     if numel == 0:
         return np.zeros(ref.shape, dtype=raw_dt), dtype

@@ -152,6 +152,11 @@ def _root(
 ) -> None:
     _state["debug"] = debug
     warnings.showwarning = _warning_line
+    # Names from the file system may hold bytes that are not UTF-8 (lone surrogates in Python): print
+    # them escaped (caf\udce9.pt) instead of failing half-way through a report.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
