@@ -32,7 +32,7 @@ import time
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -632,7 +632,7 @@ def run_inputs(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run every command of every input id, `jobs` children at a time; returns one Outcome per command."""
-    inputs = [make_input(seed_list, run_seed, i) for i in ids]
+    inputs = (make_input(seed_list, run_seed, i) for i in ids)
     return _run(inputs, run_seed, jobs=jobs, timeout=timeout, keep=keep, per_input=per_input, on_outcome=on_outcome)
 
 
@@ -645,7 +645,7 @@ def run_files(
 
 
 def _run(
-    inputs: list[FuzzInput],
+    inputs: Iterable[FuzzInput],
     run_seed: int,
     *,
     jobs: int,
@@ -654,55 +654,73 @@ def _run(
     per_input: int = 0,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
+    """Materialise inputs one at a time (a long run never holds them all), fork a child per command."""
     base = Path(tempfile.mkdtemp(prefix="ptools-fuzz-"))
     baseline_rss = _child_baseline_mib()
-    queue: list[tuple[FuzzInput, list[str], Path, int]] = []
-    for inp in inputs:
-        i = inp.id
-        folder = (keep or base) / f"in{i}"
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        target = materialise(inp, folder)
-        size = sum(len(d) for d in inp.files.values())
-        commands = inp.seed.commands
-        if per_input and len(commands) > per_input:
-            picked = sorted(random.Random(f"{run_seed}:{i}:commands").sample(range(len(commands)), per_input))
-            commands = [commands[k] for k in picked]
-        for cmd in commands:
-            out = folder / f"_out{len(queue)}"  # each command its own: commands of one input run side by side
-            out.mkdir()
-            argv = [a.replace("{target}", str(target)).replace("{out}", str(out)) for a in cmd]
-            queue.append((inp, argv, folder, size))
+    pending: dict[Path, int] = {}  # input folder -> commands not finished yet (removed at 0 unless kept)
+
+    def commands() -> Iterator[tuple[FuzzInput, list[str], Path, int]]:
+        for inp in inputs:
+            folder = (keep or base) / f"in{inp.id}"
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            target = materialise(inp, folder)
+            size = sum(len(d) for d in inp.files.values())
+            cmds = inp.seed.commands
+            if per_input and len(cmds) > per_input:
+                picked = random.Random(f"{run_seed}:{inp.id}:commands").sample(range(len(cmds)), per_input)
+                cmds = [cmds[k] for k in sorted(picked)]
+            pending[folder] = len(cmds)
+            for k, cmd in enumerate(cmds):
+                out = folder / f"_out{k}"  # each command its own: commands of one input run side by side
+                out.mkdir()
+                yield inp, [a.replace("{target}", str(target)).replace("{out}", str(out)) for a in cmd], folder, size
+
+    def finished(o: Outcome, folder: Path) -> None:
+        outcomes.append(o)
+        if on_outcome:
+            on_outcome(o)
+        pending[folder] -= 1
+        if not pending[folder] and keep is None:
+            del pending[folder]
+            shutil.rmtree(folder, ignore_errors=True)
+
+    queue = commands()
     outcomes: list[Outcome] = []
     running: dict[int, tuple[FuzzInput, list[str], Path, float, Path, int]] = {}
     n = 0
+    more = True
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                inp, argv, folder, size = queue.pop(0)
+        while more or running:
+            while more and len(running) < jobs:
+                nxt = next(queue, None)
+                if nxt is None:
+                    more = False
+                    break
+                inp, argv, folder, size = nxt
                 n += 1
                 err_path = folder / f"stderr{n}.txt"
                 pid = os.fork()
                 if pid == 0:
                     _child(argv, err_path, budget_bytes(size))
                 running[pid] = (inp, argv, folder, time.monotonic(), err_path, size)
+            if not running:
+                continue
             pid, status, usage = os.wait4(-1, os.WNOHANG)
             if pid == 0:
                 now = time.monotonic()
-                for cpid, (_inp, _argv, _f, start, _e, _s) in list(running.items()):
-                    if now - start > timeout:
+                for cpid, entry in list(running.items()):
+                    if now - entry[3] > timeout:
                         _kill(cpid)
                         _, status, usage = os.wait4(cpid, 0)
-                        outcomes.append(_outcome(running.pop(cpid), None, status, usage, baseline_rss, timed_out=True))
-                        if on_outcome:
-                            on_outcome(outcomes[-1])
+                        running.pop(cpid)
+                        finished(_outcome(entry, status, usage, baseline_rss, timed_out=True), entry[2])
                 time.sleep(0.002)
                 continue
             if pid in running:
-                outcomes.append(_outcome(running.pop(pid), pid, status, usage, baseline_rss, timed_out=False))
-                if on_outcome:
-                    on_outcome(outcomes[-1])
+                entry = running.pop(pid)
+                finished(_outcome(entry, status, usage, baseline_rss, timed_out=False), entry[2])
     finally:
         for cpid in running:
             _kill(cpid)
@@ -721,9 +739,7 @@ def _kill(pid: int) -> None:
             pass
 
 
-def _outcome(
-    entry: tuple, _pid: int | None, status: int, usage: resource.struct_rusage, baseline_rss: float, timed_out: bool
-) -> Outcome:
+def _outcome(entry: tuple, status: int, usage: resource.struct_rusage, baseline_rss: float, timed_out: bool) -> Outcome:
     inp, argv, folder, start, err_path, size = entry
     seconds = time.monotonic() - start
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
