@@ -94,6 +94,26 @@ def _check_root(root: Path) -> None:
         raise PtoolsError(f"{root}: not a dataset (not a folder or a regular file: a FIFO, socket or device)")
 
 
+def _refuse_one_seed_label(root: Path) -> None:
+    """ROOT/LABEL itself (normal/, defect/, defect_segmentation/) would read as a folders-layout set with
+    the labels "defect" and "defect_segmentation", and every file would be an error: say what it is."""
+    if not root.is_dir() or not (root / "defect").is_dir():
+        return
+    if not (root / "defect_segmentation").is_dir():
+        # normal/ + defect/ alone is also a plausible folders-layout set with one label, "defect": only
+        # stems paired across the two (the seed layout's pairing) tell a seed label apart.
+        if not (root / "normal").is_dir():
+            return
+        normal = {p.stem for p in (root / "normal").iterdir() if is_image(p)}
+        defect = {p.stem for p in (root / "defect").iterdir() if is_image(p)}
+        if not defect or len(normal & defect) < len(defect) / 2:
+            return
+    raise PtoolsError(
+        f"{root}: this looks like one label of a seed-layout dataset; pass its parent",
+        hint=f"it holds normal/ and defect/ paired by name; the dataset is {root.resolve().parent}",
+    )
+
+
 def detect_layout(root: Path) -> str:
     """Name the layout of `root`, or raise PtoolsError (exit 2) when it is not a dataset at all."""
     _check_root(root)
@@ -101,6 +121,7 @@ def detect_layout(root: Path) -> str:
         if root.suffix.lower() == ".csv":
             return "csv"
         raise PtoolsError(f"{root}: not a dataset (expected a folder or a .csv manifest)")
+    _refuse_one_seed_label(root)
     subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     if any((d / "defect").is_dir() for d in subdirs):
         return "seed"
@@ -153,6 +174,7 @@ def _scan_seed(root: Path) -> DatasetIndex:
     files: dict[str, list[Path]] = {"normal": [], "defect": [], "mask": []}
     label_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and (d / "defect").is_dir()]
     if not label_dirs:
+        _refuse_one_seed_label(root)
         raise PtoolsError(f"{root}: not a seed-layout dataset (no LABEL/defect folder)")
     for label_dir in label_dirs:
         label = label_dir.name
@@ -184,8 +206,18 @@ def _scan_seed(root: Path) -> DatasetIndex:
 
 def _scan_folders(root: Path) -> DatasetIndex:
     """ROOT/normal/* (or background/) and ROOT/{label}/*, masks optional in ROOT/{label}/masks/STEM.*."""
+    if not root.is_dir():
+        raise PtoolsError(f"{root}: the folders layout needs a folder")
+    _refuse_one_seed_label(root)
+    normal_dir = next((root / n for n in NORMAL_DIRS if (root / n).is_dir()), None)
+    if normal_dir is None:
+        seed = any((d / "defect").is_dir() for d in root.iterdir() if d.is_dir())
+        raise PtoolsError(
+            f"{root}: not a folders-layout dataset (no {' or '.join(f'{n}/' for n in NORMAL_DIRS)} folder)"
+            + ("; it is a seed-layout dataset (LABEL/defect folders)" if seed else ""),
+            hint="use --layout seed, or --layout auto to detect it" if seed else "see `ptools dataset --help`",
+        )
     problems: list[Problem] = []
-    normal_dir = next(root / n for n in NORMAL_DIRS if (root / n).is_dir())
     normals = list(_images_by_stem(normal_dir, problems).values())
     files: dict[str, list[Path]] = {"normal": list(normals), "defect": [], "mask": []}
     samples: list[Sample] = []

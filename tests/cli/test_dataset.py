@@ -107,3 +107,13 @@ def test_synth_creates_missing_parent_folders(runner, tmp_path):
     result = _synth(runner, tmp_path / "data" / "synth")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "synth" / "crack" / "defect").is_dir()
+
+
+def test_check_wrong_layout_and_label_folder_are_one_line_errors(runner, tmp_path):
+    root = tmp_path / "set"
+    assert _synth(runner, root).exit_code == 0
+    wrong = runner.invoke(app, ["dataset", "check", str(root), "--layout", "folders"])
+    assert wrong.exit_code == 2 and "internal error" not in wrong.stderr and "StopIteration" not in wrong.stderr
+    assert "seed-layout" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    label = runner.invoke(app, ["dataset", "check", str(root / "crack")])
+    assert label.exit_code == 2 and "pass its parent" in label.stderr and label.stdout == ""

@@ -100,3 +100,35 @@ def test_not_a_dataset(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(PtoolsError, match="manifest"):
         check_dataset(tmp_path / "x.csv")
+
+
+def test_folders_layout_on_a_seed_set_is_a_clear_error_not_stopiteration(tmp_path):
+    root = seed_layout(tmp_path / "s", {"crack": ["a", "b"]})
+    with pytest.raises(PtoolsError, match="seed-layout dataset") as e:
+        check_dataset(root, "folders")
+    assert e.value.exit_code == 2 and "--layout seed" in (e.value.hint or "")
+
+
+@pytest.mark.parametrize("layout", ["auto", "folders", "seed"])
+def test_one_label_of_a_seed_set_says_pass_its_parent(tmp_path, layout):
+    root = seed_layout(tmp_path / "s", {"crack": ["a", "b", "c"], "stain": ["d"]})
+    with pytest.raises(PtoolsError, match="one label of a seed-layout dataset; pass its parent") as e:
+        check_dataset(root / "crack", layout)
+    assert str(root.resolve()) in (e.value.hint or "")
+    # Without defect_segmentation/, the normal/defect stems paired one to one still tell it apart.
+    for mask in (root / "crack" / "defect_segmentation").iterdir():
+        mask.unlink()
+    (root / "crack" / "defect_segmentation").rmdir()
+    with pytest.raises(PtoolsError, match="pass its parent"):
+        check_dataset(root / "crack", layout)
+
+
+def test_a_folders_set_with_a_label_named_defect_is_still_a_folders_set(tmp_path):
+    root = tmp_path / "binary"
+    (root / "normal").mkdir(parents=True)
+    (root / "defect").mkdir()
+    for i in range(3):
+        solid((10 * i, 0, 0)).save(root / "normal" / f"n{i}.png")
+        solid((0, 10 * i, 0)).save(root / "defect" / f"d{i}.png")
+    report = check_dataset(root)
+    assert report.layout == "folders" and report.counts == {"defect": 3}
