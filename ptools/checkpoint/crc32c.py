@@ -1,8 +1,8 @@
 """CRC-32C (Castagnoli) and the LevelDB/TensorFlow CRC mask, fast without any compiled dependency.
 
 TensorFlow checksums every table block and every tensor with CRC-32C (not zlib's CRC-32). `google_crc32c`
-is used when installed (`pip install google-crc32c`); otherwise small inputs go through a table-driven
-Python loop and large ones through a numpy version that runs thousands of independent lanes at once and
+is used when installed (the `[tf]` extra: `pip install 'ptools-port[tf]'`); otherwise small inputs go through
+a table-driven Python loop and large ones through a numpy version that runs thousands of independent lanes at once and
 joins their results with the GF(2) "shift by n zero bytes" maps (CRC is linear, so crc(A+B) can be
 computed from crc(A), crc(B) and len(B)).
 """

@@ -161,12 +161,15 @@ def associate_legacy_weights(
     return refs
 
 
-def _require_h5py() -> Any:
+def _require_h5py(path: Path | str | None = None) -> Any:
     try:
         import h5py
     except ImportError:
+        from ptools import install_hint
+
+        where = f"{path}: " if path is not None else ""
         raise PtoolsError(
-            "reading Keras .h5/.keras files needs h5py", hint="install ptools[keras] (pip install 'ptools[keras]')"
+            f"{where}reading Keras .h5/.keras files needs h5py, which is not installed", hint=install_hint("keras")
         ) from None
     return h5py
 
@@ -215,7 +218,7 @@ class KerasReader(CheckpointReader):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        h5py = _require_h5py()
+        h5py = _require_h5py(path)
         self._zip: zipfile.ZipFile | None = None
         self.model_config: dict[str, Any] | None = None
         self.keras_version: str | None = None

@@ -38,10 +38,12 @@ def require_tensorboard() -> None:
     """Fail before any work when --log tensorboard is asked for without the package."""
     import importlib.util
 
+    from ptools import install_hint
+
     if importlib.util.find_spec("tensorboard") is None:
         raise PtoolsError(
             "--log tensorboard: the tensorboard package is not installed",
-            hint="pip install 'ptools[tensorboard]' or use --log csv",
+            hint=f"{install_hint('tensorboard')}, or use --log csv",
         )
 
 
