@@ -68,7 +68,7 @@ def test_missing_h5py_names_the_extra(runner, tmp_path: Path, monkeypatch) -> No
     monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py -> ImportError
     r = runner.invoke(app, ["convert", str(KERAS / "legacy_model.h5"), "--dry-run"])
     assert r.exit_code == 2
-    assert "ptools[keras]" in r.stderr
+    assert "ptools-port[keras]" in r.stderr and "legacy_model.h5" in r.stderr
 
 
 def test_dry_run_writes_nothing(runner, tmp_path: Path) -> None:

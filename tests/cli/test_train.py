@@ -115,4 +115,4 @@ def test_log_tensorboard_without_the_package_is_a_clear_error(runner, tmp_path, 
         pytest.skip("tensorboard is installed: the events are written instead")
     args = ["train", "--out", str(tmp_path / "r"), "--steps", "1", "--synth-n", "8", "--config", str(tiny_toml)]
     result = runner.invoke(app, [*args, "--log", "tensorboard", "--device", "cpu"])
-    assert result.exit_code == 2 and "ptools[tensorboard]" in result.stderr
+    assert result.exit_code == 2 and "ptools-port[tensorboard]" in result.stderr
