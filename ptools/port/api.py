@@ -244,7 +244,7 @@ def _generate(
         row = LayerRow(c.layer, c.class_name, [r[0] for r in c.inputs], [], list(lc.lines), lc.settings)
         if c.index == 0:
             modules += lc.modules
-            row.modules = [f"self.{a} = {ctor}" for a, ctor in lc.modules]
+            row.modules = [f"self.{a} = {ctor}" if a else ctor for a, ctor in lc.modules]
             if lc.weights is not None:
                 row.weights = _fill(path, c.layer, lc, file_weights, state)
             elif c.layer in file_weights:
@@ -326,8 +326,8 @@ def _render(
     ]
     out += [d if len(d) <= pycode.LINE else d[: pycode.LINE - 3] + "..." for d in doc]
     out += ["", "    def __init__(self) -> None:", "        super().__init__()"]
-    for attr, ctor in modules:
-        out += pycode.wrap(f"self.{attr} = {ctor}", 8)
+    for attr, ctor in modules:  # attr "": a whole statement (register_buffer)
+        out += pycode.wrap(f"self.{attr} = {ctor}" if attr else ctor, 8)
     args = ", ".join(f"{v.name}: torch.Tensor" for v in inputs)
     ret = "torch.Tensor" if len(outputs) == 1 else f"tuple[{', '.join('torch.Tensor' for _ in outputs)}]"
     out += ["", *pycode.wrap(f"def forward(self, {args}) -> {ret}:", 4)]

@@ -139,25 +139,70 @@ def _split_args(inner: str) -> list[str]:
     return out
 
 
-def wrap(line: str, indent: int) -> list[str]:
-    """One statement at `indent`, split at its trailing call's parentheses the way ruff/black do when it is
-    longer than the line limit: arguments on one indented line, or one per line with a trailing comma."""
-    pad = " " * indent
-    if len(pad + line) <= LINE or not line.endswith(")"):
-        return [pad + line]
+def _split_top(expr: str, ops: tuple[str, ...]) -> list[str]:
+    """`a + b - c` -> ["a", "+ b", "- c"] at bracket depth 0 for the given operators; [] if none."""
+    out, depth, start, i = [], 0, 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and any(expr.startswith(op, i) for op in ops):
+            out.append(expr[start:i])
+            start = i + 1  # keep "+ b"
+            i += 3
+            continue
+        i += 1
+    if not out:
+        return []
+    out.append(expr[start:])
+    return [out[0].strip()] + [t.strip() for t in out[1:]]
+
+
+def _trailing_call(line: str) -> int | None:
+    """Index of the "(" that matches the line's final ")", or None."""
+    if not line.endswith(")"):
+        return None
     depth = 0
     for i in range(len(line) - 1, -1, -1):
-        ch = line[i]
-        if ch == ")":
+        if line[i] == ")":
             depth += 1
-        elif ch == "(":
+        elif line[i] == "(":
             depth -= 1
             if depth == 0:
-                break
-    else:
+                return i
+    return None
+
+
+def wrap(line: str, indent: int) -> list[str]:
+    """One statement at `indent`, split the way ruff format / black do when it is longer than the limit:
+    at its trailing call's parentheses (arguments on one indented line, a lone call argument split again,
+    or one argument per line with a trailing comma), else a right-hand side in parentheses."""
+    pad = " " * indent
+    if len(pad + line) <= LINE:
+        return [pad + line]
+    i = _trailing_call(line)
+    if i is None or i == 0 or line[:i].endswith(" = "):
+        lhs, sep, rhs = line.partition(" = ")
+        if not sep or rhs.startswith("("):
+            return [pad + line]
+        if len(pad + "    " + rhs) <= LINE:
+            return [pad + lhs + " = (", pad + "    " + rhs, pad + ")"]
+        terms = _split_top(rhs, (" + ", " - ")) or _split_top(rhs, (" * ", " / "))
+        if terms:  # one operand per line, the operator first (black's binary-operator split)
+            return [pad + lhs + " = (", *[pad + "    " + t for t in terms], pad + ")"]
         return [pad + line]
     head, inner = line[: i + 1], line[i + 1 : -1]
-    body = pad + "    " + inner
-    if len(body) <= LINE and not inner.rstrip().endswith(","):
-        return [pad + head, body, pad + ")"]
-    return [pad + head, *[pad + "    " + a + "," for a in _split_args(inner)], pad + ")"]
+    args = _split_args(inner)
+    if len(pad + "    " + inner) <= LINE and not inner.rstrip().endswith(","):
+        return [pad + head, pad + "    " + inner, pad + ")"]
+    if len(args) == 1 and _trailing_call(args[0]):
+        return [pad + head, *wrap(args[0], indent + 4), pad + ")"]
+    out = [pad + head]
+    for a in args:
+        if len(pad + "    " + a + ",") > LINE and a.startswith("[") and a.endswith("]"):
+            out += [pad + "    [", *[pad + "        " + e + "," for e in _split_args(a[1:-1])], pad + "    ],"]
+        else:
+            out.append(pad + "    " + a + ",")
+    return [*out, pad + ")"]

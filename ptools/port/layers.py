@@ -42,7 +42,7 @@ class Value:
 
 @dataclass
 class LayerCode:
-    modules: list[tuple[str, str]] = field(default_factory=list)  # (attribute, constructor)
+    modules: list[tuple[str, str]] = field(default_factory=list)  # (attribute, constructor); ("", statement)
     lines: list[str] = field(default_factory=list)
     outputs: list[Value] = field(default_factory=list)
     settings: list[str] = field(default_factory=list)
@@ -990,6 +990,41 @@ def rescaling(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     return code
 
 
+def normalization(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    """Keras' (x - mean) / max(sqrt(variance), 1e-7), with mean and variance as buffers (in the state_dict)."""
+    v = ins[0]
+    axis = cfg.get("axis", -1)
+    axes = [keras_axis(a, v.rank) for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+    if cfg.get("invert"):
+        raise Unsupported("Normalization(invert=True)")
+    if axes != [v.rank - 1]:
+        raise Unsupported(f"Normalization over axes {axis} (only the channel axis is ported)")
+    c = v.shape[-1]
+    if c is None:
+        raise Unsupported("unknown number of channels")
+    shape = (1, c, *([1] * (v.rank - 2))) if v.cf and v.rank > 2 else (c,)
+    code = LayerCode(settings=["(x - mean) / max(sqrt(variance), 1e-7), as Keras"])
+    for part in ("mean", "variance"):
+        zeros = call("torch.zeros", *shape) if part == "mean" else call("torch.ones", *shape)
+        code.modules.append(("", f'self.register_buffer("{ctx.attr}_{part}", {zeros})'))
+    m, var = f"self.{ctx.attr}_mean", f"self.{ctx.attr}_variance"
+    code.lines.append(f"{ctx.out} = ({v.name} - {m}) / torch.clamp({var}.sqrt(), min=1e-7)")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    given = {k: cfg.get(k) for k in ("mean", "variance")}
+
+    def weights(ws: Weights) -> dict:
+        arrays = {k: np.asarray(val, np.float32) for k, val in given.items() if val is not None}
+        if len(arrays) < 2:
+            arrays = {k: a for k, a in expect(ws, ["mean", "variance", "count"]).items() if k != "count"}
+        return {
+            f"{ctx.attr}_{k}": np.ascontiguousarray(np.broadcast_to(a.reshape(-1), (c,)).reshape(shape), np.float32)
+            for k, a in arrays.items()
+        }
+
+    code.weights = weights
+    return code
+
+
 def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
     """The code for one call of a Keras layer; raises Unsupported when it has no exact torch form here."""
     if cls in ("Conv1D", "Conv2D", "Conv3D"):
@@ -1050,6 +1085,8 @@ def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwarg
         return activation_layer(cls, cfg, ins, ctx)
     if cls == "Rescaling":
         return rescaling(cfg, ins, ctx)
+    if cls == "Normalization":
+        return normalization(cfg, ins, ctx)
     raise Unsupported(f"no PyTorch port for Keras layer class {cls}")
 
 
@@ -1065,6 +1102,6 @@ SUPPORTED = frozenset(
         *("GaussianNoise", "GaussianDropout", "AlphaDropout", "ZeroPadding1D", "ZeroPadding2D"),
         *("Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D"),
         *("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"),
-        *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling"),
+        *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization"),
     }
 )

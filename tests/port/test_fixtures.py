@@ -21,7 +21,7 @@ from ptools.port import api
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
-MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2"]
+MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 FILES += ["xception_savedmodel", "textnet_savedmodel"]  # tf_keras SavedModel folders (keras_metadata.pb)
 
