@@ -6,8 +6,12 @@ A rule returns `Item`s whose data is computed lazily, so the writer holds one te
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,25 +22,99 @@ from ptools.convert.source import LayerMeta, SourceTensor
 # -- pure array transforms ------------------------------------------------------------------------
 
 
-TILE = 128  # a (spatial, 128, 128) float32 tile stays in L2 cache
+GATHER_ROWS = 64  # output rows per gather: the (S, I, 64) slab they come from stays in L2 cache
+BLOCK_BYTES = 8 << 20  # output block size that is split across threads and then written
+SMALL = 1 << 20  # below this many bytes a tensor is transposed in one numpy call, on the calling thread
+_local = threading.local()
+_executor: ThreadPoolExecutor | None = None
+
+
+def transpose_threads() -> int:
+    """Worker threads for big transposes (numpy copies release the GIL): the CPUs this process may use, <= 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(transpose_threads(), thread_name_prefix="ptools-transpose")
+    return _executor
+
+
+def _gather_rows(src: np.ndarray, out: np.ndarray, o0: int, o1: int, first: int) -> None:
+    """out[o - first] = src[:, :, o].T for o in [o0, o1): (S, I, O) -> rows of (O, I, S).
+
+    A transposed copy straight from the source reads one element per cache line. Copying GATHER_ROWS
+    columns into a small contiguous slab first (I runs of 64 contiguous values) and transposing the
+    slab inside the cache is 2-3x faster for Dense kernels (the same speed as torch's blocked transpose)
+    and needs no torch import, which costs more CPU than a 1 GiB conversion's transposes.
+    """
+    s, n_in, _ = src.shape
+    need = s * n_in * GATHER_ROWS
+    tmp = getattr(_local, "slab", None)
+    if tmp is None or tmp.dtype != src.dtype or tmp.size < need:
+        tmp = _local.slab = np.empty(need, dtype=src.dtype)
+    for o in range(o0, o1, GATHER_ROWS):
+        r = min(GATHER_ROWS, o1 - o)
+        slab = tmp[: s * n_in * r].reshape(s, n_in, r)
+        np.copyto(slab, src[:, :, o : o + r])
+        np.copyto(out[o - first : o - first + r], slab.transpose(2, 1, 0))
+
+
+MADV_POPULATE_READ = 22  # Linux >= 5.14; Python's mmap module does not name it yet
+
+
+def prefault(a: np.ndarray) -> None:
+    """Map a memory-mapped array's pages in one madvise call before it is read out of order.
+
+    A transpose reads the whole source for every block of output rows; through plain page faults that is
+    one kernel entry per 4 KiB page, from several threads contending for the same mm lock. Best effort: a
+    no-op for arrays that are not file maps and on kernels or platforms without MADV_POPULATE_READ.
+    """
+    root = a
+    while root is not None and not isinstance(getattr(root, "_mmap", None), mmap.mmap):
+        root = root.base if isinstance(root.base, np.ndarray) else None
+    if root is None or a.nbytes < SMALL:
+        return
+    mm = root._mmap
+    start = a.ctypes.data - root.ctypes.data + int(getattr(root, "offset", 0) or 0) % mmap.ALLOCATIONGRANULARITY
+    page = mmap.PAGESIZE
+    begin = max(0, start // page * page)
+    try:
+        mm.madvise(MADV_POPULATE_READ, begin, min(len(mm), start + a.nbytes) - begin)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _fill_rows(src: np.ndarray, out: np.ndarray, o0: int, o1: int) -> None:
+    """Rows [o0, o1) of the transposed result into `out` (whose row 0 is row o0), split across threads."""
+    rows = o1 - o0
+    workers = transpose_threads()
+    if workers == 1 or rows <= GATHER_ROWS or out.nbytes < SMALL:
+        _gather_rows(src, out, o0, o1, o0)
+        return
+    step = -(-rows // workers)
+    step = -(-step // GATHER_ROWS) * GATHER_ROWS
+    jobs = [_pool().submit(_gather_rows, src, out, a, min(a + step, o1), o0) for a in range(o0, o1, step)]
+    for job in jobs:
+        job.result()
 
 
 def swap_last_two_to_front(k: np.ndarray) -> np.ndarray:
-    """(*S, I, O) -> (O, I, *S) contiguous, copied tile by tile.
-
-    numpy's one-shot copy of such a transposed view walks one side with a stride of O*4 bytes and is
-    several times slower than copying cache-sized tiles; this is the hot loop of big conversions.
-    """
+    """(*S, I, O) -> (O, I, *S) contiguous: the hot loop of big conversions (see _gather_rows)."""
     *spatial, n_in, n_out = k.shape
     s = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
     src = k.reshape(s, n_in, n_out)
     out = np.empty((n_out, n_in, s), dtype=k.dtype)
-    if src.size <= TILE * TILE * 4:
-        out[...] = src.transpose(2, 1, 0)
+    if src.nbytes <= SMALL:
+        np.copyto(out, src.transpose(2, 1, 0))
     else:
-        for i in range(0, n_in, TILE):
-            for o in range(0, n_out, TILE):
-                out[o : o + TILE, i : i + TILE, :] = src[:, i : i + TILE, o : o + TILE].transpose(2, 1, 0)
+        prefault(k)
+        _fill_rows(src, out, 0, n_out)
     return out.reshape(n_out, n_in, *spatial)
 
 
@@ -61,17 +139,22 @@ class BlockPool:
 
 
 def swap_chunks(k: np.ndarray, pool: BlockPool | None = None) -> Iterator[np.ndarray]:
-    """The same result as `swap_last_two_to_front`, as consecutive row blocks of the output (C order), so a
-    writer can stream a big kernel without holding its transposed copy. With a `pool`, a yielded block is
-    only valid until the pool comes round to its buffer again."""
+    """The same result as `swap_last_two_to_front`, as consecutive row blocks of the output (C order, about
+    BLOCK_BYTES each, filled by several threads), so a writer can stream a big kernel without holding its
+    transposed copy. With a `pool`, a yielded block is only valid until the pool comes round to its buffer."""
     *spatial, n_in, n_out = k.shape
     s = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
     src = k.reshape(s, n_in, n_out)
-    for o in range(0, n_out, TILE):
-        shape = (min(TILE, n_out - o), n_in, s)
+    row_bytes = max(1, n_in * s * k.dtype.itemsize)
+    rows = max(GATHER_ROWS, BLOCK_BYTES // row_bytes // GATHER_ROWS * GATHER_ROWS)
+    prefault(k)
+    for o in range(0, n_out, rows):
+        shape = (min(rows, n_out - o), n_in, s)
         block = pool.take(shape, k.dtype) if pool is not None else np.empty(shape, dtype=k.dtype)
-        for i in range(0, n_in, TILE):
-            block[:, i : i + TILE, :] = src[:, i : i + TILE, o : o + TILE].transpose(2, 1, 0)
+        if block.nbytes <= SMALL:
+            np.copyto(block, src[:, :, o : o + rows].transpose(2, 1, 0))
+        else:
+            _fill_rows(src, block, o, o + shape[0])
         yield block
 
 
