@@ -126,8 +126,14 @@ def _stats(raw: np.ndarray, dtype: str, repeat: int = 1) -> dict[str, Any]:
     return {"min": lo, "max": hi, "mean": mean, "std": std, "nan": nan, "inf": inf}
 
 
-def value_diff(a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str) -> dict[str, Any]:
-    """max |a - b| over positions where both are finite; positions where NaN/Inf-ness differs are counted."""
+def value_diff(
+    a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str, atol: float = 0.0, rtol: float = 0.0
+) -> dict[str, Any]:
+    """max |a - b| over positions where both are finite; positions where NaN/Inf-ness differs are counted.
+
+    `differing` counts the positions where |a - b| > atol + rtol * |b| (numpy.isclose's rule; with the
+    defaults, any difference), so an fp16 copy of fp32 weights can be called equal within its precision.
+    """
     import numpy as np
 
     raw_a, dt_a = a.read_raw(key_a)
@@ -151,13 +157,15 @@ def value_diff(a: CheckpointReader, key_a: str, b: CheckpointReader, key_b: str)
             "skipped": f"no value comparison: {raw_a.size} elements over {stored} stored values (overlapping strides)"
         }
     with np.errstate(all="ignore"):
-        out = _value_diff(raw_a, dt_a, raw_b, dt_b)
+        out = _value_diff(raw_a, dt_a, raw_b, dt_b, atol, rtol)
     out["differing"] *= repeat
     out["special_mismatch"] *= repeat
     return out
 
 
-def _value_diff(raw_a: np.ndarray, dt_a: str, raw_b: np.ndarray, dt_b: str) -> dict[str, Any]:
+def _value_diff(
+    raw_a: np.ndarray, dt_a: str, raw_b: np.ndarray, dt_b: str, atol: float = 0.0, rtol: float = 0.0
+) -> dict[str, Any]:
     import numpy as np
 
     max_abs = 0.0
@@ -173,5 +181,6 @@ def _value_diff(raw_a: np.ndarray, dt_a: str, raw_b: np.ndarray, dt_b: str) -> d
         if both.any():
             d = np.abs(ca[both] - cb[both])
             max_abs = max(max_abs, float(d.max()))
-            differing += int((d > 0).sum())
+            limit = atol + rtol * np.abs(cb[both]) if (atol or rtol) else 0.0
+            differing += int((d > limit).sum())
     return {"max_abs": max_abs, "differing": differing + mismatched_special, "special_mismatch": mismatched_special}

@@ -147,13 +147,22 @@ def select(reader: CheckpointReader, key: str | None = None) -> Selection:
         # timm's state_dict + state_dict_ema, model + model_ema: the conventional name is the model.
         node, path = resolve_path(structure, preferred[0])
         sel = _selection(path, "auto-detected by name", _tensor_leaves(node), path, candidates)
-        others = ", ".join(c for c in candidates if c != preferred[0])
+        others = _listed([c for c in candidates if c != preferred[0]])
         sel.note = f"also holds {others}: pick another with --key"
         return sel
     sel = _selection(None, "whole file", all_infos, "", candidates)
     if len(candidates) > 1:
-        sel.note = f"several state_dicts ({', '.join(candidates)}): pick one with --key"
+        sel.note = f"{len(candidates)} state_dicts ({_listed(candidates)}): pick one with --key"
     return sel
+
+
+NAMES_SHOWN = 8  # names listed in one line of human output; JSON (`candidates`) has them all
+
+
+def _listed(names: list[str], limit: int = NAMES_SHOWN) -> str:
+    """Names joined for one line, the rest counted: "a, b, c ... and 40 more"."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _selection(
@@ -180,6 +189,18 @@ def filter_keys(sel: Selection, pattern: str | None) -> list[str]:
         pattern = f"*{pattern}*"
     # The variable name a reader found matches too: `--filter conv/kernel` finds `layer_with_weights-0/...`.
     return [k for k in keys if fnmatch.fnmatchcase(k, pattern) or _name_matches(sel.infos[k], pattern)]
+
+
+def filter_miss(pattern: str) -> str:
+    """What to say when `--filter` matches nothing: how patterns are matched, with a pattern to try."""
+    if not any(c in pattern for c in "*?["):
+        return f"no key contains {pattern!r} (a pattern without * ? [ matches anywhere in the key, case-sensitive)"
+    loose = pattern if pattern.startswith("*") else "*" + pattern
+    loose = loose if loose.endswith("*") else loose + "*"
+    return (
+        f"no key matches {pattern!r}: a glob must match the whole key (fnmatch, case-sensitive; * also crosses "
+        f"dots, so 'layer1.*' matches every key under layer1); try --filter '{loose}'"
+    )
 
 
 def _name_matches(info: TensorInfo | None, pattern: str) -> bool:

@@ -68,7 +68,12 @@ def print_table(table: Any, console: Console | None = None) -> None:
         console.print(table)
         return
     from rich.measure import Measurement
+    from rich.table import Table
 
+    if isinstance(table, Table) and isinstance(table.title, str):
+        # rich folds a title to the table's width: a long title on a narrow table would break mid-line.
+        longest = max((len(line) for line in table.title.splitlines()), default=0)
+        table.min_width = max(table.min_width or 0, min(longest, MAX_WIDTH))
     natural = Measurement.get(console, console.options.update(max_width=MAX_WIDTH), table).maximum
     saved = console.width
     console.width = max(saved, min(natural, MAX_WIDTH))  # print(width=) can only narrow, so widen the console

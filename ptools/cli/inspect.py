@@ -69,6 +69,16 @@ def inspect_command(
             help="Check strict loading into a model: package.module:Factory or torchvision:NAME (imports torch).",
         ),
     ] = None,
+    atol: Annotated[
+        float,
+        typer.Option(
+            "--atol", min=0.0, help="With --diff: values equal when |a-b| <= atol + rtol*|b| (implies --stats)."
+        ),
+    ] = 0.0,
+    rtol: Annotated[
+        float,
+        typer.Option("--rtol", min=0.0, help="With --diff: relative tolerance; a dtype change alone then passes."),
+    ] = 0.0,
     scan: Annotated[bool, typer.Option("--scan", help="Only the security report of the file's pickles.")] = False,
     unsafe: Annotated[
         bool,
@@ -83,6 +93,8 @@ def inspect_command(
         raise PtoolsError("--scan is the security report alone: use it without other modes")
     if diff is not None and against:
         raise PtoolsError("use --diff or --against, not both")
+    if (atol or rtol) and diff is None:
+        raise PtoolsError("--atol/--rtol compare values of two files: use them with --diff B")
     reader = _open(file, unsafe)
     with reader:
         security = security_report(reader)
@@ -93,7 +105,8 @@ def inspect_command(
         selection = sm.select(reader, key)
         base = {"file": str(file), "format": reader.format, "selection": _selection_json(selection)}
         if diff is not None:
-            _diff_mode(reader, selection, diff, key, stats, filter_glob, base, security, json_output)
+            tolerance = (atol, rtol)
+            _diff_mode(reader, selection, diff, key, stats, filter_glob, base, security, json_output, tolerance)
             return
         if against:
             from ptools.checkpoint.against import check_against
@@ -116,6 +129,7 @@ def inspect_command(
                 "mode": "stats" if stats else "keys",
                 **base,
                 "filter": filter_glob,
+                "filter_note": sm.filter_miss(filter_glob) if filter_glob and not rows else None,
                 "keys": rows,
                 "security": security,
             }
@@ -174,6 +188,7 @@ def _diff_mode(
     base: dict[str, Any],
     security: dict[str, Any],
     json_output: bool,
+    tolerance: tuple[float, float] = (0.0, 0.0),
 ) -> None:
     from ptools.checkpoint import open_checkpoint
     from ptools.checkpoint import summary as sm
@@ -197,7 +212,12 @@ def _diff_mode(
         wanted = None
         if filter_glob:
             wanted = set(sm.filter_keys(selection, filter_glob)) | set(sm.filter_keys(sel_b, filter_glob))
-        result = diff_selections(reader, selection, reader_b, sel_b, values=stats, keys=wanted and list(wanted))
+        atol, rtol = tolerance
+        values = stats or bool(atol or rtol)
+        keys = None if wanted is None else list(wanted)
+        result = diff_selections(reader, selection, reader_b, sel_b, values=values, keys=keys, atol=atol, rtol=rtol)
+    if filter_glob and not wanted:
+        result["filter_note"] = sm.filter_miss(filter_glob)
     result["paired_by"] = "variable names (weights only)" if by_names is not None else "keys"
     if by_names is not None:
         note = f"weights paired by variable name, not checkpoint key ({by_names} optimizer/EMA/other tensors left out)"
@@ -512,12 +532,19 @@ def _render_keys(p: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if p.get("filter_note"):
+        console.print(f"[yellow]{p['filter_note']}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def _limited(items: list[Any]) -> tuple[list[Any], str]:
     if len(items) <= _MAX_ROWS:
         return items, ""
     return items[:_MAX_ROWS], f"  ... and {len(items) - _MAX_ROWS} more (--json lists all)"
+
+
+def _print_more(console: Any, more: str) -> None:
+    if more:
+        console.print(more, highlight=False, soft_wrap=True)
 
 
 def _print_key_list(console: Any, label: str, keys: list[str]) -> None:
@@ -549,30 +576,58 @@ def _render_diff(p: dict[str, Any]) -> None:
     _print_key_list(console, "only in B", d["only_in_b"])
     if d["shape_changed"]:
         table = _table("key", "A", "B", title=f"\nShape changed ({len(d['shape_changed'])})")
-        for r in _limited(d["shape_changed"])[0]:
+        rows, more = _limited(d["shape_changed"])
+        for r in rows:
             table.add_row(r["key"], "×".join(map(str, r["a"])), "×".join(map(str, r["b"])))
         _print_table(table)
+        _print_more(console, more)
+    tolerant = bool(d.get("atol") or d.get("rtol"))
     if d["dtype_changed"]:
-        table = _table("key", "A", "B", title=f"\nDtype changed ({len(d['dtype_changed'])})")
-        for r in _limited(d["dtype_changed"])[0]:
+        note = " (values compared within the tolerance)" if tolerant else ""
+        table = _table("key", "A", "B", title=f"\nDtype changed ({len(d['dtype_changed'])}){note}")
+        rows, more = _limited(d["dtype_changed"])
+        for r in rows:
             table.add_row(r["key"], r["a"], r["b"])
         _print_table(table)
+        _print_more(console, more)
     if d["value_changed"]:
-        table = _table("key", "max abs diff", "differing values", title=f"\nValues differ ({len(d['value_changed'])})")
-        for r in _limited(d["value_changed"])[0]:
+        within = f", beyond atol {d['atol']:g} + rtol {d['rtol']:g}·|b|" if tolerant else ""
+        title = f"\nValues differ ({len(d['value_changed'])}; largest first{within})"
+        table = _table("key", "max abs diff", "differing values", title=title)
+        rows, more = _limited(d["value_changed"])
+        for r in rows:
             table.add_row(r["key"], _fmt(r["max_abs"]), f"{r['differing']:,}")
         _print_table(table)
+        _print_more(console, more)
+    if d.get("filter_note"):
+        console.print(f"\n[yellow]{d['filter_note']}[/yellow]", highlight=False, soft_wrap=True)
     if d["hint"]:
         console.print(f"\n[yellow]hint:[/yellow] {d['hint']}", highlight=False, soft_wrap=True)
     if d["differ"]:
+        reasons = [
+            f"{len(d[k])} {label}"
+            for k, label in (
+                ("only_in_a", "only in A"),
+                ("only_in_b", "only in B"),
+                ("renamed", "paired only after stripping a prefix"),
+                ("shape_changed", "shape changed"),
+                ("dtype_changed", "dtype changed"),
+                ("value_changed", "values differ"),
+            )
+            if d.get(k) and not (k == "dtype_changed" and tolerant)
+        ]
         console.print(
-            f"\n[red]differ[/red]: {d['identical']} tensors identical"
-            + (" in value" if d["values_compared"] else " in shape and dtype")
+            f"\n[red]differ[/red] ({', '.join(reasons)}): {d['identical']} tensors identical"
+            + (" in value" if d["values_compared"] else " in shape and dtype"),
+            highlight=False,
+            soft_wrap=True,
         )
     else:
         what = (
             "shapes, dtypes and values" if d["values_compared"] else "shapes and dtypes (add --stats to compare values)"
         )
+        if tolerant:
+            what = f"shapes, and values within atol {d['atol']:g} + rtol {d['rtol']:g}·|b|"
         console.print(f"\n[green]same keys, {what}[/green]", highlight=False, soft_wrap=True)
 
 

@@ -306,3 +306,99 @@ def test_against_counts_by_the_model_even_for_unknown_buffer_names(runner, tmp_p
     assert doc["against"]["counts"]["params"] == 6 and doc["against"]["counts"]["buffers"] == 5
     guessed = _json(runner.invoke(app, ["inspect", str(path), "--json"]))["totals"]
     assert guessed["params"] == 11  # without a model, an unknown float buffer reads as a parameter
+
+
+# ------------------------------------------------------------------------------------------ --diff
+
+
+def _sd_pair(tmp_path, b_transform, a_name="a.pt", b_name="b.pt"):
+    torch.manual_seed(0)
+    sd = {f"layers.{i}.weight": torch.randn(8, 8) for i in range(4)}
+    a, b = tmp_path / a_name, tmp_path / b_name
+    torch.save(sd, a)
+    torch.save(b_transform(sd), b)
+    return a, b
+
+
+def test_diff_fp16_copy_passes_within_a_tolerance(runner, tmp_path):
+    a, b = _sd_pair(tmp_path, lambda sd: {k: v.half() for k, v in sd.items()})
+    plain = runner.invoke(app, ["inspect", str(a), "--diff", str(b)])
+    assert plain.exit_code == 1 and "dtype changed" in plain.stdout
+    doc = _json(runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--stats", "--json"]))
+    assert len(doc["diff"]["value_changed"]) == 4  # fp16 rounding: exact comparison sees it
+    tol = runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--rtol", "1e-3", "--atol", "1e-4", "--json"])
+    assert tol.exit_code == 0, tol.stdout
+    d = json.loads(tol.stdout)["diff"]
+    assert not d["differ"] and d["identical"] == 4 and len(d["dtype_changed"]) == 4 and d["values_compared"]
+    assert (d["atol"], d["rtol"]) == (1e-4, 1e-3)
+    # A real change stays a difference within the same tolerance.
+    c = tmp_path / "c.pt"
+    changed = {k: v.half() for k, v in torch.load(a).items()}
+    changed["layers.2.weight"][0, 0] += 0.5
+    torch.save(changed, c)
+    bad = runner.invoke(app, ["inspect", str(a), "--diff", str(c), "--rtol", "1e-3", "--atol", "1e-4", "--json"])
+    assert bad.exit_code == 1
+    (row,) = json.loads(bad.stdout)["diff"]["value_changed"]
+    assert row["key"] == "layers.2.weight" and row["differing"] == 1
+    alone = runner.invoke(app, ["inspect", str(a), "--atol", "1e-3"])
+    assert alone.exit_code == 2 and "--diff" in alone.stderr
+
+
+def test_diff_shows_the_largest_differences_first(runner, tmp_path):
+    def shift(sd):
+        return {k: v + (0.1 * (i + 1) if i % 2 else 0.01 * (i + 1)) for i, (k, v) in enumerate(sd.items())}
+
+    a, b = _sd_pair(tmp_path, shift)
+    doc = _json(runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--stats", "--json"]))
+    rows = doc["diff"]["value_changed"]
+    assert [r["max_abs"] for r in rows] == sorted((r["max_abs"] for r in rows), reverse=True)
+    assert rows[0]["key"] == "layers.3.weight"
+    human = runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--stats"]).stdout
+    order = [line.split()[0] for line in human.splitlines() if line.startswith("layers.")]
+    assert order == [r["key"] for r in rows]
+
+
+def test_diff_pairs_keys_that_differ_by_the_lightning_model_prefix(runner, tmp_path):
+    a, b = _sd_pair(tmp_path, lambda sd: {"model." + k: v for k, v in sd.items()})
+    doc = _json(runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--stats", "--json"]))
+    d = doc["diff"]
+    assert d["only_in_a"] == [] and d["only_in_b"] == [] and d["identical"] == 4
+    assert len(d["renamed"]) == 4 and "'model.'" in d["hint"]
+    # Lightning's nested checkpoint, model. keys under state_dict, against the bare weights.
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": torch.load(b), "epoch": 3, "pytorch-lightning_version": "2.4.0"}, ckpt)
+    d = _json(runner.invoke(app, ["inspect", str(ckpt), "--diff", str(a), "--json"]))["diff"]
+    assert d["only_in_a"] == [] and d["only_in_b"] == [] and len(d["renamed"]) == 4
+
+
+def test_diff_rows_are_capped_with_a_count_of_the_rest(runner, tmp_path):
+    a, b = _sd_pair(tmp_path, lambda sd: sd)
+    big_a = {f"w{i}": torch.zeros(2) for i in range(70)}
+    big_b = {f"w{i}": torch.zeros(3) for i in range(70)}
+    torch.save(big_a, a)
+    torch.save(big_b, b)
+    result = runner.invoke(app, ["inspect", str(a), "--diff", str(b)])
+    assert result.exit_code == 1
+    assert "... and 10 more (--json lists all)" in result.stdout
+    assert sum(line.startswith("w") for line in result.stdout.splitlines()) == 60
+    assert (
+        len(_json(runner.invoke(app, ["inspect", str(a), "--diff", str(b), "--json"]))["diff"]["shape_changed"]) == 70
+    )
+
+
+def test_filter_that_matches_nothing_says_how_globs_match(runner, nested):
+    result = runner.invoke(app, ["inspect", str(nested), "--filter", "features.*weigh"])
+    assert result.exit_code == 0
+    assert "0 keys" in result.stdout and "whole key" in result.stdout and "'*features.*weigh*'" in result.stdout
+    doc = _json(runner.invoke(app, ["inspect", str(nested), "--filter", "nothing_like_this", "--json"]))
+    assert doc["keys"] == [] and "anywhere in the key" in doc["filter_note"]
+    found = _json(runner.invoke(app, ["inspect", str(nested), "--filter", "features.*weight", "--json"]))
+    assert found["keys"] and found["filter_note"] is None
+
+
+def test_many_candidate_state_dicts_are_listed_with_a_count(runner, tmp_path):
+    path = tmp_path / "many.pt"
+    torch.save({f"net{i}": {"w": torch.ones(2)} for i in range(20)}, path)
+    doc = _json(runner.invoke(app, ["inspect", str(path), "--json"]))
+    assert len(doc["selection"]["candidates"]) == 20
+    assert "20 state_dicts" in doc["selection"]["note"] and "... and 12 more" in doc["selection"]["note"]

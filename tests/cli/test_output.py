@@ -128,3 +128,15 @@ def test_closed_pipe_is_quiet_and_exit_0(extra):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 0, stderr
     assert "BrokenPipe" not in stderr and "error" not in stderr, stderr
+
+
+def test_a_title_wider_than_its_table_stays_on_one_line_when_piped(capsys):
+    from rich.console import Console
+
+    console = Console(width=40)
+    title = "Values differ (22; largest first) in a title longer than the narrow table under it"
+    table = Table("k", "v", title=title)
+    table.add_row("a", "1")
+    print_table(table, console)
+    out = capsys.readouterr().out
+    assert any(line.strip() == title for line in out.splitlines()), out
