@@ -605,8 +605,9 @@ def _rnn_arrays(cls: str, cfg: dict[str, Any], ws: Weights, suffix: str, attr: s
 
 
 def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
-    if len(ins) > 1 or tensor_kwargs:
-        raise Unsupported("called with initial_state or a mask")
+    n_states = 2 if cls == "LSTM" else 1
+    if set(tensor_kwargs) - {"initial_state"} or len(ins) not in (1, 1 + n_states):
+        raise Unsupported("called with a mask, or with initial_state of another length")
     v = ins[0]
     keras, settings = _rnn_kind(cls, cfg, ctx)
     code = LayerCode(settings=settings)
@@ -620,6 +621,10 @@ def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if cfg.get("go_backwards"):
         x = f"{x}.flip(1)"
         code.settings.append("go_backwards: input reversed in time (the output stays in that order)")
+    if len(ins) > 1:  # initial_state: Keras (N, units) states -> torch (1, N, units)
+        states = [f"{s.name}.unsqueeze(0)" for s in ins[1:]]
+        x += f", ({', '.join(states)})" if cls == "LSTM" else f", {states[0]}"
+        code.settings.append("initial_state from " + ", ".join(s.name for s in ins[1:]))
     seq, ret_state = bool(cfg.get("return_sequences")), bool(cfg.get("return_state"))
     o = ctx.out
     last = "" if seq else "[:, -1]"
@@ -990,6 +995,24 @@ def rescaling(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     return code
 
 
+def prelu(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    """nn.PReLU holds one slope per channel (or one in all): Keras' alpha must be shared over the other axes."""
+    v = ins[0]
+    shared_cfg = cfg.get("shared_axes") or []
+    shared = {keras_axis(a, v.rank) for a in (shared_cfg if isinstance(shared_cfg, list) else [shared_cfg])}
+    if not set(range(1, v.rank - 1)) <= shared:
+        raise Unsupported(f"PReLU with a slope per position (shared_axes={shared_cfg}; nn.PReLU has one per channel)")
+    n = 1 if v.rank - 1 in shared else v.shape[-1]
+    if n is None:
+        raise Unsupported("unknown number of channels")
+    code = LayerCode(settings=["one slope per channel" if n != 1 else "one slope for all"])
+    code.modules.append((ctx.attr, call("nn.PReLU", n) if n != 1 else "nn.PReLU()"))
+    code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.rank > 2))
+    code.weights = lambda ws: {f"{ctx.attr}.weight": np.ascontiguousarray(expect(ws, ["alpha"])["alpha"].reshape(-1))}
+    return code
+
+
 def normalization(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     """Keras' (x - mean) / max(sqrt(variance), 1e-7), with mean and variance as buffers (in the state_dict)."""
     v = ins[0]
@@ -1087,6 +1110,8 @@ def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwarg
         return rescaling(cfg, ins, ctx)
     if cls == "Normalization":
         return normalization(cfg, ins, ctx)
+    if cls == "PReLU":
+        return prelu(cfg, ins, ctx)
     raise Unsupported(f"no PyTorch port for Keras layer class {cls}")
 
 
@@ -1102,6 +1127,6 @@ SUPPORTED = frozenset(
         *("GaussianNoise", "GaussianDropout", "AlphaDropout", "ZeroPadding1D", "ZeroPadding2D"),
         *("Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D"),
         *("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"),
-        *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization"),
+        *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization", "PReLU"),
     }
 )

@@ -21,7 +21,7 @@ from ptools.port import api
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
-MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep"]
+MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep", "seq2seq"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 FILES += ["xception_savedmodel", "textnet_savedmodel"]  # tf_keras SavedModel folders (keras_metadata.pb)
 
@@ -159,3 +159,30 @@ def test_fixtures_catch_the_classic_mistakes(tmp_path: Path, name: str, old: str
     xs, ys = io_of(name)
     outs = run_keras_layout(p, load_module(tmp_path, p.class_name), xs)
     assert max(float(np.abs(o - y).max()) for o, y in zip(outs, ys, strict=True)) > 1e-3
+
+
+def test_unknown_input_size_uses_tf_same_layers(tmp_path: Path) -> None:
+    """With (None, None, C) inputs the pads depend on the size: TF-same layers take every strided SAME op,
+    and the port still reproduces Keras on the saved inputs."""
+    import io
+    import json
+    import zipfile
+
+    src = zipfile.ZipFile(FIXTURES / "xception.keras")
+    cfg = json.loads(src.read("config.json"))
+    for layer in cfg["config"]["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, None, None, layer["config"]["batch_shape"][-1]]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for item in src.infolist():
+            z.writestr(item, json.dumps(cfg) if item.filename == "config.json" else src.read(item))
+    (tmp_path / "dyn.keras").write_bytes(buf.getvalue())
+    p = api.build(tmp_path / "dyn.keras")
+    assert "self.stem = Conv2dSame(1, 4, kernel_size=3, stride=2, bias=False)" in p.code  # no input_size
+    assert "self.pool = MaxPool2dSame(3, stride=2)" in p.code
+    assert "Inputs: image (N, 1, ?, ?) NCHW." in p.code
+    api.write(p, tmp_path / "out")
+    xs, ys = io_of("xception.keras")
+    outs = run_keras_layout(p, load_module(tmp_path / "out", p.class_name), xs)
+    assert float(np.abs(outs[0] - ys[0]).max()) <= 1e-5
