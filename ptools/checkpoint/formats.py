@@ -13,7 +13,9 @@ from ptools.checkpoint.base import register_format
 #   register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
 _ = register_format
 
-from ptools.checkpoint import safetensors_reader, torch_legacy, torch_zip  # noqa: E402  (no torch at import)
+from ptools.checkpoint import safetensors_reader, sharded, torch_legacy, torch_zip  # noqa: E402  (no torch at import)
+
+register_format("sharded", sharded.sniff, sharded.open_reader)  # an *.index.json weight map, or its folder
 
 register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
 register_format("torch-zip", torch_zip.sniff, torch_zip.open_reader)  # TorchScript archives too

@@ -135,7 +135,7 @@ def inspect_command(
             }
             _finish(payload, json_output, _render_keys, bool(security["findings"]))
             return
-        report = sm.summarize(reader, selection, depth, _file_size(file))
+        report = sm.summarize(reader, selection, depth, _file_size(file, reader))
         payload = {"mode": "summary", **report, "selection": _selection_json(selection), "security": security}
         _finish(payload, json_output, _render_summary, bool(security["findings"]))
 
@@ -264,7 +264,13 @@ def _selection_json(selection: Any) -> dict[str, Any]:
     }
 
 
-def _file_size(path: Path) -> int | None:
+def _file_size(path: Path, reader: Any = None) -> int | None:
+    files = getattr(reader, "files", None)
+    if files is not None:  # a sharded checkpoint: the index and every shard
+        try:
+            return sum(p.stat().st_size for p in files)
+        except OSError:
+            return None
     try:
         if path.is_file():
             return path.stat().st_size
