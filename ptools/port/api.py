@@ -59,6 +59,7 @@ def _open(path: Path) -> Any:
 
     if not path.exists():
         raise PtoolsError(f"{path}: no such file")
+    _sniff(path)
     reader = KerasReader(path)
     if not reader.model_config:
         reader.close()
@@ -87,6 +88,34 @@ def _untuple(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_untuple(v) for v in obj]
     return obj
+
+
+def _sniff(path: Path) -> None:
+    """Say what a file is when it is not a Keras model, before a reader reports a confusing detail."""
+    import zipfile
+
+    from ptools.checkpoint.keras_h5 import HDF5_MAGIC
+
+    with path.open("rb") as f:
+        head = f.read(2048)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as e:
+            raise PtoolsError(f"{path}: corrupt zip archive ({e})") from None
+        if "config.json" not in names:
+            torch_like = any(n.endswith("data.pkl") for n in names)
+            raise PtoolsError(
+                f"{path}: not a Keras model (a zip archive without config.json"
+                + ("; it looks like a PyTorch checkpoint)" if torch_like else ")"),
+                hint="port reads .keras archives, full-model .h5 files and tf_keras SavedModel folders",
+            )
+    elif not any(head[o : o + 8] == HDF5_MAGIC for o in (0, 512, 1024)) and not path.name.endswith(".json"):
+        raise PtoolsError(
+            f"{path}: not a Keras model file (neither a .keras zip archive nor HDF5)",
+            hint="port reads .keras archives, full-model .h5 files and tf_keras SavedModel folders",
+        )
 
 
 def _saved_model(path: Path) -> tuple[dict[str, Any], dict[str, Weights], str | None]:
@@ -357,7 +386,8 @@ def instantiate(p: Port, folder: Path) -> Any:
     import torch
 
     model = _import_module(folder / "model.py", p.class_name)
-    sd = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in p.state.items()}
+    # load_state_dict copies into the module's own tensors, so the arrays can be shared (no extra copy).
+    sd = {k: torch.from_numpy(a if a.flags.writeable else a.copy()) for k, a in p.state.items()}
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

@@ -104,11 +104,19 @@ def test_unsupported_layers_are_listed_with_their_place(runner, tmp_path: Path) 
 
 
 def test_bad_inputs_exit_2(runner, tmp_path: Path) -> None:
+    import torch
+
+    text = tmp_path / "notes.h5"
+    text.write_text("not a model")
+    torch_file = tmp_path / "model.keras"
+    torch.save({"w": torch.zeros(2)}, torch_file)
     cases = [
         ([str(tmp_path / "nope.h5"), str(tmp_path / "o")], "no such file"),
         ([str(FIXTURES / "keras" / "k3.weights.h5"), str(tmp_path / "o")], "no model architecture"),
         ([str(PORT / "unet.keras"), str(tmp_path / "o"), "--name", "9bad"], "not a Python class name"),
         ([str(FIXTURES / "convert" / "saved_model_metrics"), str(tmp_path / "o")], "no keras_metadata.pb"),
+        ([str(text), str(tmp_path / "o")], "not a Keras model file"),
+        ([str(torch_file), str(tmp_path / "o")], "looks like a PyTorch checkpoint"),
     ]
     for args, message in cases:
         r = runner.invoke(app, ["port", *args])
