@@ -17,6 +17,7 @@ The runner forks from one warm process (imports done once), so a few hundred inp
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -427,17 +428,16 @@ def _image_headers(files: dict[str, bytes], rng: random.Random) -> dict[str, byt
     if edit == "text_bomb":
         body = b"Comment\0\0" + zlib.compress(b"A" * (64 * MIB), 9)
         return {**files, name: data[:33] + _png_chunk(b"zTXt", body) + data[33:]}
-    # 20000 x 20000 grey pixels of zeros: 400 MB once inflated, ~400 KB on disk.
-    side = 20000
-    ihdr[0:8] = struct.pack(">II", side, side)
-    ihdr[8:10] = b"\x08\x00"  # 8-bit greyscale
-    raw = zlib.compressobj(9)
-    row = b"\0" * (side + 1)
-    idat = b"".join(raw.compress(row) for _ in range(side)) + raw.flush()
-    return {
-        **files,
-        name: data[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""),
-    }
+    return {**files, name: bomb_png()}
+
+
+@functools.lru_cache(maxsize=1)
+def bomb_png(side: int = 20000) -> bytes:
+    """side x side grey zeros: 400 MB once inflated, ~400 KB on disk (built once: it takes a second)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\0" * (side + 1)) for _ in range(side)) + z.flush()
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def _csv_edits(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
