@@ -87,7 +87,12 @@ def _torch_seeds(work: Path) -> list[Seed]:
         "steps": torch.arange(5),
     }
     out: list[Seed] = []
-    inspect = [["inspect", "{target}"], ["inspect", "--stats", "{target}"], ["inspect", "--scan", "{target}"]]
+    inspect = [
+        ["inspect", "{target}"],
+        ["inspect", "--stats", "{target}"],
+        ["inspect", "--scan", "{target}"],
+        ["inspect", "{target}", "--diff", "{target}"],  # reads every tensor twice, compares values
+    ]
     torch.save({"model": sd, "epoch": 3}, work / "z.pt")
     out.append(Seed("torch-zip", {"z.pt": (work / "z.pt").read_bytes()}, "z.pt", inspect, structured=_zip_pickle_ints))
     # Zero strides: 2**34 elements backed by one float (torch.save keeps the view as it is).
@@ -109,7 +114,7 @@ def _torch_seeds(work: Path) -> list[Seed]:
             "safetensors",
             {"s.safetensors": (work / "s.safetensors").read_bytes()},
             "s.safetensors",
-            inspect[:2],
+            [inspect[0], inspect[1], inspect[3]],
             structured=_safetensors_header,
         )
     )
@@ -126,6 +131,7 @@ def _tf_seeds() -> list[Seed]:
         commands = [
             ["inspect", "{target}"],
             ["inspect", "--stats", "{target}"],
+            ["inspect", "{target}", "--diff", "{target}"],
             ["convert", "{target}", "{out}/out.safetensors"],
         ]
         out.append(Seed("tf-bundle", files, name, commands, structured=_tf_index_entries))
@@ -137,7 +143,12 @@ def _keras_seeds(work: Path) -> list[Seed]:
     import numpy as np
 
     out = []
-    commands = [["inspect", "{target}"], ["inspect", "--stats", "{target}"], ["convert", "{target}", "{out}/o.pt"]]
+    commands = [
+        ["inspect", "{target}"],
+        ["inspect", "--stats", "{target}"],
+        ["inspect", "{target}", "--diff", "{target}"],
+        ["convert", "{target}", "{out}/o.pt"],
+    ]
     for name in ("legacy_model.h5", "k3.weights.h5", "k3_model.keras"):
         data = (FIXTURES / "keras" / name).read_bytes()
         structured = _keras_zip_members if name.endswith(".keras") else None
@@ -376,7 +387,11 @@ def _tf_index_entries(files: dict[str, bytes], rng: random.Random) -> dict[str, 
 
 def _keras_zip_members(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
     ((name, data),) = files.items()
-    edit = rng.choice(["config_bomb", "config_deep", "deflate_weights", "config_values"])
+    edit = rng.choice(
+        ["config_bomb", "config_deep", "deflate_weights", "config_values", "config_types", "config_types"]
+    )
+    if edit == "config_types":  # any value of the config replaced by a value of another type
+        return {name: _rewrite_zip(data, lambda n, c: _json_types(c, rng) if n == "config.json" else c)}
     if edit == "config_bomb":  # 2 MB of layers
         layer = {"class_name": "Dense", "config": {"name": "d", "units": 1}}
         config = json.dumps({"class_name": "Sequential", "config": {"layers": [layer] * 20000}}).encode()
@@ -398,6 +413,29 @@ def _keras_zip_members(files: dict[str, bytes], rng: random.Random) -> dict[str,
         )
 
     return {name: _rewrite_zip(data, values)}
+
+
+_ODD_VALUES: list = [None, -1, 0, 1 << 40, 2.5, "", "x" * 300, [], {}, [None], {"a": None}, True, [1 << 40, -3]]
+
+
+def _json_types(raw: bytes, rng: random.Random) -> bytes:
+    doc = json.loads(raw)
+    spots: list[tuple[dict | list, str | int]] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                spots.append((node, k))
+                walk(v)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                spots.append((node, i))
+                walk(v)
+
+    walk(doc)
+    for container, key in rng.sample(spots, min(len(spots), rng.randint(1, 6))):
+        container[key] = rng.choice(_ODD_VALUES)  # type: ignore[index]
+    return json.dumps(doc).encode()
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

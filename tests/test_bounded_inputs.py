@@ -291,3 +291,27 @@ def test_json_of_rejections_names_the_escaped_file(runner, tmp_path):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert json.loads(result.stdout)["schema"] == "ptools.error/1"
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_hdf5_library_loop_is_cut_by_the_probe(tmp_path):
+    """One flipped bit (found by fuzzing) sends HDF5 into an endless loop while h5py holds the GIL."""
+    from ptools.checkpoint.keras_h5 import probe_hdf5
+    from ptools.errors import PtoolsError
+
+    data = bytearray((FIXTURES / "keras" / "legacy_model.h5").read_bytes())
+    data[14385] ^= 1
+    (tmp_path / "loop.h5").write_bytes(data)
+    with pytest.raises(PtoolsError, match=r"loop\.h5: its HDF5 structure could not be read in 2 s"):
+        probe_hdf5(tmp_path / "loop.h5", timeout=2)
+    probe_hdf5(FIXTURES / "keras" / "legacy_model.h5", timeout=10)  # a sound file passes
+
+
+@pytest.mark.parametrize("value", [7, None, [1, 2], "x"])
+def test_keras_config_of_the_wrong_shape_is_one_line_in_convert(value):
+    config = json.loads(zipfile.ZipFile(FIXTURES / "keras" / "k3_model.keras").read("config.json"))
+    for layer in config["config"]["layers"]:
+        layer["inbound_nodes"] = value
+        layer["config"]["epsilon"] = [value]
+    files = {"m.keras": _with_config(json.dumps(config).encode())}
+    (out,) = fuzzing.run_files(files, "m.keras", [["convert", "{target}", "{out}/o.safetensors"]])
+    assert out.verdict == "ok" and out.rc == 2 and "structure Keras writes" in out.stderr, out

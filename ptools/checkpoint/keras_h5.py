@@ -9,7 +9,10 @@ or the group name) and the class's documented variable order.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,9 +219,11 @@ def _input_shape(layer_cfg: dict[str, Any]) -> tuple[int | None, ...] | None:
 class KerasReader(CheckpointReader):
     """Legacy `.h5`, Keras 3 `.weights.h5` or `.keras` zip, read through h5py (file-like for the zip)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, probe: bool = True) -> None:
         super().__init__(path)
         h5py = _require_h5py(path)
+        if probe:
+            probe_hdf5(path)
         self._zip: zipfile.ZipFile | None = None
         self.model_config: dict[str, Any] | None = None
         self.keras_version: str | None = None
@@ -493,6 +498,53 @@ class KerasReader(CheckpointReader):
                 pass
         if self._zip is not None:
             self._zip.close()
+
+
+PROBE_SECONDS = 10.0  # the promise is 15 s a command; a real file indexes in well under a second
+PROBE_READ_BYTES = 64 * MIB  # below this, the probe also reads every tensor once
+
+
+def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> None:
+    """Index (and, when small, read) the file once in a forked child before this process touches it.
+
+    A damaged HDF5 file can make the C library loop forever or crash, and h5py holds the GIL while it
+    does: no thread or signal handler of this process could stop it. The child can be killed; then
+    the file is refused on one line. On platforms without fork the file is read directly.
+    """
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            with KerasReader(path, probe=False) as reader:
+                if sum(t.nbytes for t in reader.tensors()) <= PROBE_READ_BYTES:
+                    for t in reader.tensors():
+                        reader.read_raw(t.key)
+        except BaseException:  # noqa: BLE001 - errors are the parent's to report: it meets them again
+            pass
+        os._exit(0)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise PtoolsError(
+                f"{path}: its HDF5 structure could not be read in {timeout:g} s (a damaged file sends the HDF5 "
+                "library into an endless loop)",
+                hint="the file is corrupt; re-export it",
+            )
+        time.sleep(0.005)
+    if os.WIFSIGNALED(status):
+        raise PtoolsError(
+            f"{path}: the HDF5 library crashed reading this file (signal {os.WTERMSIG(status)})",
+            hint="the file is corrupt; re-export it",
+        )
 
 
 def _file_size(path: Path) -> int:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptools.checkpoint._text import oneline
 from ptools.convert import layouts, match, questions, settings, shapes
 from ptools.convert import rules as rules_mod
 from ptools.convert.layouts import Item, LayerOptions, Note
 from ptools.convert.source import Canonical, SourceTensor, load_source
 from ptools.convert.writer import OutTensor, write_state_dict
+from ptools.errors import PtoolsError
 
 
 @dataclass
@@ -66,6 +70,19 @@ def _heuristic_prefix(layer: str) -> str:
     return layer.replace("/", ".")
 
 
+@contextmanager
+def _config_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except PtoolsError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        raise PtoolsError(
+            f"{path}: the model config in this file does not have the structure Keras writes ({oneline(e)})",
+            hint="the file is damaged or was edited by hand; re-export it from Keras",
+        ) from None
+
+
 def plan(src: str | Path, opts: ConvertOptions) -> Plan:
     rules = rules_mod.load_rules(opts.rules) if opts.rules else []
     canon = load_source(src, include_optimizer=opts.include_optimizer, ema=opts.ema, verify=opts.verify)
@@ -78,33 +95,37 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             continue
         rel = t.key[len(t.layer) + 1 :] if t.layer and t.key.startswith(t.layer + "/") else t.key
         by_layer.setdefault(t.layer, {})[rel] = t
-    recorded = {m.name: m.input_shape for m in canon.layers.values()}
-    flat = shapes.flatten_shapes(canon.model_config, recorded)
-    flat_source = {layer: "config" for layer in flat}
-    for r in rules:
-        if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names
-            for t in canon.tensors.values():
-                if r.pattern.fullmatch(t.key):
-                    flat[t.layer] = r.flatten_shape
-                    flat_source[t.layer] = "rule"
-    items: list[Item] = []
-    notes: list[Note] = []
-    for layer, vars_ in by_layer.items():
-        meta = canon.layers[layer]
-        if any(v.role != "weight" for v in vars_.values()):
-            # optimizer slots / counters (--include-optimizer): written as stored, under their own names
-            items += [layouts.copy_item(_heuristic_prefix(layer), rel.replace("/", "."), t) for rel, t in vars_.items()]
-            continue
-        lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias, keras3=canon.keras3)
-        its, ns = layouts.convert_layer(meta, vars_, _heuristic_prefix(layer), lopts)
-        for it in its:
-            if it.transform.startswith("dense_after_flatten"):
-                it.flatten_source = flat_source.get(layer)
-                it.decided_by = flat_source.get(layer)
-        items += its
-        notes += ns
-    notes = _with_config_settings(notes, canon)
-    questions.mark_flatten_questions(items, canon, set(flat))
+    # Layer configs come from the file: a damaged or hand-edited one must end in one line naming it.
+    with _config_errors(canon.path):
+        recorded = {m.name: m.input_shape for m in canon.layers.values()}
+        flat = shapes.flatten_shapes(canon.model_config, recorded)
+        flat_source = {layer: "config" for layer in flat}
+        for r in rules:
+            if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names
+                for t in canon.tensors.values():
+                    if r.pattern.fullmatch(t.key):
+                        flat[t.layer] = r.flatten_shape
+                        flat_source[t.layer] = "rule"
+        items: list[Item] = []
+        notes: list[Note] = []
+        for layer, vars_ in by_layer.items():
+            meta = canon.layers[layer]
+            if any(v.role != "weight" for v in vars_.values()):
+                # optimizer slots / counters (--include-optimizer): written as stored, under their own names
+                items += [
+                    layouts.copy_item(_heuristic_prefix(layer), rel.replace("/", "."), t) for rel, t in vars_.items()
+                ]
+                continue
+            lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias, keras3=canon.keras3)
+            its, ns = layouts.convert_layer(meta, vars_, _heuristic_prefix(layer), lopts)
+            for it in its:
+                if it.transform.startswith("dense_after_flatten"):
+                    it.flatten_source = flat_source.get(layer)
+                    it.decided_by = flat_source.get(layer)
+            items += its
+            notes += ns
+        notes = _with_config_settings(notes, canon)
+        questions.mark_flatten_questions(items, canon, set(flat))
     targets, how, fixed = _apply_rules(items, rules)
     p = Plan(canon, items, targets, how, notes, canon.skipped, rule_skipped)
     if opts.model or opts.template:
