@@ -363,9 +363,11 @@ def _render_summary(p: dict[str, Any]) -> None:
             )
     if p["top_level"]:
         table = _table("key", "holds", title="\nTop-level structure")
-        for row in p["top_level"]:
+        rows, more = _limited(p["top_level"])
+        for row in rows:
             table.add_row(row["key"], row["summary"])
         _print_table(table)
+        _print_more(console, more)
     if p.get("lightning"):
         console.print("\n[bold]Lightning[/bold]")
         for k, v in p["lightning"].items():
@@ -423,9 +425,12 @@ def _render_summary(p: dict[str, Any]) -> None:
         )
     if p["shared_storages"]:
         table = _table("storage", "bytes", "kind", "keys", title="\nShared storages (counted once)")
-        for g in p["shared_storages"]:
-            table.add_row(str(g["storage"]), human_bytes(g["bytes"]), g["kind"], ", ".join(g["keys"]))
+        rows, more = _limited(p["shared_storages"])
+        for g in rows:
+            keys = ", ".join(g["keys"][:6]) + (f" ... and {len(g['keys']) - 6} more" if len(g["keys"]) > 6 else "")
+            table.add_row(str(g["storage"]), human_bytes(g["bytes"]), g["kind"], keys)
         _print_table(table)
+        _print_more(console, more)
 
 
 _ROLE_LABELS = {

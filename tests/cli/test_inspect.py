@@ -402,3 +402,14 @@ def test_many_candidate_state_dicts_are_listed_with_a_count(runner, tmp_path):
     doc = _json(runner.invoke(app, ["inspect", str(path), "--json"]))
     assert len(doc["selection"]["candidates"]) == 20
     assert "20 state_dicts" in doc["selection"]["note"] and "... and 12 more" in doc["selection"]["note"]
+
+
+def test_long_top_level_and_shared_storage_lists_are_capped(runner, tmp_path):
+    path = tmp_path / "wide.pt"
+    shared = torch.zeros(4)
+    torch.save({"net": {f"w{i}": shared for i in range(10)}, **{f"meta{i}": i for i in range(70)}}, path)
+    out = runner.invoke(app, ["inspect", str(path), "--key", "net"]).stdout
+    assert "... and 11 more (--json lists all)" in out  # 71 top-level keys, 60 shown
+    assert "w0, w1, w2, w3, w4, w5 ... and 4 more" in out
+    doc = _json(runner.invoke(app, ["inspect", str(path), "--key", "net", "--json"]))
+    assert len(doc["top_level"]) == 71 and len(doc["shared_storages"][0]["keys"]) == 10

@@ -140,3 +140,20 @@ def test_a_title_wider_than_its_table_stays_on_one_line_when_piped(capsys):
     print_table(table, console)
     out = capsys.readouterr().out
     assert any(line.strip() == title for line in out.splitlines()), out
+
+
+def test_convert_creates_missing_parents_and_writes_readable_files(runner, tmp_path):
+    """`convert x out/y.safetensors` into a folder that does not exist yet; the file is 0644 under umask 022."""
+    import os
+    import stat
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "legacy_model.h5"
+    out = tmp_path / "out" / "nested" / "y.safetensors"
+    old = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["convert", str(fixture), str(out)])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and stat.S_IMODE(out.stat().st_mode) == 0o644
