@@ -437,6 +437,13 @@ class KerasReader(CheckpointReader):
         """Layers in model order with class and config where the file has them."""
         return list(self._layers)
 
+    def pickle_globals(self) -> list[dict[str, Any]]:
+        """Code the model config makes Keras run on load (Lambda bytecode, custom classes), like pickle globals."""
+        return config_code_findings(self.model_config)
+
+    def findings(self) -> list[dict[str, Any]]:
+        return self.pickle_globals()
+
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"container": "zip" if self._zip else "hdf5"}
         if self.keras_version:
@@ -798,3 +805,76 @@ def keras_model_layers(path: str | Path) -> tuple[dict[str, Any] | None, list[Ke
         return reader.model_config, model_layers(reader)
     finally:
         reader.close()
+
+
+# Modules whose classes come with Keras itself: a config naming any other module makes Keras import it.
+_KERAS_MODULES = (
+    "keras",
+    "tf_keras",
+    "tensorflow.keras",
+    "tensorflow.python.keras",
+    "keras_nlp",
+    "keras_hub",
+    "keras_cv",
+)
+_MAX_FINDINGS = 10_000
+
+
+def config_code_findings(config: Any) -> list[dict[str, Any]]:
+    """Lambda layers (marshalled Python bytecode) and classes from modules outside Keras in a model config.
+
+    Loading the model runs both: Keras unmarshals and calls a Lambda's function, and imports the module of
+    a custom (`registered_name`) class to build it. Reported in the shape of a pickle global, graded
+    dangerous, so `inspect` exits 1 for them as for an unsafe pickle.
+    """
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(module: str, name: str, reason: str, where: str) -> None:
+        ref = found.get((module, name))
+        if ref is None:
+            if len(found) >= _MAX_FINDINGS:
+                return
+            ref = found[(module, name)] = {
+                "module": module,
+                "name": name,
+                "grade": "dangerous",
+                "reason": reason,
+                "count": 0,
+                "where": [],
+                "calls": [],
+                "source": "model config",
+            }
+        ref["count"] += 1
+        if len(ref["where"]) < 20:
+            ref["where"].append(where)
+
+    stack: list[tuple[Any, str, int]] = [(config, "", 0)]
+    seen = 0
+    while stack and seen < 1_000_000:
+        node, path, depth = stack.pop()
+        seen += 1
+        if depth > 200:
+            continue
+        if isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        cls = node.get("class_name")
+        cfg = node.get("config") if isinstance(node.get("config"), dict) else {}
+        name = cfg.get("name") if isinstance(cfg.get("name"), str) else path or "<root>"
+        if cls == "Lambda":
+            add("keras.layers", "Lambda", "Lambda layer: its function (marshalled Python bytecode) runs on load", name)
+        elif cls == "__lambda__" or node.get("function_type") == "lambda":
+            add("keras", "__lambda__", "marshalled Python bytecode in the config runs on load", name)
+        module = node.get("module")
+        registered = node.get("registered_name")
+        if isinstance(cls, str) and isinstance(module, str) and module and not module.startswith(_KERAS_MODULES):
+            add(module, cls, "class from a module outside Keras: loading imports and runs it", name)
+        elif isinstance(registered, str) and registered and registered != cls and "builtins" not in (module or ""):
+            if not str(module or "keras").startswith(_KERAS_MODULES) or ">" in registered:
+                add(str(module or "<registered>"), registered, "custom registered class: loading runs its code", name)
+        for k, v in node.items():
+            if isinstance(v, (dict, list)):
+                stack.append((v, f"{path}.{k}" if path else str(k), depth + 1))
+    return list(found.values())

@@ -26,6 +26,13 @@ from ptools.checkpoint.restricted_pickle import (
 )
 
 _MAX_DEPTH = 200
+MAX_NODES = 300_000  # objects the structure may expand to (~100k tensors with their containers)
+MODULE_MARK = "__nn_module__"  # set on the dict of a pickled nn.Module, whose keys are its state_dict's
+
+
+def is_module_state(state: Any) -> bool:
+    """The __dict__ of a pickled torch.nn.Module."""
+    return isinstance(state, dict) and "_parameters" in state and "_modules" in state and "_buffers" in state
 
 
 @dataclass
@@ -36,6 +43,7 @@ class PickleContents:
     infos: dict[str, TensorInfo] = field(default_factory=dict)
     refs: dict[str, TensorRef] = field(default_factory=dict)
     embedded_bytes: list[tuple[str, bytes]] = field(default_factory=list)  # bytes values that may hide a pickle
+    truncated: bool = False  # the structure hit MAX_NODES
 
 
 def tensor_info(key: str, ref: TensorRef) -> TensorInfo:
@@ -95,9 +103,20 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
         out.refs[key] = ref
         return info
 
+    budget = [MAX_NODES]
+
     def walk(obj: Any, path: str, depth: int) -> Any:
-        if obj is None or isinstance(obj, (bool, int, float, str, complex)):
+        if obj is None or isinstance(obj, (bool, int, float, complex)):
             return obj
+        if isinstance(obj, str):
+            return obj if len(obj) <= 4096 else obj[:4093] + "..."
+        # Shared objects are walked once per reference (tied tensors must show under every key), so a
+        # graph of shared lists can be exponentially larger than the pickle: stop at a fixed node count.
+        budget[0] -= 1
+        if budget[0] < 0:
+            if budget[0] == -1:
+                out.truncated = True
+            return "<structure too large: not expanded>"
         if isinstance(obj, (bytes, bytearray)):
             if len(obj) >= 2 and obj[0] == 0x80:
                 out.embedded_bytes.append((path, bytes(obj)))
@@ -159,6 +178,8 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
         state = d.get("state")
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
             state = state[0]  # (dict state, slot state)
+        if is_module_state(state):
+            return module_value(value, state, path, depth)
         if isinstance(state, dict):
             # A pickled object's attributes (e.g. a whole nn.Module): keep walking so its tensors show.
             for k, v in state.items():
@@ -171,6 +192,25 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
             value[str(k)] = walk(v, join_path(path, k), depth + 1)
         if d.get("items"):
             value["__items__"] = walk(list(d["items"]), join_path(path, "__items__"), depth + 1)
+        return value
+
+    def module_value(value: dict[str, Any], state: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
+        """A pickled nn.Module (torch.save(model)): its state_dict, keyed as `model.state_dict()` keys it
+        (`features.0.weight`, not `_modules.features._modules.0._parameters.weight`)."""
+        value[MODULE_MARK] = True
+        skip = state.get("_non_persistent_buffers_set")
+        skip = set(skip) if isinstance(skip, (set, frozenset, list, tuple)) else set()
+        for group in ("_parameters", "_buffers"):
+            members = state.get(group)
+            if isinstance(members, dict):
+                for k, v in members.items():
+                    if v is not None and not (group == "_buffers" and k in skip):
+                        value[str(k)] = walk(v, join_path(path, k), depth + 1)
+        modules = state.get("_modules")
+        if isinstance(modules, dict):
+            for k, v in modules.items():
+                if v is not None:
+                    value[str(k)] = walk(v, join_path(path, k), depth + 1)
         return value
 
     try:

@@ -304,6 +304,8 @@ _RISKY_FUNCTIONS = {
 
 
 def _short_repr(obj: Any) -> str:
+    if isinstance(obj, type) and issubclass(obj, Placeholder):
+        return obj.qualname()
     try:
         text = repr(obj)
     except Exception:  # a hostile object's repr must not stop the scan
@@ -1179,9 +1181,16 @@ def _locate_placeholders(result: ScanResult) -> None:
     visit(result.obj, "", 0)
 
 
+_MAX_KEY = 256  # characters of one key segment kept in a path
+_MAX_PATH = 4096  # characters of a whole path: a chain of long keys must not grow paths quadratically
+
+
 def join_path(prefix: str, key: Any) -> str:
     key = key if isinstance(key, str) else _short_repr(key)
-    return f"{prefix}.{key}" if prefix else key
+    if len(key) > _MAX_KEY:
+        key = key[: _MAX_KEY - 3] + "..."
+    path = f"{prefix}.{key}" if prefix else key
+    return path if len(path) <= _MAX_PATH else "..." + path[-(_MAX_PATH - 3) :]
 
 
 def looks_like_pickle(head: bytes) -> bool:

@@ -22,12 +22,47 @@ def security_report(reader: CheckpointReader) -> dict[str, Any]:
     else:
         grade = "safe" if has_pickle else "none"
     meta = reader.metadata()
+    findings = [g for g in refs if g["grade"] != "safe"]
     return {
         "pickle": has_pickle,
         "grade": grade,
         "counts": counts,
         "globals": refs,
-        "findings": [g for g in refs if g["grade"] != "safe"],
+        "findings": findings,
+        "groups": stock_groups(findings),
         "pickle_error": meta.get("pickle_error"),
-        "note": None if has_pickle else f"{reader.format} files hold no pickle: nothing in them can run code",
+        "notes": list(getattr(getattr(reader, "scan", None), "notes", []) or []),
+        "source": "pickle" if reader.format in PICKLE_FORMATS else "model config",
+        "note": None if has_pickle else _clean_note(reader.format),
     }
+
+
+def _clean_note(fmt: str) -> str:
+    if fmt.startswith("keras"):
+        return f"{fmt}: no pickle, and the model config names no Lambda layer and no class from outside Keras"
+    return f"{fmt} files hold no pickle: nothing in them can run code"
+
+
+# A whole model saved with torch.save(model) names every layer class it uses: stock classes are listed as
+# one line per library instead of one line each.
+_STOCK = {"torch.nn": ("torch.nn.", "torch.ao.nn."), "torchvision": ("torchvision.",)}
+
+
+def stock_groups(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups = []
+    for family, prefixes in _STOCK.items():
+        members = [g for g in findings if g["grade"] == "suspicious" and g["module"].startswith(prefixes)]
+        if len(members) < 2:
+            continue
+        groups.append(
+            {
+                "family": family,
+                "grade": "suspicious",
+                "classes": len(members),
+                "uses": sum(g["count"] for g in members),
+                "names": [g["name"] for g in members],
+                "globals": [f"{g['module']}.{g['name']}" for g in members],
+                "reason": f"a pickled model: loading imports {family} and builds these (no weights_only load)",
+            }
+        )
+    return groups

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.checkpoint.pickle_structure import MODULE_MARK
 from ptools.errors import PtoolsError
 
 WRAPPER_PREFIXES = {
@@ -88,7 +89,7 @@ def state_dict_candidates(structure: Any, max_depth: int = 3) -> list[str]:
             return
         if path and _NOT_MODEL.search(path):
             return
-        if _is_state_dict(node):
+        if _is_state_dict(node) or (path and node.get(MODULE_MARK)):  # a state_dict, or a pickled nn.Module
             found.append(path)
             return
         for k, v in node.items():
@@ -138,6 +139,8 @@ def select(reader: CheckpointReader, key: str | None = None) -> Selection:
         return _selection(path, "--key", leaves, path)
     if _is_state_dict(structure):
         return _selection(None, "the file is a state_dict", all_infos, "")
+    if isinstance(structure, dict) and structure.get(MODULE_MARK):
+        return _selection(None, "a whole model (torch.save(model)): its state_dict", all_infos, "")
     candidates = state_dict_candidates(structure)
     if len(candidates) == 1:
         node, path = resolve_path(structure, candidates[0])

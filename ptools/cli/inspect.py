@@ -245,6 +245,7 @@ def _finish(payload: dict[str, Any], json_output: bool, render: Any, findings: b
 
         emit_json("inspect", payload)
     else:
+        payload = _escape_markup(payload)  # names come from the file: `[link=...]` must print as text
         render(payload)
         if payload.get("mode") != "scan":
             _render_security(payload["security"], label=payload.get("file", ""))
@@ -252,6 +253,19 @@ def _finish(payload: dict[str, Any], json_output: bool, render: Any, findings: b
                 _render_security(payload["security_b"], label=payload["diff"]["b"]["file"])
     if findings:
         raise typer.Exit(ExitCode.FINDINGS)
+
+
+def _escape_markup(value: Any) -> Any:
+    """Every string in the payload with rich markup escaped (a copy; dict keys the renderers use are kept)."""
+    from rich.markup import escape
+
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: _escape_markup(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_markup(v) for v in value]
+    return value
 
 
 def _selection_json(selection: Any) -> dict[str, Any]:
@@ -685,6 +699,9 @@ def _render_against(p: dict[str, Any]) -> None:
             )
 
 
+_MAX_FINDINGS = 30  # findings listed one per line; the rest counted (--json lists all)
+
+
 def _render_scan(p: dict[str, Any]) -> None:
     console = _console()
     s = p["security"]
@@ -694,7 +711,17 @@ def _render_scan(p: dict[str, Any]) -> None:
         return
     colour = {"safe": "green", "suspicious": "yellow", "dangerous": "red"}
     table = _table("global", "grade", "uses", "why", "where / calls")
-    for g in s["globals"]:
+    grouped = {name for group in s.get("groups", []) for name in group["globals"]}
+    for group in s.get("groups", []):
+        table.add_row(
+            f"{group['family']}.* ({group['classes']} stock classes)",
+            f"[{colour[group['grade']]}]{group['grade']}[/{colour[group['grade']]}]",
+            str(group["uses"]),
+            group["reason"],
+            ", ".join(group["names"][:6]) + (", ..." if len(group["names"]) > 6 else ""),
+        )
+    rows = [g for g in s["globals"] if f"{g['module']}.{g['name']}" not in grouped]
+    for g in rows[:_MAX_ROWS]:
         where = "; ".join((g["calls"][:2] if g["grade"] != "safe" else []) or g["where"][:3])
         table.add_row(
             f"{g['module']}.{g['name']}",
@@ -704,6 +731,8 @@ def _render_scan(p: dict[str, Any]) -> None:
             where,
         )
     _print_table(table)
+    if len(rows) > _MAX_ROWS:
+        console.print(f"  ... and {len(rows) - _MAX_ROWS} more globals (--json lists all)", highlight=False)
     c = s["counts"]
     console.print(
         f"\n{c['safe']} safe, {c['suspicious']} suspicious, {c['dangerous']} dangerous", highlight=False, soft_wrap=True
@@ -715,6 +744,8 @@ def _render_security(s: dict[str, Any], label: str) -> None:
     console = _console()
     if not s["pickle"]:
         return
+    for note in s.get("notes", [])[:5]:
+        console.print(f"[yellow]not scanned: {note}[/yellow]", highlight=False, soft_wrap=True)
     if s.get("pickle_error"):
         console.print(
             f"[yellow]pickle stream ended early: {s['pickle_error']}[/yellow]", highlight=False, soft_wrap=True
@@ -728,14 +759,28 @@ def _render_security(s: dict[str, Any], label: str) -> None:
         return
     colour = "red" if s["grade"] == "dangerous" else "yellow"
     console.print(
-        f"\n[bold {colour}]UNSAFE pickle in {label}: {len(s['findings'])} global(s) outside the allow-list "
+        f"\n[bold {colour}]UNSAFE {s.get('source', 'pickle')} in {label}: {len(s['findings'])} global(s) "
+        "outside the allow-list "
         f"({s['grade']}); nothing was loaded or run[/bold {colour}]",
         highlight=False,
         soft_wrap=True,
     )
-    for g in s["findings"]:
+    grouped = {name for group in s.get("groups", []) for name in group["globals"]}
+    for group in s.get("groups", []):
+        names = ", ".join(group["names"][:8]) + (", ..." if len(group["names"]) > 8 else "")
         console.print(
-            f"  [{colour}]{g['grade']}[/{colour}] {g['module']}.{g['name']}: {g['reason']}",
+            f"  [yellow]{group['grade']}[/yellow] {group['family']}: {group['classes']} stock classes "
+            f"({names}): {group['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    rest = [g for g in s["findings"] if f"{g['module']}.{g['name']}" not in grouped]
+    # Dangerous ones first, so a cap never hides them behind a long list of suspicious classes.
+    rest.sort(key=lambda g: g["grade"] != "dangerous")
+    for g in rest[:_MAX_FINDINGS]:
+        c = "red" if g["grade"] == "dangerous" else "yellow"
+        console.print(
+            f"  [{c}]{g['grade']}[/{c}] {g['module']}.{g['name']}: {g['reason']}",
             highlight=False,
             soft_wrap=True,
         )
@@ -743,3 +788,5 @@ def _render_security(s: dict[str, Any], label: str) -> None:
             console.print(f"      would call: {call}", highlight=False, soft_wrap=True)
         if g["where"]:
             console.print(f"      in: {', '.join(g['where'][:5])}", highlight=False, soft_wrap=True)
+    if len(rest) > _MAX_FINDINGS:
+        console.print(f"  ... and {len(rest) - _MAX_FINDINGS} more (--json lists all)", highlight=False)
