@@ -260,6 +260,10 @@ def _escape_markup(value: Any) -> Any:
     from rich.markup import escape
 
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (undecodable file names, pickled strings) print as escapes
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
         return escape(value)
     if isinstance(value, dict):
         return {k: _escape_markup(v) for k, v in value.items()}
