@@ -1,4 +1,4 @@
-"""The DefectGAN training config: one dataclass with the paper's defaults, overridable by TOML and flags."""
+"""The DefectGAN training config: one dataclass (the paper's model and optimisation), overridable by TOML and flags."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ LOG_MODES = ("csv", "tensorboard")
 RUNTIME_FIELDS = frozenset(
     {
         "steps",
+        "threads",
         "workers",
         "amp",
         "compile",
@@ -41,7 +42,9 @@ class DefectGANConfig:
     # data and schedule (paper: 128 px, batch 4, 500k iterations, 5 D steps per G step)
     image_size: int = 128
     batch_size: int = 4
-    steps: int = 500_000  # iterations; D is updated every iteration, G every `d_steps`-th (StarGAN's n_critic)
+    # A step is one G update, preceded by `d_steps` D updates on `d_steps` fresh batches (StarGAN's
+    # n_critic): the paper's 500k iterations at 5 D steps per G step are 100k steps.
+    steps: int = 100_000
     d_steps: int = 5
     seed: int = 0
     workers: int = 2
@@ -66,6 +69,15 @@ class DefectGANConfig:
     # with full sparsity from step 0 the map can shut (M -> 0, G = identity) before D's classifier has
     # learnt enough to pull it open again, and the sigmoid then leaves almost no gradient.
     sparsity_warmup: int = 0
+    # Supervision the data offers (not in the paper; 0 = off, which `--preset paper` sets). Each is used
+    # only for the samples that have it: a mask (seed layout, `has_mask`) or a paired normal image.
+    #  - w_mask: class-balanced BCE of the spatial map M against the defect mask, for the defacement map
+    #    (M should be the requested mask) and the restoration map (M should cover the defect to repaint).
+    #    Without it the cycle, map-cycle and sparsity terms are all minimised by M = 0 ("do nothing").
+    #  - w_pair: L1 of the defaced image to the real defect and of the restored image to its real normal,
+    #    averaged inside and outside the mask separately (a 2% crack would otherwise weigh 2%).
+    w_mask: float = 5.0
+    w_pair: float = 10.0
 
     # model
     g_width: int = 64
@@ -79,8 +91,15 @@ class DefectGANConfig:
     init: str = "xavier"
     # Initial bias of the spatial-map head (0: M starts at 0.5). Negative values start G nearer the identity.
     map_bias: float = 0.0
+    # (choice, off in the paper) a full-resolution skip from the generator's stem to its heads.
+    g_skip: bool = False
+    # Exponential moving average of G's weights (0 = off): the averaged G draws the sample grids and is
+    # what `ptools generate` loads; it does not change training. The decay ramps up as
+    # min(ema, (1 + step) / (10 + step)) so early averages do not remember the random init.
+    ema: float = 0.999
 
     # runtime (may change on resume)
+    threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
     amp: str = "auto"
     compile: bool = False
     channels_last: bool = True  # CUDA only
@@ -106,7 +125,16 @@ class DefectGANConfig:
 
         for name in ("image_size", "batch_size", "steps", "d_steps", "g_width", "d_width", "d_layers", "spade_hidden"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("workers", "g_res_blocks", "sample_every", "ckpt_every", "keep", "log_every", "sparsity_warmup"):
+        for name in (
+            "workers",
+            "g_res_blocks",
+            "sample_every",
+            "ckpt_every",
+            "keep",
+            "log_every",
+            "sparsity_warmup",
+            "threads",
+        ):
             need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
         # G has total stride 4; D halves the size d_layers times and needs at least a 1x1 map at the end.
         need(self.image_size % 4 == 0, f"image_size must be divisible by 4 for the generator (got {self.image_size})")
@@ -114,6 +142,9 @@ class DefectGANConfig:
             self.d_layers < 1 or self.image_size % (2**self.d_layers) == 0,
             f"image_size {self.image_size} must be divisible by 2**d_layers = {2**self.d_layers}",
         )
+        for name in ("w_mask", "w_pair"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
+        need(0 <= self.ema < 1, f"ema must be in [0, 1) (got {self.ema})")
         for name in ("lr_g", "lr_d", "lr_end"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")

@@ -25,7 +25,11 @@ class Output:
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, DefectGANConfig]:
-    """The generator of a training checkpoint (weights_only load), in eval mode on `device`."""
+    """The generator of a training checkpoint (weights_only load), in eval mode on `device`.
+
+    The averaged generator (`generator_ema`, written when the run had `ema` > 0) is preferred: its
+    weights are the mean of the last steps', steadier than the last step's own.
+    """
     from ptools.defectgan.models import build_generator
 
     state = load_checkpoint(path)
@@ -34,7 +38,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     # The same structure as in training (spectral norm included) so the state dict keys match.
     g = prepare(g, config, "cpu")
     try:
-        g.load_state_dict(state["generator"])
+        g.load_state_dict(state.get("generator_ema") or state["generator"])
     except RuntimeError as e:
         raise PtoolsError(f"{path}: generator weights do not fit its own config: {str(e).splitlines()[0]}") from None
     return g.to(device).eval(), config

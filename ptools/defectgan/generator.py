@@ -87,13 +87,16 @@ class Generator(nn.Module):
         res_blocks: int = 6,
         spade_hidden: int = 128,
         noise: bool = True,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         w = width
-        self.encoder = nn.Sequential(
+        self.stem = nn.Sequential(
             Conv2dSame(3, w, 7, bias=False),
             nn.InstanceNorm2d(w, affine=True),
             nn.ReLU(inplace=True),
+        )
+        self.encoder = nn.Sequential(
             Conv2dSame(w, 2 * w, 4, stride=2, bias=False),
             nn.InstanceNorm2d(2 * w, affine=True),
             nn.ReLU(inplace=True),
@@ -104,13 +107,25 @@ class Generator(nn.Module):
         self.bottleneck = nn.Sequential(*[ResidualBlock(4 * w) for _ in range(res_blocks)])
         self.up1 = UpStage(4 * w, 2 * w, map_channels, spade_hidden, noise)
         self.up2 = UpStage(2 * w, w, map_channels, spade_hidden, noise)
-        self.foreground = Conv2dSame(w, 3, 7)
-        self.spatial_map = Conv2dSame(w, 1, 7)
+        # (choice, off in the paper) `skip` joins the full-resolution stem features to the last decoder
+        # stage (a U-Net skip). Without it every output pixel comes through the stride-4 bottleneck, so
+        # the heads cannot place a 1-2 px crack or copy fine texture: restoration (where the control map
+        # is uniform and G must find the defect itself) then leaves a blurred halo around the defect.
+        self.skip = skip
+        head_in = 2 * w if skip else w
+        self.foreground = Conv2dSame(head_in, 3, 7)
+        self.spatial_map = Conv2dSame(head_in, 1, 7)
 
-    def forward(self, x: torch.Tensor, control: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.bottleneck(self.encoder(x))
+    def forward(self, x: torch.Tensor, control: torch.Tensor, with_logits: bool = False) -> tuple[torch.Tensor, ...]:
+        """(output, M), or (output, M, logit of M) with `with_logits` (for a BCE loss on the map)."""
+        s = self.stem(x)
+        h = self.bottleneck(self.encoder(s))
         h = self.up2(self.up1(h, control), control)
+        if self.skip:
+            h = torch.cat([h, s], dim=1)
         fg = torch.tanh(self.foreground(h))
-        m = torch.sigmoid(self.spatial_map(h))
+        logit = self.spatial_map(h)
+        m = torch.sigmoid(logit)
         # Layer-wise composition: the map decides where the foreground replaces the input.
-        return m * fg + (1 - m) * x, m
+        out = m * fg + (1 - m) * x
+        return (out, m, logit) if with_logits else (out, m)

@@ -18,6 +18,7 @@ def build_generator(config: DefectGANConfig) -> Generator:
         res_blocks=config.g_res_blocks,
         spade_hidden=config.spade_hidden,
         noise=config.noise,
+        skip=config.g_skip,
     )
 
 

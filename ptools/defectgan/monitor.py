@@ -28,10 +28,12 @@ METRIC_COLUMNS = (
     "g_cycle",
     "g_map_cycle",
     "g_sparsity",
+    "g_mask",
+    "g_pair",
     "data_s",
     "step_s",
 )
-LOSS_COLUMNS = METRIC_COLUMNS[3:13]
+LOSS_COLUMNS = METRIC_COLUMNS[3:15]
 
 
 def require_tensorboard() -> None:

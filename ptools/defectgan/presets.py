@@ -7,10 +7,11 @@ from typing import Any
 from ptools.errors import PtoolsError
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's widths and settings: the config defaults as they are.
-    "paper": {},
-    # Same architecture with reduced widths at 64 px: about 5 steps/s on 2 CPU cores instead of 0.2,
-    # so a first run shows the whole loop (data, losses, samples, checkpoints) in a minute or two.
+    # The faithful reproduction: the paper's widths, losses and optimisation, none of our additions
+    # (no mask or pair supervision, no weight averaging).
+    "paper": {"w_mask": 0.0, "w_pair": 0.0, "ema": 0.0},
+    # Reduced widths at 64 px, tuned to show a generator that works within minutes on 2 CPU cores.
+    # Why each setting (measured with benchmarks/train_quality.py; see docs/train.md):
     "small": {
         "image_size": 64,
         "g_width": 16,
@@ -19,6 +20,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_width": 16,
         "d_layers": 4,
         "d_max_width": 128,
+        # one D update per G update: a short run gets 5x more G updates than with the paper's 5
+        "d_steps": 1,
+        # with spectral norm D's classifier stays at chance for thousands of updates, so G gets no signal
+        "spectral_norm": False,
+        "init": "kaiming",
+        # a constant rate: a decay to 1e-6 over a few hundred steps stops learning half-way
+        "lr_schedule": "constant",
+        # the averaged G is steadier than the last step's
+        "ema": 0.99,
+        # one torch thread: small convs only lose from threading on a shared 2-core machine
+        "threads": 1,
     },
 }
 

@@ -1,13 +1,15 @@
 """Train DefectGAN: the whole loop in one readable function, nanoGPT-style (setup, resume, loop, save).
 
-One iteration = one batch: D is updated every iteration, G every `d_steps`-th one (StarGAN's n_critic).
+One step = one G update, preceded by `d_steps` D updates, each on a fresh batch (StarGAN's n_critic).
 A batch holds paired normal images x_n, defect images x_d, and the defect's control map A. G runs both
 directions at once on a doubled batch: defacement (x_n, A) -> fake defect, restoration (x_d, A_normal)
--> fake normal, then each result is translated back for the cycle and map-cycle losses.
+-> fake normal, then each result is translated back for the cycle and map-cycle losses. Where the data
+has masks and pairs, the map is supervised by the mask and each result by its real partner.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -71,6 +73,7 @@ class StepInfo:
     generator: torch.nn.Module
     discriminator: torch.nn.Module
     rank: int
+    generator_ema: torch.nn.Module | None = None  # the averaged G (config.ema > 0), else None
 
 
 def lr_at(step: int, total: int, lr: float, lr_end: float, schedule: str) -> float:
@@ -253,6 +256,11 @@ def _train(
             hint="lower --batch-size or add samples",
         )
 
+    # One intra-op thread on CPU when asked: the small models' ops are too short to split, and on a
+    # busy 2-core machine a second thread mostly waits for the core another process holds.
+    if dev.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
+
     # ---- models: the same init on every rank (seeded), init -> spectral norm -> device ----
     seed_everything(config.seed)
     g_raw, d_raw = build_models(config, dev)
@@ -270,11 +278,16 @@ def _train(
     def autocast() -> Any:
         return torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
+    # The averaged generator (config.ema > 0): a copy that follows G's weights; it samples and is saved.
+    g_ema = copy.deepcopy(g_raw).eval().requires_grad_(False) if config.ema > 0 else None
+
     # ---- resume: weights, optimizers, scalers, data position, every RNG ----
     start_step = 0
     if state is not None:
         g_raw.load_state_dict(state["generator"])
         d_raw.load_state_dict(state["discriminator"])
+        if g_ema is not None:
+            g_ema.load_state_dict(state.get("generator_ema") or state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         if fp16 and state.get("scaler_g"):
@@ -317,14 +330,15 @@ def _train(
 
     def write_samples(step: int) -> None:
         """input | control map | synthetic defect | spatial map | restored, with the same noise every time."""
-        g_raw.eval()  # eval: spectral norm does not advance its power iteration, so training is unaffected
+        g_show = g_ema if g_ema is not None else g_raw  # the averaged G when there is one
+        g_show.eval()  # eval: spectral norm does not advance its power iteration, so training is unaffected
         cuda_devices = [dev.index or 0] if cuda else []
         with torch.no_grad(), autocast(), torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(SAMPLE_SEED)
-            fake, m = g_raw(fixed_x, fixed_a)
+            fake, m = g_show(fixed_x, fixed_a)
             normal_map = torch.zeros_like(fixed_a)
             normal_map[:, 0] = 1
-            restored, _ = g_raw(fake, normal_map)
+            restored, _ = g_show(fake, normal_map)
         g_raw.train()
         columns = [
             denormalize(fixed_x),
@@ -351,6 +365,8 @@ def _train(
             "world_size": world,
             "generator": g_raw.state_dict(),
             "discriminator": d_raw.state_dict(),
+            # `ptools generate` loads this one when present (same keys as "generator")
+            "generator_ema": g_ema.state_dict() if g_ema is not None else {},
             "opt_g": opt_g.state_dict(),
             "opt_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict() if fp16 else {},
@@ -385,32 +401,34 @@ def _train(
     t_start = time.perf_counter()
     last: dict[str, float] = {}
     step = start_step
+    paired = bool(dataset.paired)  # the seed layout: each defect has its own normal, pixel for pixel
+
+    def next_batch() -> dict[str, torch.Tensor]:
+        """The next batch on the device: an endless walk over epochs that the sampler can restart mid-epoch."""
+        nonlocal batch_iter, batches_done, epoch
+        batch = None
+        while batch is None:
+            if batch_iter is None:
+                sampler.set_epoch(epoch)
+                batch_iter, batches_done = iter(loader), 0
+            try:
+                batch = next(batch_iter)
+                batches_done += 1
+            except StopIteration:
+                batch_iter, epoch = None, epoch + 1
+        out = {k: batch[k].to(dev, non_blocking=True) for k in ("normal", "defect", "control", "mask", "has_mask")}
+        out["defect_labels"] = batch["defect_labels"].to(dev, non_blocking=True)
+        out["normal_labels"] = batch["normal_labels"].to(dev, non_blocking=True)
+        if cuda and config.channels_last:
+            for k in ("normal", "defect", "control"):
+                out[k] = out[k].contiguous(memory_format=torch.channels_last)
+        return out
+
     with StopRequest() as stop:
         try:
             while step < config.steps:
                 t0 = time.perf_counter()
-                # -- next batch: an endless walk over epochs that the sampler can restart mid-epoch --
-                batch = None
-                while batch is None:
-                    if batch_iter is None:
-                        sampler.set_epoch(epoch)
-                        batch_iter, batches_done = iter(loader), 0
-                    try:
-                        batch = next(batch_iter)
-                        batches_done += 1
-                    except StopIteration:
-                        batch_iter, epoch = None, epoch + 1
-                x_n = batch["normal"].to(dev, non_blocking=True)
-                x_d = batch["defect"].to(dev, non_blocking=True)
-                a_d = batch["control"].to(dev, non_blocking=True)
-                y_d = batch["defect_labels"].to(dev, non_blocking=True)
-                y_n = batch["normal_labels"].to(dev, non_blocking=True)
-                if cuda and config.channels_last:
-                    x_n, x_d, a_d = (t.contiguous(memory_format=torch.channels_last) for t in (x_n, x_d, a_d))
-                a_n = torch.zeros_like(a_d)
-                a_n[:, 0] = 1.0  # restoration target: the uniform normal map
-                t_data = time.perf_counter() - t0
-
+                t_data = 0.0
                 lr_g = lr_at(step, config.steps, config.lr_g, config.lr_end, config.lr_schedule)
                 lr_d = lr_at(step, config.steps, config.lr_d, config.lr_end, config.lr_schedule)
                 for group in opt_g.param_groups:
@@ -418,68 +436,95 @@ def _train(
                 for group in opt_d.param_groups:
                     group["lr"] = lr_d
 
-                # Both directions in one doubled batch: [x_n; x_d] with targets [A_d; A_n].
-                x_in = torch.cat([x_n, x_d])
-                a_fwd = torch.cat([a_d, a_n])
-                a_back = torch.cat([a_n, a_d])
-
-                # -- D step: real normals and defects (adv + cls), fakes (adv), WGAN-GP --
-                with torch.no_grad(), autocast():
-                    fake, _ = g_fast(x_in, a_fwd)  # [fake defect; fake normal]
-                fake_d, fake_n = fake[:B].detach(), fake[B:].detach()
-                with autocast():
-                    src, cls = d_train(torch.cat([x_n, x_d, fake_d, fake_n]))
-                    d_adv = losses.d_adversarial(src[: 2 * B], src[2 * B :])
-                    d_cls = losses.classification(cls[: 2 * B], torch.cat([y_n, y_d]))
-                    d_gp = losses.gradient_penalty(
-                        d_raw,
-                        torch.cat([x_d, x_n]),
-                        torch.cat([fake_d, fake_n]),  # each real paired with a fake of its own domain
-                        scale=scaler_d.scale if fp16 else None,
-                        inv_scale=1.0 / scaler_d.get_scale() if fp16 else 1.0,
-                    )
-                    d_loss = d_adv + config.w_cls_d * d_cls + config.w_gp * d_gp
-                opt_d.zero_grad(set_to_none=True)
-                scaler_d.scale(d_loss).backward()
-                scaler_d.step(opt_d)
-                scaler_d.update()
+                # -- d_steps D updates, each on a fresh batch: real normals and defects (adv + cls), fakes
+                #    (adv), WGAN-GP --
+                for _ in range(config.d_steps):
+                    t_batch = time.perf_counter()
+                    b = next_batch()
+                    t_data += time.perf_counter() - t_batch
+                    x_n, x_d, a_d = b["normal"], b["defect"], b["control"]
+                    y_d, y_n = b["defect_labels"], b["normal_labels"]
+                    a_n = torch.zeros_like(a_d)
+                    a_n[:, 0] = 1.0  # restoration target: the uniform normal map
+                    # Both directions in one doubled batch: [x_n; x_d] with targets [A_d; A_n].
+                    x_in = torch.cat([x_n, x_d])
+                    a_fwd = torch.cat([a_d, a_n])
+                    a_back = torch.cat([a_n, a_d])
+                    with torch.no_grad(), autocast():
+                        fake, _ = g_fast(x_in, a_fwd)  # [fake defect; fake normal]
+                    fake_d, fake_n = fake[:B].detach(), fake[B:].detach()
+                    with autocast():
+                        src, cls = d_train(torch.cat([x_n, x_d, fake_d, fake_n]))
+                        d_adv = losses.d_adversarial(src[: 2 * B], src[2 * B :])
+                        d_cls = losses.classification(cls[: 2 * B], torch.cat([y_n, y_d]))
+                        d_gp = losses.gradient_penalty(
+                            d_raw,
+                            torch.cat([x_d, x_n]),
+                            torch.cat([fake_d, fake_n]),  # each real paired with a fake of its own domain
+                            scale=scaler_d.scale if fp16 else None,
+                            inv_scale=1.0 / scaler_d.get_scale() if fp16 else 1.0,
+                        )
+                        d_loss = d_adv + config.w_cls_d * d_cls + config.w_gp * d_gp
+                    opt_d.zero_grad(set_to_none=True)
+                    scaler_d.scale(d_loss).backward()
+                    scaler_d.step(opt_d)
+                    scaler_d.update()
                 row: dict[str, Any] = {"step": step + 1, "lr_g": lr_g, "lr_d": lr_d}
                 scalars = {"d_loss": d_loss, "d_adv": d_adv, "d_cls": d_cls, "d_gp": d_gp}
 
-                # -- G step every d_steps iterations, on a graph built after D's update --
-                if (step + 1) % config.d_steps == 0:
-                    warm = min(1.0, (step + 1) / config.sparsity_warmup) if config.sparsity_warmup else 1.0
-                    w_sparsity = config.w_sparsity * warm
-                    d_raw.requires_grad_(False)
-                    with autocast():
-                        out, m1 = g_train(x_in, a_fwd)  # defacement and restoration
-                        rec, m2 = g_train(out, a_back)  # and back again
-                        src, cls = d_fast(out)
-                        g_adv = losses.g_adversarial(src)
-                        g_cls = losses.classification(cls, torch.cat([y_d, y_n]))
-                        g_cycle = losses.cycle(rec, x_in)
-                        g_map_cycle = losses.map_cycle(m1, m2)
-                        g_sparsity = losses.sparsity(torch.cat([m1, m2]))
-                        g_loss = (
-                            g_adv
-                            + config.w_cls_g * g_cls
-                            + config.w_cycle * g_cycle
-                            + config.w_map_cycle * g_map_cycle
-                            + w_sparsity * g_sparsity
-                        )
-                    opt_g.zero_grad(set_to_none=True)
-                    scaler_g.scale(g_loss).backward()
-                    scaler_g.step(opt_g)
-                    scaler_g.update()
-                    d_raw.requires_grad_(True)
-                    scalars.update(
-                        g_loss=g_loss,
-                        g_adv=g_adv,
-                        g_cls=g_cls,
-                        g_cycle=g_cycle,
-                        g_map_cycle=g_map_cycle,
-                        g_sparsity=g_sparsity,
+                # -- one G update on the last batch, on a graph built after D's update --
+                warm = min(1.0, (step + 1) / config.sparsity_warmup) if config.sparsity_warmup else 1.0
+                w_sparsity = config.w_sparsity * warm
+                mask = b["mask"].float()
+                has_mask = b["has_mask"].float()
+                d_raw.requires_grad_(False)
+                with autocast():
+                    out, m1, logit1 = g_train(x_in, a_fwd, with_logits=True)  # defacement and restoration
+                    rec, m2 = g_train(out, a_back)  # and back again
+                    src, cls = d_fast(out)
+                    g_adv = losses.g_adversarial(src)
+                    g_cls = losses.classification(cls, torch.cat([y_d, y_n]))
+                    g_cycle = losses.cycle(rec, x_in)
+                    g_map_cycle = losses.map_cycle(m1, m2)
+                    g_sparsity = losses.sparsity(torch.cat([m1, m2]))
+                    g_loss = (
+                        g_adv
+                        + config.w_cls_g * g_cls
+                        + config.w_cycle * g_cycle
+                        + config.w_map_cycle * g_map_cycle
+                        + w_sparsity * g_sparsity
                     )
+                    both_masks, both_weights = torch.cat([mask, mask]), torch.cat([has_mask, has_mask])
+                    if config.w_mask > 0:
+                        # Defacement must paint the requested mask; restoration must repaint the defect's.
+                        g_mask = losses.mask_bce(logit1, both_masks, both_weights)
+                        g_loss = g_loss + config.w_mask * g_mask
+                        scalars["g_mask"] = g_mask
+                    if config.w_pair > 0 and paired:
+                        # The real partners: defaced x_n -> its real defect, restored x_d -> its real normal.
+                        g_pair = losses.paired_l1(out, torch.cat([x_d, x_n]), both_masks, both_weights)
+                        g_loss = g_loss + config.w_pair * g_pair
+                        scalars["g_pair"] = g_pair
+                opt_g.zero_grad(set_to_none=True)
+                scaler_g.scale(g_loss).backward()
+                scaler_g.step(opt_g)
+                scaler_g.update()
+                d_raw.requires_grad_(True)
+                if g_ema is not None:
+                    decay = min(config.ema, (1.0 + step) / (10.0 + step))
+                    with torch.no_grad():
+                        for p_avg, p_now in zip(g_ema.parameters(), g_raw.parameters(), strict=True):
+                            p_avg.lerp_(p_now, 1.0 - decay)
+                        for b_avg, b_now in zip(g_ema.buffers(), g_raw.buffers(), strict=True):
+                            b_avg.copy_(b_now)
+                scalars.update(
+                    g_loss=g_loss,
+                    g_adv=g_adv,
+                    g_cls=g_cls,
+                    g_cycle=g_cycle,
+                    g_map_cycle=g_map_cycle,
+                    g_sparsity=g_sparsity,
+                )
 
                 # One device sync per step for all the scalars.
                 values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
@@ -499,7 +544,7 @@ def _train(
                 if master and config.sample_every and step % config.sample_every == 0:
                     write_samples(step)
                 if on_step is not None:
-                    on_step(StepInfo(step, row, g_raw, d_raw, rank))
+                    on_step(StepInfo(step, row, g_raw, d_raw, rank, g_ema))
 
                 # All ranks agree on stopping, so they save the same step and none waits forever.
                 stop_now = stop.requested

@@ -10,7 +10,8 @@ from ptools.errors import PtoolsError
 
 def test_defaults_are_the_papers():
     c = DefectGANConfig()
-    assert (c.image_size, c.batch_size, c.d_steps) == (128, 4, 5)
+    # 500k iterations at 5 D updates per G update = 100k steps (a step is one G update)
+    assert (c.image_size, c.batch_size, c.d_steps, c.steps * c.d_steps) == (128, 4, 5, 500_000)
     assert (c.lr_g, c.lr_d, c.lr_end, c.beta1, c.beta2) == (2e-4, 2e-4, 1e-6, 0.5, 0.999)
     assert (c.w_cls_d, c.w_cls_g, c.w_cycle, c.w_map_cycle, c.w_sparsity, c.w_gp) == (2, 5, 5, 5, 1, 10)
     assert c.spectral_norm and c.noise
@@ -49,6 +50,9 @@ def test_unknown_keys_and_wrong_types_are_errors(overrides, word):
         ({"amp": "fp8"}, "amp"),
         ({"lr_schedule": "step"}, "lr_schedule"),
         ({"batch_size": 0}, "batch_size"),
+        ({"w_mask": -1.0}, "w_mask"),
+        ({"ema": 1.0}, "ema"),
+        ({"threads": -1}, "threads"),
     ],
 )
 def test_validate_names_the_field(overrides, word):

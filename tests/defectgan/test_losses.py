@@ -51,3 +51,31 @@ def test_cycle_map_cycle_and_sparsity():
     assert losses.cycle(b, a).item() == 1.0
     assert losses.map_cycle(a[:, :1], b[:, :1] * 0.5).item() == 0.5
     assert losses.sparsity(torch.full((2, 1, 2, 2), 0.25)).item() == 0.25
+
+
+def test_mask_bce_balances_inside_and_outside_and_skips_unmasked_samples():
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, 0, 0] = 1  # one defect pixel of 16
+    # Logits that are wrong only on the defect pixel: the balanced loss is half the pixel's BCE.
+    logits = torch.full((2, 1, 4, 4), -20.0)
+    wrong = F.binary_cross_entropy_with_logits(torch.tensor(-20.0), torch.tensor(1.0)).item()
+    got = losses.mask_bce(logits, mask, torch.tensor([1.0, 1.0])).item()
+    assert got == pytest.approx(0.5 * wrong, rel=1e-4)
+    # A sample without a mask (weight 0) does not count, whatever its logits.
+    logits[1] = 20.0
+    assert losses.mask_bce(logits, mask, torch.tensor([1.0, 0.0])).item() == pytest.approx(got, rel=1e-4)
+    assert losses.mask_bce(logits, mask, torch.tensor([0.0, 0.0])).item() == 0.0
+    # Its gradient pulls the map open on the defect and shut elsewhere.
+    logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    losses.mask_bce(logits, mask[:1], torch.ones(1)).backward()
+    assert logits.grad[0, 0, 0, 0] < 0 and (logits.grad[0, 0].flatten()[1:] > 0).all()
+
+
+def test_paired_l1_averages_inside_and_outside_separately():
+    target = torch.zeros(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :2] = 1  # 4 of 16 pixels
+    out = torch.zeros(1, 3, 4, 4)
+    out[..., :2, :2] = 1.0  # wrong by 1 inside the mask only
+    assert losses.paired_l1(out, target, mask, torch.ones(1)).item() == pytest.approx(0.5)
+    assert losses.paired_l1(out, target, mask, torch.zeros(1)).item() == 0.0

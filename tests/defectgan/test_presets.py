@@ -17,8 +17,16 @@ def test_every_preset_is_a_valid_config(name):
         assert getattr(config, key) == value
 
 
-def test_paper_preset_is_the_defaults():
-    assert replace_fields(DefectGANConfig(), preset_fields("paper"), "paper") == DefectGANConfig()
+def test_paper_preset_is_the_defaults_without_our_additions():
+    paper = replace_fields(DefectGANConfig(), preset_fields("paper"), "paper")
+    # The faithful reproduction: no mask or pair supervision, no weight averaging; all else the defaults.
+    assert (paper.w_mask, paper.w_pair, paper.ema) == (0.0, 0.0, 0.0)
+    assert replace_fields(paper, {"w_mask": 5.0, "w_pair": 10.0, "ema": 0.999}, "t") == DefectGANConfig()
+
+
+def test_mask_and_pair_terms_are_on_by_default_and_in_small():
+    for config in (DefectGANConfig(), replace_fields(DefectGANConfig(), preset_fields("small"), "small")):
+        assert config.w_mask > 0 and config.w_pair > 0 and config.ema > 0
 
 
 def test_unknown_preset_names_the_known_ones():
