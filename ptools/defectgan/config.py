@@ -14,6 +14,8 @@ LR_SCHEDULES = ("linear", "cosine", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 INIT_SCHEMES = ("xavier", "kaiming", "normal")
 LOG_MODES = ("csv", "tensorboard")
+MASK_LOSSES = ("dice", "balanced")
+PAIR_LOSSES = ("mean", "balanced")
 
 # Fields that only change how a run is driven or recorded, not what it computes: a resumed run may change
 # them. Every other field must match the checkpoint's, or the resumed run would silently be another model.
@@ -78,6 +80,8 @@ class DefectGANConfig:
     #    averaged inside and outside the mask separately (a 2% crack would otherwise weigh 2%).
     w_mask: float = 5.0
     w_pair: float = 10.0
+    mask_loss: str = "dice"  # "dice": plain BCE + soft Dice; "balanced": class-balanced BCE
+    pair_loss: str = "mean"  # "mean": L1 over all pixels; "balanced": inside and outside the mask averaged apart
 
     # model
     g_width: int = 64
@@ -144,6 +148,8 @@ class DefectGANConfig:
         )
         for name in ("w_mask", "w_pair"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
+        need(self.mask_loss in MASK_LOSSES, f"mask_loss must be one of {', '.join(MASK_LOSSES)}")
+        need(self.pair_loss in PAIR_LOSSES, f"pair_loss must be one of {', '.join(PAIR_LOSSES)}")
         need(0 <= self.ema < 1, f"ema must be in [0, 1) (got {self.ema})")
         for name in ("lr_g", "lr_d", "lr_end"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")

@@ -497,12 +497,17 @@ def _train(
                     both_masks, both_weights = torch.cat([mask, mask]), torch.cat([has_mask, has_mask])
                     if config.w_mask > 0:
                         # Defacement must paint the requested mask; restoration must repaint the defect's.
-                        g_mask = losses.mask_bce(logit1, both_masks, both_weights)
+                        mask_term = losses.mask_dice if config.mask_loss == "dice" else losses.mask_bce
+                        g_mask = mask_term(logit1, both_masks, both_weights)
                         g_loss = g_loss + config.w_mask * g_mask
                         scalars["g_mask"] = g_mask
                     if config.w_pair > 0 and paired:
                         # The real partners: defaced x_n -> its real defect, restored x_d -> its real normal.
-                        g_pair = losses.paired_l1(out, torch.cat([x_d, x_n]), both_masks, both_weights)
+                        partners = torch.cat([x_d, x_n])
+                        if config.pair_loss == "mean":
+                            g_pair = losses.paired_l1_mean(out, partners, torch.ones_like(both_weights))
+                        else:
+                            g_pair = losses.paired_l1(out, partners, both_masks, both_weights)
                         g_loss = g_loss + config.w_pair * g_pair
                         scalars["g_pair"] = g_pair
                 opt_g.zero_grad(set_to_none=True)
