@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -233,26 +232,37 @@ def find_checkpoint(path: Path) -> Path:
     raise SystemExit(f"{path}: no checkpoint (a .pt file, or a run folder with checkpoints/latest.pt)")
 
 
-def run_quick_start(
-    out: Path, steps: int, seed: int, overrides: dict[str, Any], extra: list[str]
-) -> tuple[float, float]:
-    """The README's command in a subprocess; returns its wall time and CPU time (user + sys) in seconds.
-
-    On a shared machine the CPU time is the better estimate of the wall time on 2 free cores.
-    """
+def quick_start_command(out: Path, steps: int, seed: int, overrides: dict[str, Any]) -> list[str]:
+    """The README's command (plus --seed, and a TOML --config for `--set` overrides)."""
     cmd = [sys.executable, "-m", "ptools", "train", "--preset", "small", "--steps", str(steps), "--out", str(out)]
-    cmd += ["--seed", str(seed), "--device", "cpu", "--force", *extra]
+    cmd += ["--seed", str(seed), "--device", "cpu", "--force"]
     if overrides:
         toml = out.parent / f"{out.name}.overrides.toml"
         toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in overrides.items()))
         cmd += ["--config", str(toml)]
-    print("$ " + " ".join(cmd), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cmd
+
+
+def run_quick_starts(commands: list[list[str]], parallel: bool) -> list[tuple[float, float]]:
+    """Run the commands (all at once with `parallel`: one torch thread each, one core each on 2 cores);
+    returns each one's wall time and CPU time (user + sys of it and its data workers) in seconds.
+
+    On a shared machine the CPU time is the better estimate of the wall time on free cores.
+    """
+    times: list[tuple[float, float]] = []
+    batches = [commands] if parallel else [[c] for c in commands]
+    for batch in batches:
+        procs = []
+        for cmd in batch:
+            print("$ " + " ".join(cmd), flush=True)
+            procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL), time.perf_counter()))
+        for proc, t0 in procs:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode:
+                raise SystemExit(f"{' '.join(proc.args)} exited with {proc.returncode}")
+            times.append((time.perf_counter() - t0, usage.ru_utime + usage.ru_stime))
+    return times
 
 
 def main() -> None:
@@ -264,6 +274,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="where the runs are written")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--serial", action="store_true", help="train the seeds one after the other")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -273,9 +284,10 @@ def main() -> None:
         runs = [(str(p), find_checkpoint(p), None) for p in args.judge]
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        for seed in args.seeds:
-            run_dir = args.out / f"seed{seed}"
-            times = run_quick_start(run_dir, args.steps, seed, overrides, [])
+        dirs = [args.out / f"seed{seed}" for seed in args.seeds]
+        commands = [quick_start_command(args.out / f"seed{s}", args.steps, s, overrides) for s in args.seeds]
+        all_times = run_quick_starts(commands, parallel=not args.serial)
+        for seed, run_dir, times in zip(args.seeds, dirs, all_times, strict=True):
             runs.append((f"seed {seed}", find_checkpoint(run_dir), times))
 
     labels = checkpoint_labels(runs[0][1])

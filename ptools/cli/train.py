@@ -30,7 +30,10 @@ def train_command(
         typer.Option("--data", help="Dataset root (seed layout, label folders or CSV). Default: synthesize one."),
     ] = None,
     device: DeviceOpt = "auto",
-    steps: Annotated[int | None, typer.Option("--steps", help="Total iterations (paper: 500000).")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="G updates, each after d_steps D updates (paper: 100000 = 500k iterations)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch per process (paper: 4).")] = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Square size in px, divisible by 2**d_layers (default 128).")
