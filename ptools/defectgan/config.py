@@ -15,7 +15,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 INIT_SCHEMES = ("xavier", "kaiming", "normal")
 LOG_MODES = ("csv", "tensorboard")
 MASK_LOSSES = ("dice", "balanced")
-PAIR_LOSSES = ("mean", "balanced")
+PAIR_LOSSES = ("mean_fg", "mean", "balanced")
 
 # Fields that only change how a run is driven or recorded, not what it computes: a resumed run may change
 # them. Every other field must match the checkpoint's, or the resumed run would silently be another model.
@@ -81,7 +81,9 @@ class DefectGANConfig:
     w_mask: float = 5.0
     w_pair: float = 10.0
     mask_loss: str = "dice"  # "dice": plain BCE + soft Dice; "balanced": class-balanced BCE
-    pair_loss: str = "mean"  # "mean": L1 over all pixels; "balanced": inside and outside the mask averaged apart
+    # "mean_fg": L1 of the output over all pixels + L1 of the foreground F inside the mask; "mean": the
+    # first alone; "balanced": the output's L1 inside and outside the mask averaged apart
+    pair_loss: str = "mean_fg"
 
     # model
     g_width: int = 64

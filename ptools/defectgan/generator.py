@@ -116,8 +116,8 @@ class Generator(nn.Module):
         self.foreground = Conv2dSame(head_in, 3, 7)
         self.spatial_map = Conv2dSame(head_in, 1, 7)
 
-    def forward(self, x: torch.Tensor, control: torch.Tensor, with_logits: bool = False) -> tuple[torch.Tensor, ...]:
-        """(output, M), or (output, M, logit of M) with `with_logits` (for a BCE loss on the map)."""
+    def forward(self, x: torch.Tensor, control: torch.Tensor, with_parts: bool = False) -> tuple[torch.Tensor, ...]:
+        """(output, M), or with `with_parts` (output, M, logit of M, foreground F) for losses on the parts."""
         s = self.stem(x)
         h = self.bottleneck(self.encoder(s))
         h = self.up2(self.up1(h, control), control)
@@ -128,4 +128,4 @@ class Generator(nn.Module):
         m = torch.sigmoid(logit)
         # Layer-wise composition: the map decides where the foreground replaces the input.
         out = m * fg + (1 - m) * x
-        return (out, m, logit) if with_logits else (out, m)
+        return (out, m, logit, fg) if with_parts else (out, m)

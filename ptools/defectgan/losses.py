@@ -121,3 +121,11 @@ def paired_l1_mean(output: torch.Tensor, target: torch.Tensor, weight: torch.Ten
     """Plain L1 of a translation to its real paired image, over every pixel (samples with weight > 0)."""
     per_sample = (output.float() - target.float()).abs().flatten(1).mean(1)
     return _weighted_mean(per_sample, weight)
+
+
+def masked_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 over the mask's pixels only (per sample), e.g. of the foreground F to the real partner there."""
+    per_pixel = (output.float() - target.float()).abs().mean(dim=1, keepdim=True).flatten(1)
+    inside = mask.flatten(1).float()
+    per_sample = (per_pixel * inside).sum(1) / inside.sum(1).clamp_min(1.0)
+    return _weighted_mean(per_sample, weight * (inside.sum(1) > 0).float())

@@ -27,6 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init": "kaiming",
         # a constant rate: a decay to 1e-6 over a few hundred steps stops learning half-way
         "lr_schedule": "constant",
+        # a full-resolution skip to the heads: thin defects can be placed and removed pixel-exactly
+        "g_skip": True,
         # the averaged G is steadier than the last step's
         "ema": 0.99,
         # one torch thread: small convs only lose from threading on a shared 2-core machine

@@ -479,7 +479,7 @@ def _train(
                 has_mask = b["has_mask"].float()
                 d_raw.requires_grad_(False)
                 with autocast():
-                    out, m1, logit1 = g_train(x_in, a_fwd, with_logits=True)  # defacement and restoration
+                    out, m1, logit1, fg1 = g_train(x_in, a_fwd, with_parts=True)  # defacement and restoration
                     rec, m2 = g_train(out, a_back)  # and back again
                     src, cls = d_fast(out)
                     g_adv = losses.g_adversarial(src)
@@ -504,8 +504,12 @@ def _train(
                     if config.w_pair > 0 and paired:
                         # The real partners: defaced x_n -> its real defect, restored x_d -> its real normal.
                         partners = torch.cat([x_d, x_n])
-                        if config.pair_loss == "mean":
+                        if config.pair_loss in ("mean", "mean_fg"):
                             g_pair = losses.paired_l1_mean(out, partners, torch.ones_like(both_weights))
+                            if config.pair_loss == "mean_fg":
+                                # F only shows where M is open, so the output's L1 barely reaches it: teach
+                                # it the real partner's pixels inside the mask directly.
+                                g_pair = g_pair + losses.masked_l1(fg1, partners, both_masks, both_weights)
                         else:
                             g_pair = losses.paired_l1(out, partners, both_masks, both_weights)
                         g_loss = g_loss + config.w_pair * g_pair

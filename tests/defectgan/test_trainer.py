@@ -45,6 +45,8 @@ def test_short_run_writes_metrics_checkpoints_samples_and_updates_params(tiny_da
     ]
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")  # weights_only=True inside
     assert state["step"] == 4 and state["config"]["labels"] == ["crack", "scratch", "spot", "stain"]
+    # 4 steps x d_steps 2 = 8 batches of 2 from 12 samples (6 batches an epoch): epoch 1, 4 samples in.
+    assert (state["sampler"][0]["epoch"], state["sampler"][0]["start_index"]) == (1, 4)
     assert set(state) >= {"generator", "discriminator", "opt_g", "opt_d", "rng", "sampler", "config"}
     # The averaged generator is saved beside G, with G's keys, and differs from it (it lags behind).
     assert state["generator_ema"].keys() == state["generator"].keys()
