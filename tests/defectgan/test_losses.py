@@ -79,3 +79,31 @@ def test_paired_l1_averages_inside_and_outside_separately():
     out[..., :2, :2] = 1.0  # wrong by 1 inside the mask only
     assert losses.paired_l1(out, target, mask, torch.ones(1)).item() == pytest.approx(0.5)
     assert losses.paired_l1(out, target, mask, torch.zeros(1)).item() == 0.0
+
+
+def test_mask_dice_prefers_the_exact_mask_to_a_halo():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 3, :] = 1  # a 1-px line
+    exact = torch.where(mask > 0, 6.0, -6.0)
+    halo = exact.clone()
+    halo[..., 2:5, :] = 6.0  # the line painted 3 px wide
+    shut = torch.full_like(exact, -6.0)
+    one = torch.ones(1)
+    maps = {"exact": exact, "halo": halo, "shut": shut}
+    dice = {k: losses.mask_dice(z, mask, one).item() for k, z in maps.items()}
+    balanced = {k: losses.mask_bce(z, mask, one).item() for k, z in maps.items()}
+    assert dice["exact"] < 0.05 and balanced["exact"] < 0.05
+    # Painting twice the line's area wrong costs more than missing the line; the class-balanced BCE
+    # (line pixels weigh 7x the others here) prefers the halo by far: why "dice" is the default.
+    assert dice["halo"] > dice["shut"]
+    assert balanced["halo"] < balanced["shut"] / 2
+    assert losses.mask_dice(halo, mask, torch.zeros(1)).item() == 0.0
+
+
+def test_masked_l1_sees_only_the_mask():
+    target = torch.zeros(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, 0, 0] = 1  # sample 1 has an empty mask: it does not count
+    out = torch.full((2, 3, 4, 4), 5.0)
+    out[0, :, 0, 0] = 0.5
+    assert losses.masked_l1(out, target, mask, torch.ones(2)).item() == pytest.approx(0.5)
