@@ -315,3 +315,15 @@ def test_keras_config_of_the_wrong_shape_is_one_line_in_convert(value):
     files = {"m.keras": _with_config(json.dumps(config).encode())}
     (out,) = fuzzing.run_files(files, "m.keras", [["convert", "{target}", "{out}/o.safetensors"]])
     assert out.verdict == "ok" and out.rc == 2 and "structure Keras writes" in out.stderr, out
+
+
+def test_empty_tensor_with_an_impossible_dimension_is_one_line(tmp_path):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 62, 0], "data_offsets": [0, 0]}}).encode()
+    files = {"z.safetensors": struct.pack("<Q", len(header)) + header}
+    out = _one(files, "z.safetensors", "inspect", "--stats")
+    assert out.rc == 2 and "bad shape" in out.stderr
+    with TFBundleWriter(tmp_path / "t") as w:
+        w.add("v", np.ones(2, dtype=np.float32))
+        w._entries[b"w"] = BundleEntry(dtype=1, shape=(0, 1 << 62))
+    out = _one(_files(tmp_path), "t", "inspect", "--stats")
+    assert out.rc == 2 and "impossible shape" in out.stderr

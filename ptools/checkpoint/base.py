@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+# No real tensor has a dimension this large (a float32 vector of 2**40 is 4 TiB); a bigger one, even in a
+# tensor with a 0 elsewhere in its shape, is a damaged or crafted header (numpy cannot even make it).
+MAX_DIM = 1 << 40
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """What the file says about one tensor, without reading its data."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ptools.checkpoint._text import oneline
-from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
 from ptools.errors import PtoolsError
 
@@ -96,7 +96,7 @@ class SafetensorsReader(CheckpointReader):
             st_dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
             if st_dtype not in DTYPES:
                 raise PtoolsError(f"{bad}: unknown dtype {st_dtype!r})")
-            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            if not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d <= MAX_DIM for d in shape):
                 raise PtoolsError(f"{bad}: bad shape {shape!r})")
             if not (
                 isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)

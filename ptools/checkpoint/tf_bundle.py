@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ptools.checkpoint import crc32c
-from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
 from ptools.checkpoint.tf_bundle_proto import (
     BundleEntry,
     BundleHeader,
@@ -268,6 +268,8 @@ class TFBundleReader(CheckpointReader):
 
     def _check_entries(self) -> None:
         for key, e in list(self._entries.items()) + [(repr(k), e) for k, e in self._slice_entries.items()]:
+            if any(d > MAX_DIM for d in e.shape) or len(e.shape) > 64:
+                raise PtoolsError(f"{self.index_path}: entry {key} has an impossible shape {list(e.shape)[:8]}")
             if e.slices:
                 continue
             if not 0 <= e.shard_id < self.header.num_shards:

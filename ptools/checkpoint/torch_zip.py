@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ptools.checkpoint._text import oneline
-from ptools.checkpoint.base import CheckpointReader, TensorInfo
+from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
 from ptools.checkpoint.pickle_scan import looks_like_pickle_head, scan_region
 from ptools.checkpoint.pickle_structure import PickleContents, build
@@ -387,7 +387,7 @@ def tensor_from_storage(
     raw_dt = raw_numpy_dtype(dtype, byteorder)
     count = size // raw_dt.itemsize
     storage = np.frombuffer(buf, dtype=raw_dt, count=count, offset=start)
-    if len(ref.shape) > 64 or any(not isinstance(d, int) or d < 0 for d in ref.shape):
+    if len(ref.shape) > 64 or any(not isinstance(d, int) or not 0 <= d <= MAX_DIM for d in ref.shape):
         raise PtoolsError(f"{path}: {key} has an impossible shape {list(ref.shape)[:8]} (corrupted checkpoint)")
     numel = 1
     for d in ref.shape:
