@@ -888,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", help="comma-separated readers to fuzz (default: all)")
     parser.add_argument("--keep", type=Path, help="keep every input's files under this folder")
     parser.add_argument("--json", action="store_true", help="print the summary and failures as JSON")
+    parser.add_argument("--progress", type=int, default=0, help="print running figures every N commands")
     parser.add_argument("--show", type=int, default=20, help="failures to print")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -905,9 +906,21 @@ def main(argv: list[str] | None = None) -> int:
     ids = args.only if args.only else list(range(args.n))
     failures: list[Outcome] = []
 
+    seen: Counter[str] = Counter()
+    inputs_seen: set[int] = set()
+
     def note(o: Outcome) -> None:
         if o.verdict != "ok":
             failures.append(o)
+        seen[o.verdict] += 1
+        inputs_seen.add(o.input_id)
+        if args.progress and sum(seen.values()) % args.progress == 0:  # running figures for long runs
+            elapsed = round(time.monotonic() - start)
+            print(
+                f"progress: {len(inputs_seen)} inputs, {sum(seen.values())} commands, {elapsed} s, {dict(seen)}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     outcomes = run_inputs(
         seed_list,
