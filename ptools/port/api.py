@@ -360,10 +360,29 @@ def _render(
     args = ", ".join(f"{v.name}: torch.Tensor" for v in inputs)
     ret = "torch.Tensor" if len(outputs) == 1 else f"tuple[{', '.join('torch.Tensor' for _ in outputs)}]"
     out += ["", *pycode.wrap(f"def forward(self, {args}) -> {ret}:", 4)]
-    for line in lines:
+    for line in _drop_unused(lines, [v.name for v in outputs]):
         out += pycode.wrap(line, 8)
     out.append(f"        return {', '.join(v.name for v in outputs)}")
     return "\n".join(out) + "\n"
+
+
+def _drop_unused(lines: list[str], returned: list[str]) -> list[str]:
+    """Leave out `x = ...` lines whose value nothing reads (a Keras output no layer consumes, e.g. the
+    sequence of an encoder whose states alone are used): ruff flags them, and they compute nothing needed."""
+    used = set(returned)
+    kept: list[str] = []
+    for line in reversed(lines):
+        lhs, sep, rhs = line.partition(" = ")
+        if not sep:
+            kept.append(line)
+            continue
+        targets = re.findall(r"[A-Za-z_]\w*", lhs)
+        if len(targets) == 1 and targets[0] not in used:
+            continue
+        used -= set(targets)
+        used |= set(re.findall(r"[A-Za-z_]\w*", rhs))
+        kept.append(line)
+    return kept[::-1]
 
 
 # -- writing and checking ------------------------------------------------------------------------------

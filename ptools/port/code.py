@@ -201,8 +201,11 @@ def wrap(line: str, indent: int) -> list[str]:
         return [pad + head, *wrap(args[0], indent + 4), pad + ")"]
     out = [pad + head]
     for a in args:
-        if len(pad + "    " + a + ",") > LINE and a.startswith("[") and a.endswith("]"):
-            out += [pad + "    [", *[pad + "        " + e + "," for e in _split_args(a[1:-1])], pad + "    ],"]
+        opener = a[:1]
+        closer = {"[": "]", "(": ")"}.get(opener)
+        if len(pad + "    " + a + ",") > LINE and closer and a.endswith(closer) and len(_split_args(a[1:-1])) > 1:
+            elems = _split_args(a[1:-1])  # a list or tuple literal: one element per line, as ruff does
+            out += [pad + "    " + opener, *[pad + "        " + e + "," for e in elems], pad + "    " + closer + ","]
         else:
             out.append(pad + "    " + a + ",")
     return [*out, pad + ")"]

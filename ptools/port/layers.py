@@ -646,20 +646,22 @@ def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
 
 
 def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
-    if len(ins) > 1 or tensor_kwargs:
-        raise Unsupported("called with initial_state or a mask")
     inner = cfg.get("layer", {})
     cls, icfg = inner.get("class_name"), inner.get("config", {})
     if cls not in _RNN_TORCH:
         raise Unsupported(f"Bidirectional({cls})")
+    n_states = 2 if cls == "LSTM" else 1
+    init = ins[1:]  # Keras order: the forward layer's states, then the backward layer's
+    if set(tensor_kwargs) - {"initial_state"} or len(init) not in (0, 2 * n_states):
+        raise Unsupported("called with a mask, or with initial_state of another length")
     back = cfg.get("backward_layer")
     if back:
         bcfg = back.get("config", {})
         for key in ("units", "activation", "recurrent_activation", "use_bias", "reset_after"):
             if bcfg.get(key) != icfg.get(key):
                 raise Unsupported(f"backward_layer differs from the forward layer in {key}")
-    if icfg.get("go_backwards") or icfg.get("return_state"):
-        raise Unsupported("Bidirectional with go_backwards or return_state")
+    if icfg.get("go_backwards"):
+        raise Unsupported("Bidirectional over a go_backwards layer")
     v = ins[0]
     keras, settings = _rnn_kind(cls, icfg, ctx)
     code = LayerCode(settings=settings)
@@ -670,9 +672,17 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if keras is not None:
         code.imports.add("KerasRNN")
     mode = cfg.get("merge_mode", "concat")
-    seq, o = bool(icfg.get("return_sequences")), ctx.out
+    seq, o, ret_state = bool(icfg.get("return_sequences")), ctx.out, bool(icfg.get("return_state"))
     x = as_keras(v)
-    if seq:
+    if init:  # torch wants (2, N, units) per state: [forward, backward]
+        stacked = [f"torch.stack([{init[i].name}, {init[i + n_states].name}])" for i in range(n_states)]
+        x += f", ({', '.join(stacked)})" if cls == "LSTM" else f", {stacked[0]}"
+        code.settings.append("initial_state from " + ", ".join(s.name for s in init))
+    if ret_state or init:
+        states = f"({o}_h, {o}_c)" if cls == "LSTM" else f"{o}_h"
+        code.lines.append(f"{o}, {states} = self.{ctx.attr}({x})")
+        fwd, bwd = (f"{o}[..., :{u}]", f"{o}[..., {u}:]") if seq else (f"{o}_h[0]", f"{o}_h[1]")
+    elif seq:
         code.lines.append(f"{o}, _ = self.{ctx.attr}({x})")
         fwd, bwd = f"{o}[..., :{u}]", f"{o}[..., {u}:]"
     else:
@@ -696,7 +706,12 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
         code.outputs += [Value(o, (*steps, u)), Value(f"{o}_backward", (*steps, u))]
     else:
         raise Unsupported(f"merge_mode={mode!r}")
-    code.settings.append(f"bidirectional, merge_mode={mode}, return_sequences={seq}")
+    if ret_state:  # Keras returns [output, *forward states, *backward states]
+        names = [f"{o}_{d}{k}" for d in ("forward", "backward") for k in (("_h", "_c") if cls == "LSTM" else ("_h",))]
+        exprs = [f"{o}_{k}[{i}]" for i in (0, 1) for k in (("h", "c") if cls == "LSTM" else ("h",))]
+        code.lines.append(f"{', '.join(names)} = {', '.join(exprs)}")
+        code.outputs += [Value(n, (u,)) for n in names]
+    code.settings.append(f"bidirectional, merge_mode={mode}, return_sequences={seq}, return_state={ret_state}")
 
     def weights(ws: Weights) -> dict:
         fw = [(p, a) for p, a in ws if "backward" not in p]
