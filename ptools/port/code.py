@@ -187,6 +187,9 @@ def wrap(line: str, indent: int) -> list[str]:
         lhs, sep, rhs = line.partition(" = ")
         if not sep or rhs.startswith("("):
             return [pad + line]
+        elems = _split_args(rhs)
+        if len(elems) > 1:  # a tuple: ruff puts one element per line, with a trailing comma
+            return [pad + lhs + " = (", *[pad + "    " + e + "," for e in elems], pad + ")"]
         if len(pad + "    " + rhs) <= LINE:
             return [pad + lhs + " = (", pad + "    " + rhs, pad + ")"]
         terms = _split_top(rhs, (" + ", " - ")) or _split_top(rhs, (" * ", " / "))

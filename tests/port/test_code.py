@@ -34,6 +34,8 @@ def test_long_lines_are_split_as_ruff_format_does(tmp_path: Path) -> None:
         f"{long} = self.{long}_pointwise(self.{long}_depthwise({long}_input_tensor_padded))",
         f"{long} = {long}_left_branch_output + {long}_right_branch_output",
         f"{long} = torch.cat([{long}, {long}, {long}], dim=1)",
+        "bidirectional_encoder_fwd_h, bidirectional_encoder_fwd_c, bidirectional_encoder_bwd_h = "
+        "bidirectional_encoder_h[0], bidirectional_encoder_c[0], bidirectional_encoder_h[1]",
         f"self.{long} = nn.Conv2d(" + ", ".join(str(i) for i in range(60)) + ")",
     ]
     body = ["import torch", "", "", "def f(self):"]
