@@ -327,3 +327,17 @@ def test_empty_tensor_with_an_impossible_dimension_is_one_line(tmp_path):
         w._entries[b"w"] = BundleEntry(dtype=1, shape=(0, 1 << 62))
     out = _one(_files(tmp_path), "t", "inspect", "--stats")
     assert out.rc == 2 and "impossible shape" in out.stderr
+
+
+def test_port_refuses_fifos_and_damaged_configs_on_one_line(tmp_path):
+    os.mkfifo(tmp_path / "m.h5")
+    inp = fuzzing.FuzzInput(0, fuzzing.Seed("fifo", {}, "m.h5", [["port", "{target}", "{out}/p"]]), "none", {}, "m.h5")
+    inp.special = "m.h5"
+    (out,) = fuzzing._run([inp], 0, jobs=1, timeout=15)
+    assert out.verdict == "ok" and out.rc == 2 and "FIFO" in out.stderr, out
+    config = json.loads(zipfile.ZipFile(FIXTURES / "keras" / "k3_model.keras").read("config.json"))
+    for layer in config["config"]["layers"]:
+        layer["inbound_nodes"] = 7
+    files = {"m.keras": _with_config(json.dumps(config).encode())}
+    (out,) = fuzzing.run_files(files, "m.keras", [["port", "{target}", "{out}/p"]], timeout=60)
+    assert out.verdict == "ok" and out.rc == 2 and "structure Keras writes" in out.stderr, out

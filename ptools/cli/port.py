@@ -38,13 +38,16 @@ def port_command(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
+    from ptools.convert.api import config_errors
     from ptools.port.api import build, report, write
 
-    p = build(model, name)
+    with config_errors(model):  # the code is generated from the file's config: a damaged one is one line
+        p = build(model, name)
     result: dict[str, Any] | None = None
     written = False
     if p.ok:
-        result = write(p, out_dir, force=force, check=check_output, tolerance=tolerance)
+        with config_errors(model):
+            result = write(p, out_dir, force=force, check=check_output, tolerance=tolerance)
         written = result is None or result["ok"]
     doc = report(p, out_dir, result)
     doc["written"] = written

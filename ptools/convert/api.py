@@ -71,16 +71,17 @@ def _heuristic_prefix(layer: str) -> str:
 
 
 @contextmanager
-def _config_errors(path: Path) -> Iterator[None]:
+def config_errors(path: Path) -> Iterator[None]:
+    """Errors raised by code walking a file's model config, as one line naming the file (--debug keeps the cause)."""
     try:
         yield
     except PtoolsError:
         raise
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, SyntaxError) as e:
         raise PtoolsError(
             f"{path}: the model config in this file does not have the structure Keras writes ({oneline(e)})",
             hint="the file is damaged or was edited by hand; re-export it from Keras",
-        ) from None
+        ) from e
 
 
 def plan(src: str | Path, opts: ConvertOptions) -> Plan:
@@ -96,7 +97,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         rel = t.key[len(t.layer) + 1 :] if t.layer and t.key.startswith(t.layer + "/") else t.key
         by_layer.setdefault(t.layer, {})[rel] = t
     # Layer configs come from the file: a damaged or hand-edited one must end in one line naming it.
-    with _config_errors(canon.path):
+    with config_errors(canon.path):
         recorded = {m.name: m.input_shape for m in canon.layers.values()}
         flat = shapes.flatten_shapes(canon.model_config, recorded)
         flat_source = {layer: "config" for layer in flat}

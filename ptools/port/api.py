@@ -59,6 +59,8 @@ def _open(path: Path) -> Any:
 
     if not path.exists():
         raise PtoolsError(f"{path}: no such file")
+    if not path.is_file() and not path.is_dir():  # opening a FIFO would block until a writer comes
+        raise PtoolsError(f"{path}: not a regular file (a FIFO, socket or device), not a Keras model")
     _sniff(path)
     reader = KerasReader(path)
     if not reader.model_config:
