@@ -873,6 +873,7 @@ class ScanResult:
     protocol: int | None = None
     end: int | None = None  # stream position after the pickle
     notes: list[str] = field(default_factory=list)  # members or streams that could not be scanned
+    static: StreamScan | None = None  # the opcode scan of the loaded stream
 
     @property
     def unsafe(self) -> list[GlobalRef]:
@@ -1073,6 +1074,7 @@ def restricted_load(
         data = data.read()  # a file object: its bytes (callers pass buffers)
     if static is None:
         static = scan_stream(data, offset)
+    result.static = static
     result.protocol = static.protocol if static.protocol >= 2 else None
     result.end = static.end
     stop = static.end if static.end is not None else static.error_at

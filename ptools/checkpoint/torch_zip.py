@@ -183,9 +183,15 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
                     continue
                 result.notes.append(f"{label}: {e}")
                 continue
-            streams = scan_region(data)
             if m.header_offset == loaded and m.origin == "central":
-                streams = streams[1:]  # the loaded pickle itself is already in `result`
+                # The loaded pickle itself is already in `result`: scan only what follows it.
+                first = result.static
+                start = len(data) if first is None else first.end if first.end is not None else first.error_at + 1
+                streams = scan_region(data, start) if start < len(data) else []
+            else:
+                streams = scan_region(data)
+            if m.header_offset == loaded and m.origin == "central":
+                pass
             elif not by_name and streams and (streams[0].end is not None or streams[0].globals):
                 result.globals.setdefault(
                     ("<nested pickle>", label),

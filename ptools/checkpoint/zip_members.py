@@ -19,6 +19,7 @@ _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
 _MAX_MEMBERS = 1 << 20
+_HH = struct.Struct("<HH").unpack_from
 
 
 @dataclass
@@ -96,11 +97,15 @@ def _central(buf: Any) -> list[Member]:
         method, comp, size = fields[4], fields[8], fields[9]
         n, e, c, offset = fields[10], fields[11], fields[12], fields[16]
         name = bytes(buf[pos + 46 : pos + 46 + n]).decode("utf-8", "replace")
-        extra = bytes(buf[pos + 46 + n : pos + 46 + n + e])
-        size, comp, offset = _zip64_extra(extra, size, comp, offset)
+        if 0xFFFFFFFF in (size, comp, offset):
+            size, comp, offset = _zip64_extra(bytes(buf[pos + 46 + n : pos + 46 + n + e]), size, comp, offset)
         offset += shift
-        local = _local_data_offset(buf, offset)
-        members.append(Member(name, method, comp, size, offset, local[0] if local else None, "central"))
+        # Where the data starts: after the local header, whose name and extra lengths are its own.
+        data = None
+        if 0 <= offset and offset + 30 <= end and buf[offset : offset + 4] == _LOCAL:
+            ln, le = _HH(buf, offset + 26)
+            data = offset + 30 + ln + le
+        members.append(Member(name, method, comp, size, offset, data, "central"))
         pos += 46 + n + e + c
     return members
 
@@ -174,9 +179,11 @@ def member_head(buf: Any, m: Member, n: int = 64) -> bytes:
     """The first `n` bytes of a member, inflating only that much."""
     if m.data_offset is None or m.data_offset >= len(buf):
         return b""
-    raw = buf[m.data_offset : min(len(buf), m.data_offset + min(m.comp_size, 1 << 16))]
+    # Only the bytes needed: touching more of a mapped storage would read it from disk.
+    span = n if m.method == 0 else min(m.comp_size, 16 << 10)
+    raw = buf[m.data_offset : min(len(buf), m.data_offset + span, m.data_offset + m.comp_size)]
     if m.method == 0:
-        return bytes(raw[:n])
+        return bytes(raw)
     if m.method == 8:
         try:
             return zlib.decompressobj(-15).decompress(raw, n)
