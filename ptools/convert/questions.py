@@ -47,6 +47,9 @@ def _layer_outputs(items: list[Item], canon: Canonical) -> dict[str, tuple[str, 
         elif any(_is_dense_kernel(i, cls) for i in its):
             k = next(i for i in its if _is_dense_kernel(i, cls))
             out[layer] = ("dense", {k.shape_before[1]})
+        elif any(i.role == "weight_hh_l0" for i in its):  # an RNN: its output has `units` features
+            hh = next(i for i in its if i.role == "weight_hh_l0")
+            out[layer] = ("dense", {hh.shape_after[1]})
         elif cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization") and its:
             out[layer] = ("norm", {its[0].shape_after[0]} if its[0].shape_after else set())
         else:
@@ -55,20 +58,24 @@ def _layer_outputs(items: list[Item], canon: Canonical) -> dict[str, tuple[str, 
 
 
 def _feeding_conv(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str, set[int]]]) -> Any:
-    """(conv layer, channels) whose map may be flattened into `layer`'s n_in inputs, or None."""
-    if layer in order:
-        before = list(reversed(order[: order.index(layer)]))
-    else:
-        before = []
+    """(conv layer, channels) whose map may be flattened into `layer`'s n_in inputs, or None.
+
+    Model order is not data flow (a two-input model lists its branches' layers interleaved), so any
+    earlier conv counts. Only a chain settles it: the nearest earlier weighted layer (norms skipped) is a
+    Dense or RNN that outputs exactly n_in features (Dense -> Dense), or is a conv whose channels are n_in.
+    """
+    before = list(reversed(order[: order.index(layer)])) if layer in order else []
+    nearest = next((p for p in before if outs.get(p, ("other", set()))[0] in ("dense", "conv", "other")), None)
+    if nearest is not None:
+        kind, chans = outs[nearest]
+        if kind in ("dense", "conv") and n_in in chans:
+            return None
     for prev in before:
         kind, chans = outs.get(prev, ("other", set()))
-        if kind in ("dense", "other"):
-            return None  # fed by a Dense, an RNN, an Embedding: no flatten order to fix
         if kind == "conv":
             for c in sorted(chans):
                 if c and n_in % c == 0 and n_in // c > 1:
                     return prev, c
-            return None
     return None
 
 

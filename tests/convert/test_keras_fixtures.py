@@ -59,9 +59,10 @@ def test_port_matches_keras_outputs(tmp_path: Path, name: str, io_name: str, por
 
 
 def test_weights_h5_without_flatten_shape_is_wrong(tmp_path: Path) -> None:
-    # Without config.json nothing says `head` follows a Flatten: the check must catch the wrong rows.
+    # Without config.json nothing says `head` follows a Flatten: the plan refuses it, and rightly so.
     model = FixturePort()
     p = plan(KERAS / "k3.weights.h5", ConvertOptions(template=None))
+    assert not p.ok and [i.sources for i in p.undetermined] == [("head/kernel",)]
     sd = {t.key: torch.from_numpy(np.array(t.make())) for t in p.out_tensors()}
     model.load_state_dict(sd)
     io = np.load(KERAS / "k3_weights_io.npz")
