@@ -108,9 +108,8 @@ class Generator(nn.Module):
         self.up1 = UpStage(4 * w, 2 * w, map_channels, spade_hidden, noise)
         self.up2 = UpStage(2 * w, w, map_channels, spade_hidden, noise)
         # (choice, off in the paper) `skip` joins the full-resolution stem features to the last decoder
-        # stage (a U-Net skip). Without it every output pixel comes through the stride-4 bottleneck, so
-        # the heads cannot place a 1-2 px crack or copy fine texture: restoration (where the control map
-        # is uniform and G must find the defect itself) then leaves a blurred halo around the defect.
+        # stage (a U-Net skip): without it every output pixel comes through the stride-4 bottleneck. It
+        # did not sharpen the map in 600-step CPU runs (the halo came from the loss; see config.mask_loss).
         self.skip = skip
         head_in = 2 * w if skip else w
         self.foreground = Conv2dSame(head_in, 3, 7)
