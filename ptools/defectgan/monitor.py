@@ -7,12 +7,15 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ptools.errors import PtoolsError
 from ptools.files import atomic_path
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 METRIC_COLUMNS = (
     "step",
@@ -187,14 +190,58 @@ def colorize_control(control: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,ck->nkhw", control, palette).clamp(0, 1)
 
 
-def save_grid(path: Path, columns: list[torch.Tensor]) -> Path:
-    """Save rows of [col0 | col1 | ...] (each (N,3,H,W) in [0,1]) as one PNG, atomically."""
-    from torchvision.utils import make_grid, save_image
+SAMPLE_COLUMNS = ("input", "control", "synthetic defect", "map", "restored", "real defect")
+_MIN_TILE = 128  # tiles are enlarged (nearest) to at least this width, so a 64 px run's titles fit
 
-    n = columns[0].shape[0]
-    tiles = torch.stack([col.float().cpu() for col in columns], dim=1).reshape(n * len(columns), *columns[0].shape[1:])
-    grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
+
+def render_sample_grid(
+    columns: list[torch.Tensor], titles: list[str], row_names: list[str], heading: str
+) -> Image.Image:
+    """Rows of [col0 | col1 | ...] tiles (each column (N,3,H,W) in [0,1]) as a titled picture.
+
+    A heading line (run step), one title over each column and the row's name on its left: a person
+    reading a grid from step 20,000 must know which image is which without the source code.
+    """
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
+    from ptools.data.preview import _font
+
+    n, ncol = columns[0].shape[0], len(columns)
+    size = columns[0].shape[-1]
+    scale = max(1, -(-_MIN_TILE // size))
+    tiles = torch.stack([col.float().cpu().clamp(0, 1) for col in columns], dim=1).reshape(n * ncol, 3, size, size)
+    if scale > 1:
+        tiles = torch.nn.functional.interpolate(tiles, scale_factor=scale, mode="nearest")
+    pad = 2
+    grid = make_grid(tiles, nrow=ncol, padding=pad, pad_value=1.0)
+    body = Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    font, small = _font(14), _font(12)
+    left = 8 + max(int(small.getlength(name)) for name in row_names)
+    head_h, title_h = 22, 18
+    out = Image.new("RGB", (left + body.width, head_h + title_h + body.height), (255, 255, 255))
+    out.paste(body, (left, head_h + title_h))
+    draw = ImageDraw.Draw(out)
+    draw.text((pad + 2, 3), heading, fill=(0, 0, 0), font=font)
+    tile = size * scale
+    for c, title in enumerate(titles):
+        x = left + pad + c * (tile + pad)
+        text = title
+        while small.getlength(text) > tile and len(text) > 3:  # never spill into the next column
+            text = text[:-2] + "…"
+        draw.text((x + (tile - small.getlength(text)) / 2, head_h + 2), text, fill=(0, 0, 0), font=small)
+    for r, name in enumerate(row_names):
+        y = head_h + title_h + pad + r * (tile + pad) + tile // 2 - 7
+        draw.text((4, y), name, fill=(0, 0, 0), font=small)
+    return out
+
+
+def save_sample_grid(
+    path: Path, columns: list[torch.Tensor], titles: list[str], row_names: list[str], heading: str
+) -> Path:
+    """`render_sample_grid` written as a PNG, atomically."""
+    image = render_sample_grid(columns, titles, row_names, heading)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, force=True) as tmp:
-        save_image(grid, tmp, format="PNG")
+        image.save(tmp, format="PNG")
     return path

@@ -40,13 +40,20 @@ from ptools.defectgan.checkpoint import (
 )
 from ptools.defectgan.config import DefectGANConfig, diff_fields, to_toml
 from ptools.defectgan.models import build_models
-from ptools.defectgan.monitor import MetricsLog, Progress, colorize_control, require_tensorboard, save_grid
+from ptools.defectgan.monitor import (
+    SAMPLE_COLUMNS,
+    MetricsLog,
+    Progress,
+    colorize_control,
+    require_tensorboard,
+    save_sample_grid,
+)
 from ptools.devices import resolve_device
 from ptools.errors import PtoolsError
 from ptools.files import atomic_path
 
 SAMPLE_SEED = 1234  # the fixed noise of the sample grids
-SAMPLE_ROWS = 4
+SAMPLE_MAX_ROWS = 12  # one grid row per label, up to this many labels
 
 
 @dataclass
@@ -323,13 +330,22 @@ def _train(
             tmp.write_text(to_toml(config))
         metrics = MetricsLog(run_dir, start_step if state is not None else None, config.log == "tensorboard")
 
-    # Fixed inputs for the sample grids: the first samples of the set, epoch 0.
-    fixed = [dataset[(i, 0)] for i in range(min(SAMPLE_ROWS, len(dataset)))]
+    # Fixed inputs for the sample grids: one row per label, its first sample in the set (epoch 0).
+    rows_by_label = {}
+    for i, sample in enumerate(dataset.samples):
+        for name in sample.labels:
+            rows_by_label.setdefault(name, i)
+    row_names = [n for n in config.labels if n in rows_by_label][:SAMPLE_MAX_ROWS]
+    fixed = [dataset[(rows_by_label[n], 0)] for n in row_names]
     fixed_x = torch.stack([s["normal"] for s in fixed]).to(dev)
+    fixed_d = torch.stack([s["defect"] for s in fixed]).to(dev)
     fixed_a = torch.stack([s["control"] for s in fixed]).to(dev)
 
     def write_samples(step: int) -> None:
-        """input | control map | synthetic defect | spatial map | restored, with the same noise every time."""
+        """One row per label: input | control | synthetic defect | map | restored | real defect.
+
+        "restored" is the real defect image translated to the normal map; the same noise every time.
+        """
         g_show = g_ema if g_ema is not None else g_raw  # the averaged G when there is one
         g_show.eval()  # eval: spectral norm does not advance its power iteration, so training is unaffected
         cuda_devices = [dev.index or 0] if cuda else []
@@ -338,7 +354,7 @@ def _train(
             fake, m = g_show(fixed_x, fixed_a)
             normal_map = torch.zeros_like(fixed_a)
             normal_map[:, 0] = 1
-            restored, _ = g_show(fake, normal_map)
+            restored, _ = g_show(fixed_d, normal_map)
         g_raw.train()
         columns = [
             denormalize(fixed_x),
@@ -346,8 +362,15 @@ def _train(
             denormalize(fake),
             m.expand(-1, 3, -1, -1),
             denormalize(restored),
+            denormalize(fixed_d),
         ]
-        save_grid(run_dir / "samples" / f"step_{step:08d}.png", [c.float() for c in columns])
+        save_sample_grid(
+            run_dir / "samples" / f"step_{step:08d}.png",
+            [c.float() for c in columns],
+            list(SAMPLE_COLUMNS),
+            row_names,
+            f"step {step}/{config.steps}",
+        )
 
     def save(step: int, batches_done: int, name: str | None) -> Path | None:
         """Collective (every rank sends its RNG and sampler state); rank 0 writes."""
