@@ -1,19 +1,31 @@
-"""Use a trained generator: defect synthesis from a label or a mask, or restoration, with spatial maps."""
+"""Use a trained generator: defect synthesis from a label or a mask, restoration, or a whole new dataset."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from ptools.defectgan.checkpoint import load_checkpoint
+from ptools.defectgan.checkpoint import load_checkpoint, resolve_resume
 from ptools.defectgan.config import DefectGANConfig
 from ptools.defectgan.generator import Generator
 from ptools.defectgan.models import prepare
 from ptools.errors import PtoolsError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DATASET_MARKER = "generated.json"  # written into a generated dataset; lets --force replace only those
+MASK_THRESHOLD = 0.5  # a generated dataset's mask: the pixels where the spatial map M is above this
+BATCH = 16  # images per generator call
+
+Progress = Callable[[int], None]
 
 
 @dataclass
@@ -24,21 +36,48 @@ class Output:
     map: Path
 
 
+@dataclass
+class Notes:
+    """Things the user should hear about (printed by the CLI, listed in --json), never silent changes."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder / its checkpoints/ folder (newest checkpoint, as `train --resume`)."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return resolve_resume(path)[0]
+        except PtoolsError as e:
+            raise PtoolsError(
+                e.message.replace("--resume ", ""), hint="pass a checkpoint .pt or a run folder"
+            ) from None
+    return path
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, DefectGANConfig]:
     """The generator of a training checkpoint (weights_only load), in eval mode on `device`.
 
-    The averaged generator (`generator_ema`, written when the run had `ema` > 0) is preferred: its
-    weights are the mean of the last steps', steadier than the last step's own.
+    A run folder is accepted like `train --resume` accepts it. The averaged generator (`generator_ema`,
+    written when the run had `ema` > 0) is preferred: its weights are the mean of the last steps', steadier
+    than the last step's own.
     """
     from ptools.defectgan.models import build_generator
 
+    path = checkpoint_file(path)
     state = load_checkpoint(path)
     config = DefectGANConfig.from_dict(state["config"], source=str(path))
     g = build_generator(config)
     # The same structure as in training (spectral norm included) so the state dict keys match.
     g = prepare(g, config, "cpu")
+    weights = state.get("generator_ema") or state["generator"]
     try:
-        g.load_state_dict(state.get("generator_ema") or state["generator"])
+        g.load_state_dict(weights)
     except RuntimeError as e:
         raise PtoolsError(f"{path}: generator weights do not fit its own config: {str(e).splitlines()[0]}") from None
     return g.to(device).eval(), config
@@ -57,18 +96,54 @@ def list_inputs(path: str | Path) -> list[Path]:
     raise PtoolsError(f"--input {path}: no such file or folder")
 
 
+def label_names(config: DefectGANConfig) -> str:
+    return ", ".join(f"{i + 1}={n}" for i, n in enumerate(config.labels))
+
+
 def label_channel(config: DefectGANConfig, label: str | None) -> int:
-    """--label NAME or INDEX (the control-map channel: 1 = the first defect label) -> channel number."""
+    """--label NAME or INDEX (the control-map channel: 1 = the first defect label) -> channel number.
+
+    Without --label a checkpoint of one label needs no choice; with several, guessing the first one
+    would hand back the wrong defect without a word, so it is refused.
+    """
+    if not config.labels:
+        raise PtoolsError("the checkpoint has no defect labels")
     if label is None:
-        if not config.labels:
-            raise PtoolsError("the checkpoint has no defect labels")
-        return 1
-    names = ", ".join(f"{i + 1}={n}" for i, n in enumerate(config.labels))
+        if len(config.labels) == 1:
+            return 1
+        raise PtoolsError(
+            f"--label is required: this checkpoint has {len(config.labels)} defect labels",
+            hint=f"pass --label NAME or INDEX; labels: {label_names(config)}",
+        )
     if label in config.labels:
         return config.labels.index(label) + 1
     if label.isdigit() and 1 <= int(label) <= len(config.labels):
         return int(label)
-    raise PtoolsError(f"--label {label}: not a label of this checkpoint", hint=f"labels: {names}")
+    raise PtoolsError(f"--label {label}: not a label of this checkpoint", hint=f"labels: {label_names(config)}")
+
+
+def read_mask(path: Path, size: int, notes: Notes) -> torch.Tensor:
+    """(1,S,S) float {0,1}: a mask of another size is resized (nearest), a grey one thresholded; both noted."""
+    from ptools.data.imageio import load_mask, open_image
+
+    if not path.is_file():
+        raise PtoolsError(f"--mask {path}: no such file")
+    try:
+        with open_image(path) as img:
+            w, h = img.size
+            grey = np.asarray(img if img.mode in ("L", "1", "P") else img.convert("L"), dtype=np.uint8)
+    except ValueError as e:
+        raise PtoolsError(f"--mask {path}: cannot read mask ({e})") from None
+    values = set(np.unique(grey).tolist())
+    if (w, h) != (size, size):
+        notes.add(f"--mask {path.name}: {w}x{h} resized to {size}x{size} (nearest) for this checkpoint")
+    if not (values <= {0, 255} or values <= {0, 1}):
+        cut = 0 if max(values) <= 1 else 127
+        notes.add(f"--mask {path.name}: {len(values)} grey levels, not binary: pixels above {cut} count as the mask")
+    mask = torch.from_numpy(load_mask(path, size)).float()[None]
+    if not mask.any():
+        raise PtoolsError(f"--mask {path}: the mask marks no pixel", hint="white (or 1) marks where the defect goes")
+    return mask
 
 
 def control_map(
@@ -85,6 +160,24 @@ def control_map(
     return control
 
 
+def load_input(path: Path, size: int, notes: Notes) -> torch.Tensor:
+    """(3,S,S) in [-1,1]; an input of another size is resized to the checkpoint's size, with a note."""
+    from ptools.data.imageio import load_rgb, open_image
+    from ptools.data.transforms import normalize
+
+    try:
+        with open_image(path) as img:
+            w, h = img.size
+    except ValueError as e:
+        raise PtoolsError(f"{path}: cannot read image ({e})") from None
+    if (w, h) != (size, size):
+        notes.add(
+            f"inputs of another size (e.g. {path.name}: {w}x{h}) were resized to {size}x{size}, the size this "
+            f"checkpoint was trained at; outputs are {size}x{size}"
+        )
+    return normalize(torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1))
+
+
 def generate(
     checkpoint: str | Path,
     inputs: list[Path],
@@ -97,15 +190,16 @@ def generate(
     device: str = "auto",
     seed: int = 0,
     force: bool = False,
-) -> tuple[list[Output], DefectGANConfig]:
+    progress: Progress | None = None,
+) -> tuple[list[Output], DefectGANConfig, Notes]:
     """Write `n` results per input (each with fresh noise) and their spatial maps into `out_dir`.
 
     Files: <stem>_<k>.png (the image) and <stem>_<k>_map.png (where G changed it), k = 0..n-1.
+    `progress(done)` is called after each input with the number of inputs done.
     """
     from torchvision.utils import save_image
 
-    from ptools.data.imageio import load_mask, load_rgb
-    from ptools.data.transforms import denormalize, normalize
+    from ptools.data.transforms import denormalize
     from ptools.devices import resolve_device
     from ptools.files import atomic_path, check_output_path
 
@@ -116,13 +210,9 @@ def generate(
     dev = resolve_device(device)
     g, config = load_generator(checkpoint, dev)
     size = config.image_size
+    notes = Notes()
     channel = None if restore else label_channel(config, label)
-    mask_t = None
-    if mask is not None:
-        mask_path = Path(mask)
-        if not mask_path.is_file():
-            raise PtoolsError(f"--mask {mask_path}: no such file")
-        mask_t = torch.from_numpy(load_mask(mask_path, size)).float()[None]
+    mask_t = read_mask(Path(mask), size, notes) if mask is not None else None
     control = control_map(config, size, channel, mask_t, restore)
 
     out_dir = Path(out_dir)
@@ -140,12 +230,220 @@ def generate(
     torch.manual_seed(seed)
     a = control[None].expand(n, -1, -1, -1).to(dev)
     with torch.no_grad():
-        for path in inputs:
-            x = normalize(torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1))[None].expand(n, -1, -1, -1)
+        for done, path in enumerate(inputs, start=1):
+            x = load_input(path, size, notes)[None].expand(n, -1, -1, -1)
             images, maps = g(x.to(dev), a)  # n copies, each with its own noise
             for o in (o for o in plan if o.input == path):
                 with atomic_path(o.image, force) as tmp:
                     save_image(denormalize(images[o.sample].float().cpu()), tmp, format="PNG")
                 with atomic_path(o.map, force) as tmp:
                     save_image(maps[o.sample].float().cpu(), tmp, format="PNG")
-    return plan, config
+            if progress is not None:
+                progress(done)
+    return plan, config, notes
+
+
+# ---- a whole new dataset in the seed layout ----
+
+
+@dataclass
+class DatasetResult:
+    root: Path
+    labels: dict[str, int]  # samples written per label
+    rejected: dict[str, int]  # draws whose map marked no pixel or every pixel (not written)
+    mask_source: str
+    image_size: int
+    notes: Notes
+
+
+def _synth_masks(labels: list[str], size: int, seed: int) -> Callable[[str, int], np.ndarray]:
+    """Placement masks from ptools' synthetic defect shapes: a label named like a built-in kind (scratch,
+    crack, spot, stain and their aliases) gets that kind's shapes; any other label the kinds in turn."""
+    from ptools.data.synth import ALIASES, DEFECTS, KINDS
+
+    def kind_of(label: str) -> str:
+        name = ALIASES.get(label.lower(), label.lower())
+        return name if name in DEFECTS else KINDS[labels.index(label) % len(KINDS)]
+
+    blank = np.full((size, size, 3), 0.5, np.float32)
+
+    def draw(label: str, i: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, 7, labels.index(label), i])
+        for _ in range(8):  # a shape drawn (almost) off the image is redrawn, as synth does
+            _, mask = DEFECTS[kind_of(label)](rng, size, blank)
+            if mask.sum() >= 4:
+                break
+        return mask.astype(np.uint8)
+
+    return draw
+
+
+def _folder_masks(root: Path, labels: list[str], size: int, seed: int) -> Callable[[str, int], np.ndarray]:
+    """Placement masks from files: ROOT/{label}/defect_segmentation/* of a seed-layout dataset (per label),
+    or every mask image directly in ROOT (for all labels); taken in a seeded shuffled order, cycled."""
+    from ptools.data.imageio import load_mask
+
+    per_label: dict[str, list[Path]] = {}
+    flat = list_inputs(root) if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()) else []
+    for label in labels:
+        folder = root / label / "defect_segmentation"
+        files = list_inputs(folder) if folder.is_dir() else flat
+        if not files:
+            raise PtoolsError(
+                f"--masks {root}: no masks for label {label!r}",
+                hint="pass a seed-layout dataset (LABEL/defect_segmentation/) or a folder of mask images",
+            )
+        order = np.random.default_rng([seed, 11, labels.index(label)]).permutation(len(files))
+        per_label[label] = [files[j] for j in order]
+
+    def draw(label: str, i: int) -> np.ndarray:
+        files = per_label[label]
+        return load_mask(files[i % len(files)], size)
+
+    return draw
+
+
+def generate_dataset(
+    checkpoint: str | Path,
+    normals: list[Path],
+    out_dir: str | Path,
+    *,
+    n: int,
+    label: str | None = None,
+    masks: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> DatasetResult:
+    """Write a new seed-layout dataset `{out}/{label}/normal|defect|defect_segmentation/NAME.png`.
+
+    For each of `n` samples (labels in turn, or only `label`): a normal image from `normals` (a seeded
+    shuffled order, cycled), a placement mask (see `_synth_masks` / `_folder_masks`) put into the label's
+    control channel, and G's defacement. The written mask is G's own spatial map thresholded at
+    MASK_THRESHOLD: it marks where the synthetic defect really is, which need not be exactly the placement
+    mask. A draw whose map marks no pixel or every pixel is not a usable sample and is drawn again (with
+    another mask), at most 3n draws. The folder appears only when complete (written beside it, renamed).
+    """
+    from PIL import Image
+
+    from ptools.data.dataset import numpy_image
+    from ptools.devices import resolve_device
+
+    if n < 1:
+        raise PtoolsError(f"--n must be at least 1 (got {n})")
+    out_dir = Path(out_dir)
+    _check_dataset_target(out_dir, force)
+    dev = resolve_device(device)
+    g, config = load_generator(checkpoint, dev)
+    size = config.image_size
+    notes = Notes()
+    wanted = [config.labels[label_channel(config, label) - 1]] if label is not None else list(config.labels)
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise PtoolsError(f"--masks {masks}: no such folder")
+        draw_mask = _folder_masks(masks, wanted, size, seed)
+        mask_source = f"files under {masks}"
+    else:
+        draw_mask = _synth_masks(list(config.labels), size, seed)
+        mask_source = "random shapes from ptools' synthetic defect generator"
+    order = np.random.default_rng([seed, 3]).permutation(len(normals))
+    cache: dict[Path, torch.Tensor] = {}
+
+    def normal_at(i: int) -> tuple[Path, torch.Tensor]:
+        path = normals[order[i % len(normals)]]
+        if path not in cache:
+            cache[path] = load_input(path, size, notes)
+        return path, cache[path]
+
+    targets = {name: len(range(k, n, len(wanted))) for k, name in enumerate(wanted)}
+    written = dict.fromkeys(wanted, 0)
+    rejected = dict.fromkeys(wanted, 0)
+    draws = dict.fromkeys(wanted, 0)
+    records: list[dict[str, Any]] = []
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for name in wanted:
+            for sub in ("normal", "defect", "defect_segmentation"):
+                (staging / name / sub).mkdir(parents=True)
+        torch.manual_seed(seed)
+        done, n_draw = 0, 0
+        with torch.no_grad():
+            while done < n and n_draw < 3 * n:
+                # One batch of draws over the labels still short of their count.
+                batch = []
+                for name in wanted:
+                    short = targets[name] - written[name] - sum(1 for b in batch if b[0] == name)
+                    batch += [(name, 0)] * max(0, min(short, BATCH - len(batch)))
+                batch = batch[:BATCH]
+                if not batch:
+                    break
+                xs, controls, meta = [], [], []
+                for name, _ in batch:
+                    i = draws[name]
+                    draws[name] += 1
+                    path, x = normal_at(n_draw)
+                    n_draw += 1
+                    place = torch.from_numpy(draw_mask(name, i)).float()[None]
+                    xs.append(x)
+                    controls.append(control_map(config, size, config.labels.index(name) + 1, place, False))
+                    meta.append((name, path))
+                images, maps = g(torch.stack(xs).to(dev), torch.stack(controls).to(dev))
+                for (name, path), x, image, m in zip(meta, xs, images.float().cpu(), maps.float().cpu(), strict=True):
+                    seg = (m[0] > MASK_THRESHOLD).numpy()
+                    if not seg.any() or seg.all() or written[name] >= targets[name]:
+                        rejected[name] += int(written[name] < targets[name])
+                        continue
+                    stem = f"{name}_{written[name]:05d}"
+                    base = staging / name
+                    Image.fromarray(numpy_image(x)).save(base / "normal" / f"{stem}.png")
+                    Image.fromarray(numpy_image(image)).save(base / "defect" / f"{stem}.png")
+                    Image.fromarray(seg.astype(np.uint8) * 255).save(base / "defect_segmentation" / f"{stem}.png")
+                    records.append({"name": f"{name}/{stem}", "label": name, "normal_source": str(path)})
+                    written[name] += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done)
+        if done < n:
+            raise PtoolsError(
+                f"{checkpoint}: only {done} of {n} samples had a usable spatial map after {n_draw} draws "
+                f"(maps that marked no pixel or every pixel: {sum(rejected.values())})",
+                hint="the generator barely changes its input yet: train it longer",
+            )
+        manifest = {
+            "schema": "ptools.generated/1",
+            "checkpoint": str(checkpoint),
+            "seed": seed,
+            "image_size": size,
+            "mask_source": mask_source,
+            "mask_rule": f"generator spatial map > {MASK_THRESHOLD}",
+            "samples": records,
+        }
+        (staging / DATASET_MARKER).write_text(json.dumps(manifest, indent=1) + "\n")
+        if out_dir.exists():  # empty, or --force on an earlier generated set (both checked above)
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return DatasetResult(out_dir, written, rejected, mask_source, size, notes)
+
+
+def _check_dataset_target(out_dir: Path, force: bool) -> None:
+    """A new folder, an empty one, or (with --force) one an earlier `generate --dataset` wrote."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise PtoolsError(f"--dataset {out_dir}: exists and is not a folder")
+    if not any(out_dir.iterdir()):
+        return  # replaced by the finished folder
+    if not force:
+        raise PtoolsError(f"--dataset {out_dir}: already exists and is not empty", hint="pass --force to replace it")
+    if not (out_dir / DATASET_MARKER).is_file():
+        raise PtoolsError(
+            f"--dataset {out_dir}: not written by `ptools generate --dataset` (no {DATASET_MARKER}); refusing "
+            "to replace it",
+            hint="choose another folder or remove it yourself",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -49,7 +50,19 @@ def test_mask_and_restore(runner, tmp_path, checkpoint):
     normal = next((data / "crack" / "normal").iterdir())
     mask = next((data / "crack" / "defect_segmentation").iterdir())
     result = runner.invoke(
-        app, ["generate", str(ckpt), "--input", str(normal), "--mask", str(mask), "--out", str(tmp_path / "m")]
+        app,
+        [
+            "generate",
+            str(ckpt),
+            "--input",
+            str(normal),
+            "--label",
+            "crack",
+            "--mask",
+            str(mask),
+            "--out",
+            str(tmp_path / "m"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / f"{normal.stem}_0.png").is_file()
@@ -79,3 +92,105 @@ def test_not_a_checkpoint_exits_2(runner, tmp_path, checkpoint):
     bogus.write_bytes(b"\x80\x04not really")
     result = runner.invoke(app, ["generate", str(bogus), "--input", str(data / "crack" / "normal"), "--label", "1"])
     assert result.exit_code == 2 and "bogus.pt" in result.stderr
+
+
+def test_no_label_with_several_labels_exits_2_listing_them(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    normal = next((data / "crack" / "normal").iterdir())
+    mask = next((data / "crack" / "defect_segmentation").iterdir())
+    for extra in ([], ["--mask", str(mask)]):
+        result = runner.invoke(app, ["generate", str(ckpt), "--input", str(normal), "--out", str(tmp_path), *extra])
+        assert result.exit_code == 2, result.output
+        assert "--label is required" in result.stderr and "1=crack, 2=scratch, 3=spot, 4=stain" in result.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_run_folder_is_accepted_like_resume(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    run_dir = ckpt.parent.parent
+    normal = next((data / "crack" / "normal").iterdir())
+    args = ["--input", str(normal), "--label", "spot", "--json"]
+    result = runner.invoke(app, ["generate", str(run_dir), *args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["label"] == "spot"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    result = runner.invoke(app, ["generate", str(empty), *args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "no checkpoint" in result.stderr
+
+
+def test_mask_and_input_of_other_sizes_and_grey_masks_are_noted(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    big = tmp_path / "big.png"
+    Image.new("RGB", (512, 384), (90, 100, 110)).save(big)
+    grey = np.zeros((100, 100), np.uint8)
+    grey[20:60, 20:60] = 200
+    grey[30:40, 30:40] = 90  # a third level: not binary
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    args = ["generate", str(ckpt), "--input", str(big), "--label", "crack", "--mask", str(tmp_path / "grey.png")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("100x100 resized to 64x64" in t for t in notes)
+    assert any("not binary" in t and "above 127" in t for t in notes)
+    assert any("512x384" in t and "outputs are 64x64" in t for t in notes)
+    assert "512x384" in result.stderr  # said on stderr as well, not only in the JSON
+    Image.new("L", (64, 64), 0).save(tmp_path / "blank.png")
+    result = runner.invoke(app, [*args[:-1], str(tmp_path / "blank.png"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "marks no pixel" in result.stderr
+
+
+def test_a_folder_shows_progress_on_stderr(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    inputs = data / "crack" / "normal"
+    result = runner.invoke(app, ["generate", str(ckpt), "--input", str(inputs), "--label", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    total = len(list(inputs.iterdir()))
+    assert f"generate {total}/{total}" in result.stderr  # plain lines without a terminal
+
+
+def test_dataset_is_a_balanced_seed_layout_that_dataset_check_accepts(runner, tmp_path, checkpoint):
+    from ptools.data import check_dataset
+
+    ckpt, data = checkpoint
+    out = tmp_path / "gen"
+    args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--dataset", str(out), "--n", "8"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["mode"] == "dataset" and doc["counts"] == {"crack": 2, "scratch": 2, "spot": 2, "stain": 2}
+    report = check_dataset(out)
+    assert report.ok, report.problems
+    assert report.layout == "seed" and report.paired and report.counts == doc["counts"]
+    for seg in out.glob("*/defect_segmentation/*.png"):
+        values = set(np.unique(np.asarray(Image.open(seg))).tolist())
+        assert values == {0, 255}
+        stem = seg.stem
+        label = seg.parent.parent
+        assert Image.open(label / "defect" / f"{stem}.png").size == (64, 64)
+        assert Image.open(label / "normal" / f"{stem}.png").size == (64, 64)
+    manifest = json.loads((out / "generated.json").read_text())
+    assert len(manifest["samples"]) == 8 and "spatial map" in manifest["mask_rule"]
+    check = runner.invoke(app, ["dataset", "check", str(out)])
+    assert check.exit_code == 0, check.output
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    forced = runner.invoke(app, [*args[:-1], "3", "--label", "spot", "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["counts"] == {"spot": 3}
+    assert sorted(p.name for p in out.iterdir()) == ["generated.json", "spot"]
+    mine = tmp_path / "mine"
+    (mine / "keep").mkdir(parents=True)
+    refused = runner.invoke(app, [*args[:4], "--dataset", str(mine), "--force"])
+    assert refused.exit_code == 2 and "refusing" in refused.stderr and (mine / "keep").is_dir()
+
+
+def test_dataset_masks_from_an_existing_dataset(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    out = tmp_path / "gen"
+    args = ["generate", str(ckpt), "--input", str(data / "spot" / "normal"), "--dataset", str(out), "--n", "4"]
+    result = runner.invoke(app, [*args, "--masks", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert str(data) in json.loads(result.stdout)["mask_source"]
+    assert not list(tmp_path.glob(".gen.*"))  # no staging folder left behind
