@@ -119,6 +119,11 @@ def train_command(
         from ptools.defectgan.monitor import require_tensorboard
 
         require_tensorboard()
+    # The device (and an AMP mode it cannot run) is checked before anything is written or printed.
+    from ptools.defectgan.trainer import resolve_amp
+    from ptools.devices import resolve_device
+
+    resolve_amp(config.amp, resolve_device(device))
     if run_dir is None:
         run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if state is None:

@@ -37,6 +37,19 @@ METRIC_COLUMNS = (
     "step_s",
 )
 LOSS_COLUMNS = METRIC_COLUMNS[3:15]
+ESTIMATE_STEPS = 5  # the run-time estimate is printed after this many timed steps (or 10 s)
+PLAIN_EVERY_S = 30.0  # without a TTY a progress line at least this often, whatever --log-every says
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 4m05s, 3h20m, 41.2 days: short enough for a progress line, exact enough to plan by."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 86_400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{seconds / 86_400:.1f} days"
 
 
 def require_tensorboard() -> None:
@@ -113,13 +126,17 @@ def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
 class Progress:
     """A rich progress bar (step/s, ETA, main losses) on a TTY, plain periodic lines otherwise (CI logs)."""
 
-    def __init__(self, total: int, start: int, every: int, enabled: bool = True) -> None:
+    def __init__(self, total: int, start: int, every: int, enabled: bool = True, device: str = "cpu") -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
         self.total, self.start, self.every = total, start, max(every, 1)
         self.enabled = enabled
+        self.device = device
         self.t0 = time.perf_counter()
+        self._last_line = self.t0
+        self._first_step_t: float | None = None  # the first iteration pays warm-up costs: rates start after it
+        self._estimated = False
         self.latest: dict[str, float] = {}
         self._bar = None
         if enabled and self.console.is_terminal:
@@ -150,19 +167,39 @@ class Progress:
         self.latest.update({k: v for k, v in row.items() if v is not None})
         if not self.enabled:
             return
-        done = step - self.start
-        elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
+        now = time.perf_counter()
+        if self._first_step_t is None:
+            self._first_step_t = now
+        elapsed = now - self.t0
+        timed = step - self.start - 1  # iterations since the first one, whose warm-up would skew the rate
+        rate = timed / (now - self._first_step_t) if timed > 0 else (step - self.start) / max(elapsed, 1e-9)
+        if not self._estimated and step < self.total and timed > 0 and (timed >= ESTIMATE_STEPS or elapsed >= 10):
+            self._estimated = True
+            self._print_estimate(rate, step)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, rate=f"{rate:.2f} step/s", losses=self._summary())
-        elif step % self.every == 0 or step == self.total:
+        elif step % self.every == 0 or step == self.total or now - self._last_line >= PLAIN_EVERY_S:
+            self._last_line = now
             eta = (self.total - step) / rate if rate > 0 else math.inf
-            eta_text = f"{eta:.0f}s" if math.isfinite(eta) else "?"
+            eta_text = format_duration(eta) if math.isfinite(eta) else "?"
             print(
                 f"step {step}/{self.total} {rate:.2f} step/s eta {eta_text} {self._summary()}",
                 file=sys.stderr,
                 flush=True,
             )
+
+    def _print_estimate(self, rate: float, step: int) -> None:
+        """Once, early: how long the whole run will take at the rate measured so far (a warning past a day)."""
+        left = (self.total - step) / rate
+        text = (
+            f"ptools train: {rate:.2f} step/s on {self.device} over the first steps: the remaining "
+            f"{self.total - step:,} steps will take about {format_duration(left)}"
+        )
+        if left > 86_400:
+            hint = "a GPU, --preset small, or fewer --steps" if self.device == "cpu" else "fewer --steps"
+            self.console.print(f"[yellow]{text}[/yellow] (consider {hint})", highlight=False, soft_wrap=True)
+        else:
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -416,7 +416,7 @@ def _train(
         if metrics is not None:
             metrics.close()
         return result
-    bar = Progress(config.steps, start_step, config.log_every, enabled=show_progress)
+    bar = Progress(config.steps, start_step, config.log_every, enabled=show_progress, device=str(dev))
     epoch = sampler.epoch
     batch_iter = None
     batches_done = 0  # batches taken in the current loader iteration (for the sampler's state)

@@ -116,3 +116,32 @@ def test_log_tensorboard_without_the_package_is_a_clear_error(runner, tmp_path, 
     args = ["train", "--out", str(tmp_path / "r"), "--steps", "1", "--synth-n", "8", "--config", str(tiny_toml)]
     result = runner.invoke(app, [*args, "--log", "tensorboard", "--device", "cpu"])
     assert result.exit_code == 2 and "ptools-port[tensorboard]" in result.stderr
+
+
+def test_cuda_without_cuda_fails_before_writing_anything(runner, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--out", str(run), "--steps", "1", "--synth-n", "8", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "CUDA is not available" in result.stderr
+    assert "config" not in result.stderr and "synthetic" not in result.stderr
+    assert not run.exists()
+    result = runner.invoke(app, ["train", "--out", str(run), "--synth-n", "8", "--device", "cpu", "--amp", "fp16"])
+    assert result.exit_code == 2 and "fp16" in result.stderr and not run.exists()
+
+
+def test_progress_prints_an_estimate_and_lines_by_time(monkeypatch, capsys):
+    from ptools.defectgan import monitor
+
+    clock = iter(float(t) for t in range(0, 10_000, 20))  # every update 20 s after the previous one
+    monkeypatch.setattr(monitor.time, "perf_counter", lambda: next(clock))
+    bar = monitor.Progress(500_000, 0, every=50, enabled=True, device="cpu")
+    for step in range(1, 8):
+        bar.update(step, {"d_loss": 1.0})
+    err = capsys.readouterr().err
+    # 1 step per 20 s: 499,99x steps left = ~115 days, said once, with what to do about it
+    assert err.count("will take about") == 1 and "days" in err and "--preset small" in err
+    # --log-every 50 is never reached, yet a line comes at least every 30 s (updates are 20 s apart: every other)
+    assert [f"step {k}/500000" in err for k in range(1, 8)] == [False, True, False, True, False, True, False]
