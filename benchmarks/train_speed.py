@@ -151,21 +151,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--paper-widths", action="store_true")
     parser.add_argument("--compile", action="store_true", help="GPU: also torch.compile the ptools side")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU comparison (benchmarks/gpu_check.sh)")
     args = parser.parse_args()
     widths = {} if args.paper_widths else REDUCED
     base = {"batch_size": 4, "image_size": 64, "workers": args.workers, "sample_every": 0, "ckpt_every": 0}
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthesize(work / "data64", n=64, size=64, seed=0)
-        cpu_cfg = DefectGANConfig(**base, **widths, amp="off").validate()
-        cpu = compare(cpu_cfg, work / "data64", work, "cpu", args.steps, args.rounds)
         which = "paper widths" if args.paper_widths else "reduced widths (G 16, D 16 x 4)"
-        print(f"CPU, 64 px, batch 4, {which}, {torch.get_num_threads()} threads, {args.workers} loader workers:")
-        print(f"  ptools train loop : {cpu['ptools_steps_s']:.3f} step/s")
-        print(f"  plain fp32 eager  : {cpu['plain_steps_s']:.3f} step/s")
-        print(f"  ratio ptools/plain: {cpu['ptools_steps_s'] / cpu['plain_steps_s']:.3f}")
-        print(f"  data-loading share of ptools step time: {cpu['data_share']:.1%} (target < 10%)")
+        if not args.gpu_only:
+            synthesize(work / "data64", n=64, size=64, seed=0)
+            cpu_cfg = DefectGANConfig(**base, **widths, amp="off").validate()
+            cpu = compare(cpu_cfg, work / "data64", work, "cpu", args.steps, args.rounds)
+            print(f"CPU, 64 px, batch 4, {which}, {torch.get_num_threads()} threads, {args.workers} loader workers:")
+            print(f"  ptools train loop : {cpu['ptools_steps_s']:.3f} step/s")
+            print(f"  plain fp32 eager  : {cpu['plain_steps_s']:.3f} step/s")
+            print(f"  ratio ptools/plain: {cpu['ptools_steps_s'] / cpu['plain_steps_s']:.3f}")
+            print(f"  data-loading share of ptools step time: {cpu['data_share']:.1%} (target < 10%)")
 
         if not torch.cuda.is_available():
             print("GPU: no CUDA device in this environment; GPU figures skipped.")
@@ -176,7 +178,7 @@ def main() -> None:
         gpu = compare(fast, work / "data128", work, "cuda", args.steps, args.rounds)
         name = torch.cuda.get_device_name()
         extra = " + compile" if args.compile else ""
-        print(f"GPU {name}, 128 px, batch 16:")
+        print(f"GPU {name}, 128 px, batch 16, {which}:")
         print(f"  ptools bf16 + channels_last{extra}: {gpu['ptools_steps_s']:.2f} step/s")
         print(f"  plain fp32 eager                 : {gpu['plain_steps_s']:.2f} step/s")
         print(f"  ratio                            : {gpu['ptools_steps_s'] / gpu['plain_steps_s']:.2f}")
