@@ -46,7 +46,7 @@ def gradient_penalty(
     if scale is not None:
         score = scale(score)
     (grad,) = torch.autograd.grad(score, x_hat, create_graph=True)
-    grad = grad.float() * inv_scale
+    grad = grad.float() * inv_scale if inv_scale != 1.0 else grad.float()
     norm = grad.flatten(1).norm(2, dim=1)
     return ((norm - 1) ** 2).mean()
 

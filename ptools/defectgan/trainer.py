@@ -194,7 +194,13 @@ def train(
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     fill_before = torch.utils.deterministic.fill_uninitialized_memory
     try:
-        return _train(config, data_root, run_dir, dev, resume_from, progress and master, rank, world, on_step)
+        result = _train(config, data_root, run_dir, dev, resume_from, progress and master, rank, world, on_step)
+        if own_group:
+            # Leave together: rank 0 still writes the last checkpoint and samples when the others are done,
+            # and a rank that tears gloo down and exits while its peer is busy was seen to abort (SIGABRT,
+            # "terminate called without an active exception") in its interpreter shutdown.
+            dist.barrier()
+        return result
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         torch.utils.deterministic.fill_uninitialized_memory = fill_before
@@ -275,8 +281,11 @@ def _train(
         g_raw = g_raw.to(memory_format=torch.channels_last)
         d_raw = d_raw.to(memory_format=torch.channels_last)
     betas = (config.beta1, config.beta2)
-    opt_g = torch.optim.Adam(g_raw.parameters(), lr=config.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(d_raw.parameters(), lr=config.lr_d, betas=betas)
+    # Fused Adam: one kernel over all of a model's parameters instead of a Python-level loop over its
+    # tensors (small preset, G + D, one CPU thread: 12 -> 3 ms per update). The same update rule.
+    fused = True if dev.type in ("cpu", "cuda") else None
+    opt_g = torch.optim.Adam(g_raw.parameters(), lr=config.lr_g, betas=betas, fused=fused)
+    opt_d = torch.optim.Adam(d_raw.parameters(), lr=config.lr_d, betas=betas, fused=fused)
     amp_dtype = resolve_amp(config.amp, dev)
     fp16 = amp_dtype == torch.float16
     scaler_g = torch.amp.GradScaler(dev.type, enabled=fp16)
