@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call on a CUDA machine checks what the CPU suite cannot (run from the repository root):
-#   1. 2 minutes of training with bf16 autocast + channels_last, stopped by SIGINT (interrupted.pt, exit 130),
+#   1. 2 minutes of training with bf16 autocast + channels_last, stopped by SIGTERM (interrupted.pt, exit 130),
 #   2. one resume of that run for a few more steps (exit 0, start step = the interrupted step),
-#   3. 2 minutes with fp16 autocast + GradScaler (losses finite, exit 130 after SIGINT),
+#   3. 2 minutes with fp16 autocast + GradScaler (losses finite, exit 130 after SIGTERM),
 #   4. 2-process NCCL DDP under torchrun for a few steps, when 2 or more GPUs are visible,
 #   5. benchmarks/train_speed.py --gpu-only: steps/s of the trainer (bf16 + channels_last) vs plain fp32
 #      eager at 128 px, batch 16, and the largest batch that fits at 128 px.
@@ -39,11 +39,20 @@ field() { "$PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.
 common=(--data "$work/data" --preset "$PRESET" --image-size $SIZE --batch-size $BATCH --device cuda
         --sample-every 0 --ckpt-every 0 --workers 4 --json)
 
-timed_run() {  # name amp: train for TRAIN_S seconds, then SIGINT; expects exit 130 and interrupted.pt
-    local name=$1 amp=$2
+timed_run() {  # name amp: train TRAIN_S seconds from the first logged step, then SIGTERM (as a scheduler does);
+    local name=$1 amp=$2    # expects exit 130 and checkpoints/interrupted.pt
     echo "[$name] ${TRAIN_S}s of training, --amp $amp, channels_last (config default on CUDA)"
-    timeout -s INT -k 60 "$TRAIN_S" "$PYTHON" -m ptools train "${common[@]}" --amp "$amp" --steps 100000000 \
-        --out "$work/$name" >"$work/$name.json" 2>"$work/$name.err"
+    "$PYTHON" -m ptools train "${common[@]}" --amp "$amp" --steps 100000000 --out "$work/$name" \
+        >"$work/$name.json" 2>"$work/$name.err" &
+    local pid=$! waited=0
+    while kill -0 "$pid" 2>/dev/null && (( waited < 600 )); do  # startup: imports, data check, models
+        [[ -f "$work/$name/metrics.csv" ]] && (( $(wc -l <"$work/$name/metrics.csv") >= 2 )) && break
+        sleep 1
+        waited=$((waited + 1))
+    done
+    sleep "$TRAIN_S"
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
     local rc=$?
     if [[ $rc == 130 && -f "$work/$name/checkpoints/interrupted.pt" ]]; then
         ok "stopped at step $(field "$work/$name.json" step), $(field "$work/$name.json" steps_per_s) step/s," \
