@@ -65,7 +65,8 @@ class Outcome:
     argv: list[str]
     rc: int | None
     signal: int | None
-    seconds: float
+    seconds: float  # wall time (a busy machine stretches it)
+    cpu_seconds: float  # the child's own user + system time
     peak_mib: float
     stderr: str
     verdict: str  # "ok" or the failure class
@@ -801,6 +802,7 @@ def _outcome(entry: tuple, status: int, usage: resource.struct_rusage, baseline_
         rc,
         sig,
         round(seconds, 3),
+        round(usage.ru_utime + usage.ru_stime, 3),
         round(peak_over, 1),
         stderr[-2000:],
         verdict,
@@ -869,6 +871,7 @@ def summarise(outcomes: list[Outcome], n_inputs: int, seconds: float) -> dict:
         "broken_outputs": verdicts["broken_output"],
         "exit_codes": dict(sorted(Counter(str(o.rc) for o in outcomes).items())),
         "max_seconds": max((o.seconds for o in outcomes), default=0.0),
+        "max_cpu_seconds": max((o.cpu_seconds for o in outcomes), default=0.0),
         "max_peak_mib": max((o.peak_mib for o in outcomes), default=0.0),
         "per_reader": per_kind,
         "seconds": round(seconds, 1),
@@ -952,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
             "no_file_name",
             "broken_outputs",
             "max_seconds",
+            "max_cpu_seconds",
             "max_peak_mib",
             "seeds_seconds",
             "seconds",

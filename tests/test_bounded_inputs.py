@@ -341,3 +341,17 @@ def test_port_refuses_fifos_and_damaged_configs_on_one_line(tmp_path):
     files = {"m.keras": _with_config(json.dumps(config).encode())}
     (out,) = fuzzing.run_files(files, "m.keras", [["port", "{target}", "{out}/p"]], timeout=60)
     assert out.verdict == "ok" and out.rc == 2 and "structure Keras writes" in out.stderr, out
+
+
+def test_view_too_large_for_numpy_is_refused_not_an_internal_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(1).expand(1 << 17, 1 << 17)}, tmp_path / "e.pt")
+    size_17, size_30 = b"J" + struct.pack("<i", 1 << 17), b"J" + struct.pack("<i", 0x7FFFFFFF)
+
+    def grow(name: str, content: bytes) -> bytes:  # (2**31 - 1)**2 float32 views: 2**64 bytes
+        return content.replace(size_17, size_30) if name.endswith("data.pkl") else content
+
+    data = fuzzing._rewrite_zip((tmp_path / "e.pt").read_bytes(), grow)
+    assert data != (tmp_path / "e.pt").read_bytes()
+    out = _one({"e.pt": data}, "e.pt", "inspect", "--stats")
+    assert out.rc == 0  # the tensor's statistics are skipped with the reason

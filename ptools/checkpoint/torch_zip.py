@@ -402,6 +402,8 @@ def tensor_from_storage(
     if len(stride) != len(ref.shape) or any(not isinstance(s, int) for s in stride):
         raise PtoolsError(f"{path}: {key} has strides {list(stride)[:8]} for shape {list(ref.shape)[:8]} (corrupted)")
     offset = ref.offset + (ref.storage.view[1] if ref.storage.view else 0)
+    if numel * raw_dt.itemsize >= 1 << 62:  # numpy cannot describe it, even as a view repeating one value
+        raise PtoolsError(f"{path}: {key} claims {numel} elements, more than any array can hold (corrupted checkpoint)")
     if numel == 0:
         return np.zeros(ref.shape, dtype=raw_dt), dtype
     last = offset + sum((d - 1) * s for d, s in zip(ref.shape, stride, strict=False))
