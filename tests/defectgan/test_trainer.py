@@ -206,4 +206,4 @@ def test_mask_supervision_moves_the_map_onto_the_mask(tiny_data, tmp_path):
         on_step=lambda info: seen.update(g=info.generator),
     )
     after = contrast(seen["g"])
-    assert after > before + 0.1 and after > 0.1, (before, after)  # 0.19 measured here
+    assert after > before + 0.1 and after > 0.1, (before, after)  # 0.30 measured here (0.19 with mask_loss "dice")
