@@ -30,7 +30,7 @@ from ptools.checkpoint.restricted_pickle import (
     looks_like_pickle,
     restricted_load,
 )
-from ptools.checkpoint.zip_members import Member, ZipError, list_members, member_head
+from ptools.checkpoint.zip_members import FileBytes, Member, ZipError, list_members, member_head
 from ptools.checkpoint.zip_members import read_member as read_zip_member
 from ptools.errors import PtoolsError
 
@@ -157,7 +157,7 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
     limit = size_limit(path)
     try:
         f = open(path, "rb")  # noqa: SIM115
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = FileBytes(f.fileno())
     except (OSError, ValueError):
         return others
     try:
@@ -210,7 +210,6 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
                 if m.header_offset != loaded and not m.name.endswith(".debug_pkl"):
                     others.append(label)
     finally:
-        mm.close()
         f.close()
     return others
 

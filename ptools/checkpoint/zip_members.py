@@ -8,6 +8,7 @@ names included) and every local header reachable by walking from the start of th
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -20,6 +21,34 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
 _MAX_MEMBERS = 1 << 20
 _HH = struct.Struct("<HH").unpack_from
+
+
+class FileBytes:
+    """A file read with pread, sliced like bytes: headers are read without mapping the file (mapped pages of
+    thousands of local headers and storage heads would count in the process's RSS)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, _ = key.indices(self.size)
+        return os.pread(self.fd, max(0, stop - start), start) if stop > start else b""
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        end = self.size if end is None else min(end, self.size)
+        step = 1 << 20
+        pos = start
+        while pos < end:
+            chunk = self[pos : min(end, pos + step + len(sub) - 1)]
+            i = chunk.find(sub)
+            if i >= 0:
+                return pos + i
+            pos += step
+        return -1
 
 
 @dataclass
@@ -63,9 +92,10 @@ def _zip64_extra(extra: bytes, size: int, comp: int, offset: int) -> tuple[int, 
 
 def _local_data_offset(buf: Any, header_offset: int) -> tuple[int, int, int, int, int, str] | None:
     """(data offset, method, comp size, size, flags, name) from a local header, or None if there is none."""
-    if header_offset < 0 or header_offset + 30 > len(buf) or buf[header_offset : header_offset + 4] != _LOCAL:
+    header = bytes(buf[header_offset : header_offset + 30]) if header_offset >= 0 else b""
+    if len(header) < 30 or header[:4] != _LOCAL:
         return None
-    _, _, flags, method, _, _, _, comp, size, n, e = struct.unpack_from("<4sHHHHHIIIHH", buf, header_offset)
+    _, _, flags, method, _, _, _, comp, size, n, e = struct.unpack("<4sHHHHHIIIHH", header)
     name = bytes(buf[header_offset + 30 : header_offset + 30 + n]).decode("utf-8", "replace")
     extra = bytes(buf[header_offset + 30 + n : header_offset + 30 + n + e])
     size, comp, _ = _zip64_extra(extra, size, comp, 0)
@@ -81,29 +111,32 @@ def _central(buf: Any) -> list[Member]:
     eocd = tail_start + pos
     if eocd + 22 > end:
         return []
-    _, _, _, _, count, cd_size, cd_offset, _ = struct.unpack_from("<4sHHHHIIH", buf, eocd)
+    _, _, _, _, count, cd_size, cd_offset, _ = struct.unpack("<4sHHHHIIH", bytes(buf[eocd : eocd + 22]))
     loc = eocd - 20
-    if loc >= 0 and buf[loc : loc + 4] == _EOCD64_LOCATOR:
-        rec = struct.unpack_from("<Q", buf, loc + 8)[0]
+    zip64 = loc >= 0 and buf[loc : loc + 4] == _EOCD64_LOCATOR
+    if zip64:
+        rec = struct.unpack("<Q", bytes(buf[loc + 8 : loc + 16]))[0]
         if 0 <= rec and rec + 56 <= end and buf[rec : rec + 4] == _EOCD64:
-            count, cd_size, cd_offset = struct.unpack_from("<QQQ", buf, rec + 32)
+            count, cd_size, cd_offset = struct.unpack("<QQQ", bytes(buf[rec + 32 : rec + 56]))
     # Data prepended to the archive shifts every offset; zipfile corrects for it the same way.
-    cd_end = eocd if not (loc >= 0 and buf[loc : loc + 4] == _EOCD64_LOCATOR) else max(0, loc - 56)
+    cd_end = eocd if not zip64 else max(0, loc - 56)
     shift = max(0, cd_end - cd_size - cd_offset) if cd_offset + cd_size <= cd_end else 0
+    cd = bytes(buf[cd_offset + shift : min(end, cd_offset + shift + cd_size)])
     members: list[Member] = []
-    pos = cd_offset + shift
-    while pos + 46 <= end and buf[pos : pos + 4] == _CENTRAL and len(members) < _MAX_MEMBERS:
-        fields = struct.unpack_from("<4sHHHHHHIIIHHHHHII", buf, pos)
+    pos = 0
+    while pos + 46 <= len(cd) and cd[pos : pos + 4] == _CENTRAL and len(members) < _MAX_MEMBERS:
+        fields = struct.unpack_from("<4sHHHHHHIIIHHHHHII", cd, pos)
         method, comp, size = fields[4], fields[8], fields[9]
         n, e, c, offset = fields[10], fields[11], fields[12], fields[16]
-        name = bytes(buf[pos + 46 : pos + 46 + n]).decode("utf-8", "replace")
+        name = cd[pos + 46 : pos + 46 + n].decode("utf-8", "replace")
         if 0xFFFFFFFF in (size, comp, offset):
-            size, comp, offset = _zip64_extra(bytes(buf[pos + 46 + n : pos + 46 + n + e]), size, comp, offset)
+            size, comp, offset = _zip64_extra(cd[pos + 46 + n : pos + 46 + n + e], size, comp, offset)
         offset += shift
         # Where the data starts: after the local header, whose name and extra lengths are its own.
         data = None
-        if 0 <= offset and offset + 30 <= end and buf[offset : offset + 4] == _LOCAL:
-            ln, le = _HH(buf, offset + 26)
+        header = bytes(buf[offset : offset + 30]) if offset >= 0 else b""
+        if len(header) == 30 and header[:4] == _LOCAL:
+            ln, le = _HH(header, 26)
             data = offset + 30 + ln + le
         members.append(Member(name, method, comp, size, offset, data, "central"))
         pos += 46 + n + e + c
