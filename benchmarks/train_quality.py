@@ -49,7 +49,7 @@ CHANGE_THRESHOLD = 0.1
 TARGETS = {"deface_label": 0.90, "restore_normal": 0.80, "iou": 0.5, "l1_ratio": 0.8}
 JUDGE_VERSION = 2  # bump when the judge's recipe changes (the cache key)
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ptools-bench"
-QUICK_START_STEPS = 600
+QUICK_START_STEPS = 1500
 
 
 class Judge(nn.Module):
