@@ -131,3 +131,15 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     stderr_console().print(message, highlight=False)
+
+
+def print_check_output(con: Any, check: dict[str, Any] | None) -> None:
+    """The --check-output verdict line shared by convert and port (nothing when the check was not asked)."""
+    if not check:
+        return
+    verdict = "[green]ok[/green]" if check["ok"] else "[red]too large[/red]"
+    con.print(
+        f"check-output: max abs error {check['max_abs_error']:.3g} (tolerance {check['tolerance']:g}) {verdict}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -136,7 +136,7 @@ def _render(doc: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ptools.cli._output import print_table, stdout_console
+    from ptools.cli._output import print_check_output, print_table, stdout_console
 
     con = stdout_console()
     src = doc["source"]
@@ -212,14 +212,7 @@ def _render(doc: dict[str, Any]) -> None:
             roles[s["role"]] = roles.get(s["role"], 0) + 1
         parts = [f"{n} {r}" + (f" ({_SKIPPED_USE[r]})" if r in _SKIPPED_USE else "") for r, n in roles.items()]
         con.print("skipped: " + ", ".join(parts), highlight=False, markup=False, soft_wrap=True)
-    check = doc.get("check_output")
-    if check:
-        verdict = "[green]ok[/green]" if check["ok"] else "[red]too large[/red]"
-        con.print(
-            f"check-output: max abs error {check['max_abs_error']:.3g} (tolerance {check['tolerance']:g}) {verdict}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_check_output(con, doc.get("check_output"))
     if doc["written"]:
         con.print(
             f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)",

@@ -64,7 +64,7 @@ def port_command(
 def _render(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from ptools.cli._output import stdout_console
+    from ptools.cli._output import print_check_output, stdout_console
 
     con = stdout_console()
     if doc["unsupported"]:
@@ -97,14 +97,7 @@ def _render(doc: dict[str, Any]) -> None:
             typer.echo(f"{r['layer']}\t{r['class']}\t{code}\t{'; '.join(r['settings'])}")
     else:
         con.print(table)
-    check = doc.get("check_output")
-    if check:
-        verdict = "[green]ok[/green]" if check["ok"] else "[red]too large[/red]"
-        con.print(
-            f"check-output: max abs error {check['max_abs_error']:.3g} (tolerance {check['tolerance']:g}) {verdict}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_check_output(con, doc.get("check_output"))
     out = doc["output_dir"]
     if doc["written"]:
         con.print(

@@ -10,13 +10,14 @@ import numpy as np
 from ptools.errors import PtoolsError
 
 
-def _load_arrays(path: Path, what: str) -> list[np.ndarray]:
+def load_arrays(path: Path, what: str) -> list[np.ndarray]:
+    """The arrays of a .npy file, or of a .npz file in its stored order (no pickles); `what` names the flag."""
     if not path.is_file():
-        raise PtoolsError(f"--{what} {path}: no such file")
+        raise PtoolsError(f"{path}: no such {what} file")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise PtoolsError(f"--{what} {path}: not a .npy/.npz file ({e})") from None
+        raise PtoolsError(f"{path}: not a .npy/.npz {what} file ({e})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             return [data[k] for k in data.files]
@@ -57,8 +58,8 @@ def check_model_output(plan: Any, input_path: Path, expected_path: Path, toleran
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing:
         raise PtoolsError(f"--check-output: the converted weights leave {len(missing)} model keys unset: {missing[:5]}")
-    xs = _load_arrays(input_path, "input")
-    ys = _load_arrays(expected_path, "expected")
+    xs = load_arrays(input_path, "input")
+    ys = load_arrays(expected_path, "expected output")
     channels = _first_conv_channels(model)
     inputs, transposed = [], []
     for x in xs:

@@ -447,23 +447,13 @@ def _torch_shape(v: Value) -> tuple[int | None, ...]:
     return (s[-1], *s[:-1]) if v.cf and v.rank > 2 else s
 
 
-def _load_arrays(path: Path, what: str) -> list[np.ndarray]:
-    if not path.is_file():
-        raise PtoolsError(f"{path}: no such {what} file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise PtoolsError(f"{path}: not a .npy/.npz file ({e})") from None
-    if isinstance(data, np.ndarray):
-        return [data]
-    return [data[k] for k in data.files]
-
-
 def check_output(p: Port, model: Any, input_path: Path, expected_path: Path, tolerance: float) -> dict[str, Any]:
     """Run the module on Keras-layout inputs and compare with Keras' outputs (max abs error)."""
     import torch
 
-    xs, ys = _load_arrays(input_path, "input"), _load_arrays(expected_path, "expected output")
+    from ptools.convert.verify import load_arrays
+
+    xs, ys = load_arrays(input_path, "input"), load_arrays(expected_path, "expected output")
     if len(xs) != len(p.inputs):
         raise PtoolsError(f"{input_path}: {len(xs)} arrays, the model takes {len(p.inputs)} inputs")
     if len(ys) != len(p.outputs):
