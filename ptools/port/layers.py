@@ -225,6 +225,14 @@ def expect(ws: Weights, names: list[str]) -> dict[str, np.ndarray]:
     return {n: a for n, (_, a) in zip(names, ws, strict=True)}
 
 
+def channels(v: Value) -> int:
+    """The channel count a layer's weights are sized by; a port cannot declare a layer without it."""
+    c = v.shape[-1]
+    if c is None:
+        raise Unsupported("unknown number of input channels")
+    return c
+
+
 def conv(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
     _check_channels_last(cfg)
     v = ins[0]
@@ -232,9 +240,7 @@ def conv(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
     k, s, d = tup(cfg["kernel_size"], nd), tup(cfg.get("strides", 1), nd), tup(cfg.get("dilation_rate", 1), nd)
     groups = int(cfg.get("groups", 1) or 1)
     padding = cfg.get("padding", "valid")
-    cin, cout, use_bias = v.shape[-1], int(cfg["filters"]), bool(cfg.get("use_bias", True))
-    if cin is None:
-        raise Unsupported("unknown number of input channels")
+    cin, cout, use_bias = channels(v), int(cfg["filters"]), bool(cfg.get("use_bias", True))
     sizes = v.shape[:-1]
     kwargs: dict[str, Any] = {"kernel_size": one(k)}
     if any(x != 1 for x in s):
@@ -298,7 +304,7 @@ def conv_transpose(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode
     padding = cfg.get("padding", "valid")
     if int(cfg.get("groups", 1) or 1) != 1:
         raise Unsupported("grouped Conv2DTranspose")
-    cin, cout, use_bias = v.shape[-1], int(cfg["filters"]), bool(cfg.get("use_bias", True))
+    cin, cout, use_bias = channels(v), int(cfg["filters"]), bool(cfg.get("use_bias", True))
     sizes = v.shape[:-1]
     out_sizes: tuple[int | None, ...] = (None, None)
     expressible = None
@@ -341,9 +347,7 @@ def conv_transpose(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode
 
 def depthwise(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     m = int(cfg.get("depth_multiplier", 1))
-    c = ins[0].shape[-1]
-    if c is None:
-        raise Unsupported("unknown number of input channels")
+    c = channels(ins[0])
     code = conv({**cfg, "filters": c * m, "groups": c}, ins, ctx, 2)
     code.settings = [s for s in code.settings if not s.startswith("groups=")]
     code.settings.insert(0, f"depthwise: groups={c}, depth_multiplier={m} (output channel c*{m}+m)")
@@ -362,9 +366,7 @@ def _depthwise_weights(ws: Weights, use_bias: bool, attr: str) -> dict:
 
 def separable(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     m = int(cfg.get("depth_multiplier", 1))
-    c = ins[0].shape[-1]
-    if c is None:
-        raise Unsupported("unknown number of input channels")
+    c = channels(ins[0])
     dw_ctx = Ctx(f"{ctx.attr}_depthwise", ctx.out, ctx.keras3, ctx.layer)
     dw = conv({**cfg, "filters": c * m, "groups": c, "use_bias": False, "activation": None}, ins, dw_ctx, 2)
     pw_ctx = Ctx(f"{ctx.attr}_pointwise", ctx.out, ctx.keras3, ctx.layer)
@@ -424,7 +426,7 @@ def batchnorm(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
         raise Unsupported(f"BatchNormalization over axis {axis} (only the channel axis is ported)")
     if cfg.get("renorm"):
         raise Unsupported("batch renormalization")
-    c = v.shape[-1]
+    c = channels(v)
     eps, mom = float(cfg.get("epsilon", 1e-3)), float(cfg.get("momentum", 0.99))
     nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(v.rank)
     if nd is None:
