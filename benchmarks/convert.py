@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter
+from ptools.checkpoint.tf.writer import TFBundleWriter
 
 MiB = 1 << 20
 
@@ -109,7 +109,7 @@ def _times(ts: list[float]) -> str:
 def transpose_seconds(prefix: Path, repeat: int) -> tuple[int, tuple[float, float], tuple[float, float]]:
     """(threads, (wall, CPU) seconds with 1 thread, (wall, CPU) with the default threads), best of `repeat`,
     to transpose every kernel of the bundle (CPU counts all threads of this process)."""
-    from ptools.checkpoint.tf_bundle import TFBundleReader
+    from ptools.checkpoint.tf.bundle import TFBundleReader
     from ptools.convert import layouts
 
     reader = TFBundleReader(prefix)

@@ -357,8 +357,8 @@ def _safetensors_header(files: dict[str, bytes], rng: random.Random) -> dict[str
 
 def _tf_index_entries(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
     """Edit one entry of the index (huge shape, size, offset, slice extents; odd keys) and rebuild the table."""
-    from ptools.checkpoint.tf_bundle_proto import encode_entry, parse_entry
-    from ptools.checkpoint.tf_bundle_table import build_table, read_table
+    from ptools.checkpoint.tf.proto import encode_entry, parse_entry
+    from ptools.checkpoint.tf.table import build_table, read_table
 
     index_name = next(n for n in files if n.endswith(".index"))
     pairs = read_table(files[index_name])
@@ -838,11 +838,11 @@ def prewarm() -> None:
     from PIL import Image
 
     Image.init()
-    import ptools.checkpoint.formats  # noqa: F401
+    import ptools.checkpoint.loaders  # noqa: F401
     import ptools.checkpoint.scan  # noqa: F401
     import ptools.checkpoint.stats  # noqa: F401
     import ptools.checkpoint.summary  # noqa: F401
-    import ptools.checkpoint.tf_bundle  # noqa: F401
+    import ptools.checkpoint.tf.bundle  # noqa: F401
     import ptools.cli  # noqa: F401
     import ptools.cli.inspect  # noqa: F401
     import ptools.convert.api  # noqa: F401

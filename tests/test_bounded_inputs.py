@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from ptools.checkpoint.stats import tensor_stats
-from ptools.checkpoint.tf_bundle_proto import BundleEntry, TrackableNode, slice_key
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter
+from ptools.checkpoint.tf.proto import BundleEntry, TrackableNode, slice_key
+from ptools.checkpoint.tf.writer import TFBundleWriter
 from ptools.errors import printable
 from tests import fuzzing
 
@@ -79,7 +79,7 @@ def test_tf_slice_declaring_gigabytes_is_refused_before_allocating(tmp_path, mon
     (out,) = fuzzing.run_files(_files(tmp_path), "m.index", [["convert", "{target}", "{out}/o.safetensors"]])
     assert out.verdict == "ok" and out.rc == 2 and "truncated" in out.stderr, out
 
-    from ptools.checkpoint.tf_bundle import TFBundleReader
+    from ptools.checkpoint.tf.bundle import TFBundleReader
     from ptools.errors import PtoolsError
 
     def no_big_zeros(shape, *a, **k):
@@ -295,7 +295,7 @@ def test_json_of_rejections_names_the_escaped_file(runner, tmp_path):
 
 def test_hdf5_library_loop_is_cut_by_the_probe(tmp_path):
     """One flipped bit (found by fuzzing) sends HDF5 into an endless loop while h5py holds the GIL."""
-    from ptools.checkpoint.keras_h5 import probe_hdf5
+    from ptools.checkpoint.keras.h5 import probe_hdf5
     from ptools.errors import PtoolsError
 
     data = bytearray((FIXTURES / "keras" / "legacy_model.h5").read_bytes())

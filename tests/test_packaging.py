@@ -40,7 +40,7 @@ def test_no_install_line_names_the_wrong_package():
 
 
 def test_missing_h5py_names_the_file_and_this_projects_extra(tmp_path, monkeypatch):
-    from ptools.checkpoint import keras_h5
+    from ptools.checkpoint.keras import h5 as keras_h5
 
     monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` raises ImportError
     path = tmp_path / "model.h5"

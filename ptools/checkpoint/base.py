@@ -109,7 +109,7 @@ _builtin_loaded = False
 
 
 def register_format(name: str, sniffer: Sniffer, opener: Opener) -> None:
-    """Add a format. Readers register themselves from `ptools.checkpoint.formats`."""
+    """Add a format. Readers register themselves from `ptools.checkpoint.loaders`."""
     _FORMATS.append((name, sniffer, opener))
 
 
@@ -117,7 +117,7 @@ def _load_builtin_formats() -> None:
     global _builtin_loaded
     if not _builtin_loaded:
         _builtin_loaded = True
-        import ptools.checkpoint.formats  # noqa: F401  (registers every reader)
+        import ptools.checkpoint.loaders  # noqa: F401  (registers every reader)
 
 
 def diagnose_not_a_checkpoint(path: Path, head: bytes) -> str:

@@ -37,7 +37,7 @@ def sniff(path: Path, head: bytes) -> bool:
         path.name.endswith(".index.json")
         and head.lstrip().startswith(b"{")
         and b'"weight_map"' in head
-        and b".weights.h5" not in head  # Keras 3 shards: keras_h5 reads those
+        and b".weights.h5" not in head  # Keras 3 shards: keras.h5 reads those
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
-from ptools.checkpoint.pickle_structure import MODULE_MARK
+from ptools.checkpoint.pickle.structure import MODULE_MARK
 from ptools.errors import PtoolsError
 
 WRAPPER_PREFIXES = {

@@ -148,7 +148,7 @@ def _open(path: Path, unsafe: bool) -> Any:
 
     if not unsafe:
         return open_checkpoint(path)
-    from ptools.checkpoint.torch_objects import open_unsafe
+    from ptools.checkpoint.torch.objects import open_unsafe
     from ptools.cli._output import warn
 
     if not path.is_file():

@@ -168,7 +168,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
 
 def _with_config_settings(notes: list[Note], canon: Canonical) -> list[Note]:
     """Add the weightless layers' settings (pooling, padding, upsampling, activations), all in model order."""
-    from ptools.checkpoint.keras_h5 import config_layers_by_name
+    from ptools.checkpoint.keras.h5 import config_layers_by_name
 
     cfgs = config_layers_by_name(canon.model_config)
     if not cfgs:

@@ -94,7 +94,7 @@ def _any_conv(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> Any:
 
 def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[str]) -> None:
     """Set `undetermined` on every Dense kernel whose row order the file does not settle."""
-    from ptools.checkpoint.keras_h5 import config_layers_by_name
+    from ptools.checkpoint.keras.h5 import config_layers_by_name
 
     in_config = set(config_layers_by_name(canon.model_config)) if canon.model_config else set()
     after_flatten = shapes.dense_after_flatten(canon.model_config)

@@ -55,7 +55,7 @@ class Port:
 
 
 def _open(path: Path) -> Any:
-    from ptools.checkpoint.keras_h5 import KerasReader
+    from ptools.checkpoint.keras.h5 import KerasReader
 
     if not path.exists():
         raise PtoolsError(f"{path}: no such file")
@@ -96,7 +96,7 @@ def _sniff(path: Path) -> None:
     """Say what a file is when it is not a Keras model, before a reader reports a confusing detail."""
     import zipfile
 
-    from ptools.checkpoint.keras_h5 import HDF5_MAGIC
+    from ptools.checkpoint.keras.h5 import HDF5_MAGIC
 
     with path.open("rb") as f:
         head = f.read(2048)
@@ -124,7 +124,7 @@ def _saved_model(path: Path) -> tuple[dict[str, Any], dict[str, Weights], str | 
     """A tf_keras SavedModel folder: the model config from keras_metadata.pb (the root object's metadata),
     the weights from variables/ (a TF bundle, read without TensorFlow), grouped by their layer's name scope."""
     from ptools.checkpoint.base import open_checkpoint
-    from ptools.checkpoint.tf_bundle_proto import iter_fields
+    from ptools.checkpoint.tf.proto import iter_fields
 
     meta_file = path / "keras_metadata.pb"
     if not meta_file.is_file():
@@ -172,10 +172,10 @@ def _layer_weights(reader: Any) -> dict[str, Weights]:
     """Each Keras layer's arrays in its variable order, keyed by the layer name of the config.
 
     The association of config layers with stored weights across naming schemes (`kernel:0`, Keras 2.0's
-    `conv2d_1_1/kernel:0`, Keras 3's `vars/0`) is the checkpoint reader's (`keras_h5.model_layers`, shared
-    with `convert`); the path kept with each array tells Bidirectional's forward and backward halves apart.
+    `conv2d_1_1/kernel:0`, Keras 3's `vars/0`) is the checkpoint reader's (`checkpoint.keras.h5.model_layers`,
+    shared with `convert`); the path kept with each array tells Bidirectional's forward and backward halves apart.
     """
-    from ptools.checkpoint.keras_h5 import model_layers
+    from ptools.checkpoint.keras.h5 import model_layers
 
     infos = {t.key: t for t in reader.tensors()}
     out: dict[str, Weights] = {}

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from ptools.checkpoint import open_checkpoint
 from ptools.checkpoint import summary as sm
-from ptools.checkpoint.pickle_structure import build
-from ptools.checkpoint.restricted_pickle import restricted_load
+from ptools.checkpoint.pickle.restricted import restricted_load
+from ptools.checkpoint.pickle.structure import build
 from ptools.checkpoint.scan import security_report
 from ptools.checkpoint.stats import tensor_stats
 from ptools.errors import PtoolsError

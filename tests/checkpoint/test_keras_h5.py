@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ptools.checkpoint import open_checkpoint
-from ptools.checkpoint.keras_h5 import KerasReader, to_snake_case
+from ptools.checkpoint.keras.h5 import KerasReader, to_snake_case
 from ptools.errors import PtoolsError
 
 KERAS = Path(__file__).resolve().parents[1] / "fixtures" / "keras"

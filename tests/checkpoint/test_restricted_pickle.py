@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ptools.checkpoint import open_checkpoint
-from ptools.checkpoint.pickle_structure import build
-from ptools.checkpoint.restricted_pickle import DANGEROUS, SAFE, SUSPICIOUS, grade_global, restricted_load
+from ptools.checkpoint.pickle.restricted import DANGEROUS, SAFE, SUSPICIOUS, grade_global, restricted_load
+from ptools.checkpoint.pickle.structure import build
 from tests.checkpoint.torch_files import PAYLOAD_KINDS, Payload, UserConfig, save_malicious
 
 EXPECTED_GLOBAL = {

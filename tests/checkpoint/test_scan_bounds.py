@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from ptools.checkpoint import open_checkpoint
 from ptools.checkpoint import summary as sm
-from ptools.checkpoint.pickle_structure import MAX_NODES, build
-from ptools.checkpoint.restricted_pickle import DANGEROUS, SUSPICIOUS, restricted_load
+from ptools.checkpoint.pickle.restricted import DANGEROUS, SUSPICIOUS, restricted_load
+from ptools.checkpoint.pickle.structure import MAX_NODES, build
 from ptools.checkpoint.scan import security_report
 from ptools.cli import app
 from tests.checkpoint.torch_files import TinyNet

@@ -18,9 +18,9 @@ import torch
 from typer.testing import CliRunner
 
 from ptools.checkpoint import open_checkpoint
-from ptools.checkpoint.pickle_scan import scan_region, scan_stream
-from ptools.checkpoint.restricted_pickle import DANGEROUS, SAFE, SUSPICIOUS, classify, restricted_load
-from ptools.checkpoint.torch_legacy import MAGIC_NUMBER
+from ptools.checkpoint.pickle.restricted import DANGEROUS, SAFE, SUSPICIOUS, classify, restricted_load
+from ptools.checkpoint.pickle.static_scan import scan_region, scan_stream
+from ptools.checkpoint.torch.legacy import MAGIC_NUMBER
 from ptools.cli import app
 from tests.checkpoint.torch_files import Payload
 

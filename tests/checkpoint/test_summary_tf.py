@@ -8,7 +8,7 @@ import pytest
 
 from ptools.checkpoint import open_checkpoint
 from ptools.checkpoint import summary as sm
-from ptools.checkpoint.tf_bundle import OBJECT_GRAPH_KEY
+from ptools.checkpoint.tf.bundle import OBJECT_GRAPH_KEY
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 

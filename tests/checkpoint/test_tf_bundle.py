@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ptools.checkpoint.base import open_checkpoint
-from ptools.checkpoint.tf_bundle import TFBundleReader
-from ptools.checkpoint.tf_bundle_proto import read_varint
-from ptools.checkpoint.tf_bundle_table import FOOTER_SIZE, iter_block, read_block
+from ptools.checkpoint.tf.bundle import TFBundleReader
+from ptools.checkpoint.tf.proto import read_varint
+from ptools.checkpoint.tf.table import FOOTER_SIZE, iter_block, read_block
 from ptools.errors import PtoolsError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tf"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ptools.checkpoint.tf_bundle import TF_DTYPES, TFBundleReader, data_filename
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter, object_graph_for
+from ptools.checkpoint.tf.bundle import TF_DTYPES, TFBundleReader, data_filename
+from ptools.checkpoint.tf.writer import TFBundleWriter, object_graph_for
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ptools.checkpoint import crc32c
 from ptools.checkpoint.base import open_checkpoint
-from ptools.checkpoint.tf_bundle import TFBundleReader
-from ptools.checkpoint.tf_bundle_proto import encode_header
-from ptools.checkpoint.tf_bundle_table import FOOTER_SIZE, build_table
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter
+from ptools.checkpoint.tf import crc32c
+from ptools.checkpoint.tf.bundle import TFBundleReader
+from ptools.checkpoint.tf.proto import encode_header
+from ptools.checkpoint.tf.table import FOOTER_SIZE, build_table
+from ptools.checkpoint.tf.writer import TFBundleWriter
 from ptools.errors import PtoolsError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
@@ -34,7 +34,7 @@ def read_everything(path: Path, verify: bool = True) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two data blocks, a string tensor, an object graph, slices and two shards: every structure in one."""
-    from ptools.checkpoint.tf_bundle_writer import object_graph_for
+    from ptools.checkpoint.tf.writer import object_graph_for
 
     d = tmp_path_factory.mktemp("bundle")
     with TFBundleWriter(d / "ck", num_shards=2, block_size=200) as w:
@@ -189,14 +189,14 @@ def test_corrupt_snappy_block_with_valid_crc(tmp_path: Path) -> None:
     index = bytearray((tmp_path / "ck.index").read_bytes())
     assert index[:4] != b"\x00\x00\x06\x08"  # the first block really is compressed
     # Break the compressed stream (declared length), then re-seal the block CRC so only snappy can object.
-    from ptools.checkpoint.tf_bundle_proto import read_varint
+    from ptools.checkpoint.tf.proto import read_varint
 
     footer = bytes(index[-FOOTER_SIZE:])
     _, p = read_varint(footer, 0)
     _, p = read_varint(footer, p)
     idx_off, p = read_varint(footer, p)
     idx_size, _ = read_varint(footer, p)
-    from ptools.checkpoint.tf_bundle_table import iter_block
+    from ptools.checkpoint.tf.table import iter_block
 
     handle = iter_block(bytes(index[idx_off : idx_off + idx_size]), "index")[0][1]
     off, p = read_varint(handle, 0)
@@ -227,8 +227,8 @@ def test_single_file_table_is_explained(tmp_path: Path) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_damaged_object_graph_with_valid_crc_never_crashes(tmp_path: Path, data: st.DataObject) -> None:
-    from ptools.checkpoint.tf_bundle_proto import encode_object_graph
-    from ptools.checkpoint.tf_bundle_writer import object_graph_for
+    from ptools.checkpoint.tf.proto import encode_object_graph
+    from ptools.checkpoint.tf.writer import object_graph_for
 
     graph = bytearray(
         encode_object_graph(object_graph_for({"a/k": "a/kernel", "b/k": "b/kernel"}, slots={"a/k": {"m": "opt/m"}}))

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptools.checkpoint import crc32c, snappy
-from ptools.checkpoint.tf_bundle_proto import slice_key
+from ptools.checkpoint.tf import crc32c, snappy
+from ptools.checkpoint.tf.proto import slice_key
 
 
 def crc_reference(data: bytes) -> int:

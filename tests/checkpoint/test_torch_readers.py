@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ptools.checkpoint import open_checkpoint
-from ptools.checkpoint.torch_objects import tensor_to_numpy
+from ptools.checkpoint.torch.objects import tensor_to_numpy
 from ptools.errors import PtoolsError
 from tests.checkpoint.torch_files import TiedNet, save_nested, tiny_state_dict
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptools.checkpoint.keras_h5 import associate_legacy_weights, keras_model_layers
+from ptools.checkpoint.keras.h5 import associate_legacy_weights, keras_model_layers
 from ptools.cli import app
 from ptools.convert.api import ConvertOptions, plan
 from tests.convert import ports_convert as ports

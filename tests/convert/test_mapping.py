@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter
+from ptools.checkpoint.tf.writer import TFBundleWriter
 from ptools.cli import app
 from ptools.convert.api import ConvertOptions, plan
 from ptools.errors import PtoolsError

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ptools.checkpoint import open_checkpoint
-from ptools.checkpoint.tf_bundle_writer import TFBundleWriter, object_graph_for
+from ptools.checkpoint.tf.writer import TFBundleWriter, object_graph_for
 from ptools.cli import app
 from ptools.convert.api import ConvertOptions, plan
 from tests.convert.ports import FixturePort

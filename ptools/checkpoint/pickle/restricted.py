@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.dtypes import STORAGE_DTYPES, TORCH_DTYPE_NAMES
-from ptools.checkpoint.pickle_scan import StreamScan, scan_stream
+from ptools.checkpoint.pickle.static_scan import StreamScan, scan_stream
 
 SAFE, SUSPICIOUS, DANGEROUS = "safe", "suspicious", "dangerous"
 _GRADE_ORDER = {SAFE: 0, SUSPICIOUS: 1, DANGEROUS: 2}

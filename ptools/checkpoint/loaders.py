@@ -1,4 +1,4 @@
-"""Registers every checkpoint reader with `ptools.checkpoint.base`, most specific sniffers first.
+"""Which reader opens a file, decided by its bytes: every format's sniffer, most specific first.
 
 Each format module exposes `sniff(path, head) -> bool` and `open(path) -> CheckpointReader`; add a
 line here when a format lands.
@@ -6,14 +6,11 @@ line here when a format lands.
 
 from __future__ import annotations
 
+from ptools.checkpoint import safetensors_reader, sharded
 from ptools.checkpoint.base import register_format
-
-# Formats register here, e.g.:
-#   from ptools.checkpoint import safetensors_reader
-#   register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)
-_ = register_format
-
-from ptools.checkpoint import safetensors_reader, sharded, torch_legacy, torch_zip  # noqa: E402  (no torch at import)
+from ptools.checkpoint.keras import h5 as keras_h5  # h5py is imported only when a file is opened
+from ptools.checkpoint.torch import legacy as torch_legacy  # no torch at import
+from ptools.checkpoint.torch import zip as torch_zip
 
 register_format("sharded", sharded.sniff, sharded.open_reader)  # an *.index.json weight map, or its folder
 
@@ -23,8 +20,6 @@ register_format("torch-legacy", torch_legacy.sniff_legacy, torch_legacy.TorchLeg
 register_format("torch-tar", torch_legacy.sniff_tar, torch_legacy.TorchTarReader)
 register_format("pickle", torch_legacy.sniff_pickle, torch_legacy.PickleReader)
 
-from ptools.checkpoint import keras_h5  # noqa: E402  (h5py is imported only when a file is opened)
-
 register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
 register_format("keras-h5", keras_h5.sniff_h5, keras_h5.open_reader)
 register_format("keras-shards", keras_h5.sniff_keras_shards, keras_h5.open_reader)
@@ -32,9 +27,9 @@ register_format("keras-shards", keras_h5.sniff_keras_shards, keras_h5.open_reade
 
 def _tf_bundle():  # noqa: ANN202
     # Imported on first use: it pulls in numpy (~0.2 s), which `inspect` of torch/safetensors files never needs.
-    from ptools.checkpoint import tf_bundle
+    from ptools.checkpoint.tf import bundle
 
-    return tf_bundle
+    return bundle
 
 
 register_format("tf-bundle", lambda p, h: _tf_bundle().sniff(p, h), lambda p: _tf_bundle().open_reader(p))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ptools.checkpoint.base import TensorInfo
 from ptools.checkpoint.dtypes import itemsize
-from ptools.checkpoint.restricted_pickle import (
+from ptools.checkpoint.pickle.restricted import (
     AttributeDictData,
     DefaultDictData,
     NamespaceData,

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ptools.checkpoint import crc32c
 from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
-from ptools.checkpoint.tf_bundle_proto import (
+from ptools.checkpoint.tf import crc32c
+from ptools.checkpoint.tf.proto import (
     BundleEntry,
     BundleHeader,
     ProtoError,
@@ -28,7 +28,7 @@ from ptools.checkpoint.tf_bundle_proto import (
     read_varint,
     slice_key,
 )
-from ptools.checkpoint.tf_bundle_table import MAGIC_BYTES, TableError, read_table
+from ptools.checkpoint.tf.table import MAGIC_BYTES, TableError, read_table
 from ptools.errors import PtoolsError
 
 __all__ = [
@@ -491,7 +491,7 @@ class TFBundleReader(CheckpointReader):
     def object_graph(self) -> Any:
         """The parsed TrackableObjectGraph (list of nodes), or None for TF1 name-based checkpoints."""
         if self._graph is None and OBJECT_GRAPH_KEY in self._entries:
-            from ptools.checkpoint.tf_bundle_proto import parse_object_graph
+            from ptools.checkpoint.tf.proto import parse_object_graph
 
             blob = self.read(OBJECT_GRAPH_KEY).reshape(-1)
             if blob.size != 1:
@@ -504,7 +504,7 @@ class TFBundleReader(CheckpointReader):
 
     def _all_variables(self) -> list[VariableInfo]:
         if self._variables is None:
-            from ptools.checkpoint.tf_bundle_vars import classify
+            from ptools.checkpoint.tf.vars import classify
 
             self._variables = classify(self)
         return self._variables
@@ -517,7 +517,7 @@ class TFBundleReader(CheckpointReader):
         that has an ExponentialMovingAverage shadow is replaced by the shadow (role "ema", `name` still
         the weight's name, `key` the shadow's key).
         """
-        from ptools.checkpoint.tf_bundle_vars import select
+        from ptools.checkpoint.tf.vars import select
 
         return select(self._all_variables(), include_optimizer=include_optimizer, ema=ema)
 

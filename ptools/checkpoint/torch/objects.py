@@ -1,7 +1,7 @@
 """Readers backed by torch itself: legacy data (after a clean scan) and the explicit `--unsafe` full load.
 
 TorchScript archives are not here: `torch.jit.load` runs the archive's own code, so they are read by the
-restricted unpickler like any zip checkpoint (`torch_zip.open_torchscript`).
+restricted unpickler like any zip checkpoint (`torch.zip.open_torchscript`).
 
 torch is imported only inside these functions; the zip and safetensors paths never reach this module.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
-from ptools.checkpoint.restricted_pickle import ScanResult, join_path
+from ptools.checkpoint.pickle.restricted import ScanResult, join_path
 from ptools.errors import PtoolsError
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ptools.checkpoint import crc32c
-from ptools.checkpoint.tf_bundle import _DTYPE_CODES, OBJECT_GRAPH_KEY, TF_DTYPES, data_filename
-from ptools.checkpoint.tf_bundle_proto import (
+from ptools.checkpoint.tf import crc32c
+from ptools.checkpoint.tf.bundle import _DTYPE_CODES, OBJECT_GRAPH_KEY, TF_DTYPES, data_filename
+from ptools.checkpoint.tf.proto import (
     BundleEntry,
     Extent,
     TrackableNode,
@@ -25,7 +25,7 @@ from ptools.checkpoint.tf_bundle_proto import (
     put_varint,
     slice_key,
 )
-from ptools.checkpoint.tf_bundle_table import (
+from ptools.checkpoint.tf.table import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_RESTART_INTERVAL,
     NO_COMPRESSION,
@@ -272,7 +272,7 @@ def object_graph_for(variables: dict[str, str], slots: dict[str, dict[str, str]]
     `slots` = {variable path: {slot name: slot full_name}} adds an "optimizer" child with slot variables,
     keyed `<var path>/.OPTIMIZER_SLOT/optimizer/<slot>/.ATTRIBUTES/VARIABLE_VALUE`.
     """
-    from ptools.checkpoint.tf_bundle_proto import SerializedTensor, SlotReference
+    from ptools.checkpoint.tf.proto import SerializedTensor, SlotReference
 
     nodes = [TrackableNode()]
     by_path: dict[str, int] = {"": 0}

@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
-from ptools.checkpoint.pickle_scan import looks_like_pickle_head, scan_region
-from ptools.checkpoint.pickle_structure import PickleContents, build
-from ptools.checkpoint.restricted_pickle import (
+from ptools.checkpoint.pickle.restricted import (
     SUSPICIOUS,
     GlobalRef,
     ScanResult,
@@ -30,8 +28,10 @@ from ptools.checkpoint.restricted_pickle import (
     looks_like_pickle,
     restricted_load,
 )
-from ptools.checkpoint.zip_members import FileBytes, Member, ZipError, list_members, member_head
-from ptools.checkpoint.zip_members import read_member as read_zip_member
+from ptools.checkpoint.pickle.static_scan import looks_like_pickle_head, scan_region
+from ptools.checkpoint.pickle.structure import PickleContents, build
+from ptools.checkpoint.torch.zip_members import FileBytes, Member, ZipError, list_members, member_head
+from ptools.checkpoint.torch.zip_members import read_member as read_zip_member
 from ptools.errors import PtoolsError
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ offset (11). Copies may overlap their own output (offset < length repeats a patt
 
 from __future__ import annotations
 
-from ptools.checkpoint.tf_bundle_proto import ProtoError, put_varint, read_varint
+from ptools.checkpoint.tf.proto import ProtoError, put_varint, read_varint
 
 
 class SnappyError(ValueError):

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import itemsize
-from ptools.checkpoint.pickle_scan import looks_like_pickle_head, scan_region, scan_stream
-from ptools.checkpoint.pickle_structure import PickleContents, build
-from ptools.checkpoint.restricted_pickle import (
+from ptools.checkpoint.pickle.restricted import (
     SUSPICIOUS,
     GlobalRef,
     ScanResult,
     add_static_globals,
     restricted_load,
 )
-from ptools.checkpoint.torch_zip import tensor_from_storage
+from ptools.checkpoint.pickle.static_scan import looks_like_pickle_head, scan_region, scan_stream
+from ptools.checkpoint.pickle.structure import PickleContents, build
+from ptools.checkpoint.torch.zip import tensor_from_storage
 from ptools.errors import PtoolsError
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class TorchLegacyReader(_PickleFileReader):
         t = self._loaded.get(key)
         if t is None:
             raise PtoolsError(f"{self.path}: torch.load did not produce tensor {key!r}")
-        from ptools.checkpoint.torch_objects import tensor_to_numpy
+        from ptools.checkpoint.torch.objects import tensor_to_numpy
 
         return tensor_to_numpy(t)
 
@@ -201,7 +201,7 @@ class TorchLegacyReader(_PickleFileReader):
 
         import torch
 
-        from ptools.checkpoint.torch_objects import flatten_torch
+        from ptools.checkpoint.torch.objects import flatten_torch
 
         try:
             with warnings.catch_warnings():
@@ -270,7 +270,7 @@ class TorchTarReader(_PickleFileReader):
     def __init__(self, path: Path) -> None:
         import tarfile
 
-        from ptools.checkpoint.torch_zip import size_limit
+        from ptools.checkpoint.torch.zip import size_limit
 
         super().__init__(path)
         limit = size_limit(path)

@@ -14,8 +14,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ptools.checkpoint.tf_bundle import TFBundleReader, VariableInfo
-    from ptools.checkpoint.tf_bundle_proto import TrackableNode
+    from ptools.checkpoint.tf.bundle import TFBundleReader, VariableInfo
+    from ptools.checkpoint.tf.proto import TrackableNode
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 # TF1 slot suffixes: slot_creator names slots "<var>/<optimizer name>[_k]".
@@ -59,7 +59,7 @@ def classify(reader: TFBundleReader) -> list[VariableInfo]:
 
 
 def _info(reader: TFBundleReader, key: str, **kw: object) -> VariableInfo:
-    from ptools.checkpoint.tf_bundle import VariableInfo
+    from ptools.checkpoint.tf.bundle import VariableInfo
 
     return VariableInfo(key=key, shape=tuple(reader.entry(key).shape), dtype=reader.dtype_of(key), **kw)  # type: ignore[arg-type]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from ptools.checkpoint import crc32c, snappy
-from ptools.checkpoint.tf_bundle_proto import ProtoError, put_varint, read_varint
+from ptools.checkpoint.tf import crc32c, snappy
+from ptools.checkpoint.tf.proto import ProtoError, put_varint, read_varint
 
 MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = struct.pack("<Q", MAGIC)
