@@ -109,6 +109,22 @@ def test_corrupted_data_pkl_with_valid_crc(tmp_path, samples, flips):
     _inspect_everything(path)
 
 
+def test_storage_key_with_a_newline_is_reported_on_one_line(tmp_path, samples):
+    # Found by the fuzz test above: a flipped byte turned storage key "0" into "\n".
+    src = zipfile.ZipFile(io.BytesIO(samples["z.pt"]))
+    path = tmp_path / "z.pt"
+    with zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                assert content.count(b"X\x01\x00\x00\x000") >= 1
+                content = content.replace(b"X\x01\x00\x00\x000", b"X\x01\x00\x00\x00\n")
+            dst.writestr(item, content)
+    with pytest.raises(PtoolsError) as e:
+        open_checkpoint(path)
+    assert "is missing from the archive" in str(e.value) and "\n" not in str(e.value)
+
+
 @FUZZ
 @given(data=st.binary(max_size=300))
 def test_restricted_load_never_raises(data):

@@ -271,11 +271,12 @@ class TorchZipReader(CheckpointReader):
         for key, ref in self.scan.storages.items():
             member = f"{self._prefix}data/{key}"
             if member not in names:
-                raise PtoolsError(f"{self.path}: storage {key} is missing from the archive (truncated or corrupted)")
+                msg = f"{self.path}: storage {key} is missing from the archive (truncated or corrupted)"
+                raise PtoolsError(oneline(msg))
             need = ref.numel * itemsize(ref.dtype)
             have = self._zf.getinfo(member).file_size
             if have < need:
-                raise PtoolsError(f"{self.path}: storage {key} holds {have} bytes but its tensors need {need}")
+                raise PtoolsError(oneline(f"{self.path}: storage {key} holds {have} bytes but its tensors need {need}"))
 
     # -- reader interface
     def tensors(self) -> list[TensorInfo]:
@@ -322,7 +323,7 @@ class TorchZipReader(CheckpointReader):
         try:
             info = self._zf.getinfo(member)
         except KeyError:
-            raise PtoolsError(f"{self.path}: storage {storage_key} is missing from the archive") from None
+            raise PtoolsError(oneline(f"{self.path}: storage {storage_key} is missing from the archive")) from None
         if info.compress_type != zipfile.ZIP_STORED:
             # Someone re-zipped the archive with compression: no mapping possible, read this storage.
             return read_member(self._zf, member, self.path, limit=1 << 62), 0, info.file_size
