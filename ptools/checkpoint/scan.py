@@ -32,12 +32,25 @@ def security_report(reader: CheckpointReader) -> dict[str, Any]:
         "groups": stock_groups(findings),
         "pickle_error": meta.get("pickle_error"),
         "notes": list(getattr(getattr(reader, "scan", None), "notes", []) or []),
-        "source": "pickle" if reader.format in PICKLE_FORMATS else "model config",
+        "source": _source(findings, reader.format),
         "note": None if has_pickle else _clean_note(reader.format),
     }
 
 
+def _source(findings: list[dict[str, Any]], fmt: str) -> str:
+    """What the findings come from, in words: pickle, model config, code, or several of them."""
+    kinds = set()
+    for g in findings:
+        src = str(g.get("source") or "")
+        kinds.add("model config" if src == "model config" else "code" if src.endswith(".py") else "pickle")
+    if not kinds:
+        return "pickle" if fmt in PICKLE_FORMATS else "model config"
+    return " and ".join(sorted(kinds))
+
+
 def _clean_note(fmt: str) -> str:
+    if fmt in ("npy", "npz"):
+        return f"{fmt}: numeric arrays only (no object array, so numpy.load unpickles nothing)"
     if fmt.startswith("keras"):
         return f"{fmt}: no pickle, and the model config names no Lambda layer and no class from outside Keras"
     return f"{fmt} files hold no pickle: nothing in them can run code"
