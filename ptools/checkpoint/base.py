@@ -7,6 +7,7 @@ and return numpy arrays only when asked for data.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,28 @@ def diagnose_not_a_checkpoint(path: Path, head: bytes) -> str:
     stripped = head.lstrip().lower()
     if stripped.startswith((b"<!doctype html", b"<html", b"<?xml")):
         return "an HTML/XML page, not a checkpoint (the download probably returned an error page)"
-    return "unrecognised format (not a PyTorch, safetensors, TensorFlow or Keras checkpoint)"
+    what = "not a PyTorch, safetensors, numpy, TensorFlow or Keras checkpoint"
+    if _is_text(head):
+        kind = "Python source" if path.suffix == ".py" or _PY_START.match(head) else "a text file"
+        return f"unrecognised format ({kind}, {what})"
+    return f"unrecognised format ({what})"
+
+
+# First tokens of Python source: `model.py` given where `model.pt` was meant is an easy slip.
+_PY_START = re.compile(rb"\s*(#!|\"\"\"|import |from \S+ import |class |def |@|if __name__)")
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 without control bytes other than tabs and line ends."""
+    for cut in (0, 1, 2, 3):  # the 4 KiB window may end inside a character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return False
+    return all(c >= " " or c in "\t\n\r\f" for c in text)
 
 
 def open_checkpoint(path: str | Path) -> CheckpointReader:

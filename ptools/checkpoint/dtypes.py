@@ -39,6 +39,15 @@ ITEMSIZE: dict[str, int] = {
     "qint32": 4,
     "quint4x2": 1,
     "quint2x4": 1,
+    # Bit containers and sub-byte types torch.load(weights_only=True) accepts: stored as raw bytes.
+    "bits8": 1,
+    "bits16": 2,
+    "bits1x8": 1,
+    "bits2x4": 1,
+    "bits4x2": 1,
+    "float4_e2m1fn_x2": 1,
+    "bcomplex32": 4,
+    **{f"{s}int{n}": 1 for s in ("", "u") for n in range(1, 8)},
 }
 
 # numpy has these natively; the rest are reinterpreted from an unsigned integer of the same width.

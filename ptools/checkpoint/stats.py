@@ -70,8 +70,12 @@ def _overlap_note(raw: np.ndarray) -> str | None:
     return None
 
 
+# Packed or sub-byte types have no per-element value numpy can compute with (two float4 in one byte).
+_PACKED = ("float4_e2m1fn_x2", "bits", "bcomplex32", *(f"{s}int{n}" for s in ("", "u") for n in range(1, 8)))
+
+
 def numeric(dtype: str) -> bool:
-    return dtype.startswith(("float", "bfloat", "int", "uint", "bool"))
+    return dtype.startswith(("float", "bfloat", "int", "uint", "bool")) and dtype not in _PACKED
 
 
 def tensor_stats(reader: CheckpointReader, key: str) -> dict[str, Any]:

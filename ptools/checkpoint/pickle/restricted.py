@@ -180,7 +180,6 @@ _DANGEROUS_NAMES: dict[tuple[str, str], str] = {
     ("torch._C", "_jit_pass_onnx"): "interpreter internals",
     ("numpy", "load"): "nested unpickling (allow_pickle)",
     ("numpy.lib.npyio", "load"): "nested unpickling (allow_pickle)",
-    ("builtins", "type"): "creates classes",
     ("builtins", "super"): "reaches base-class methods",
     ("builtins", "memoryview"): "raw memory access",
     ("builtins", "classmethod"): "wraps arbitrary callables",
@@ -205,6 +204,19 @@ _DANGEROUS_NAMES: dict[tuple[str, str], str] = {
     ("numpy", "tofile"): "writes files",
     ("numpy.lib.format", "read_array"): "nested unpickling (allow_pickle)",
 }
+# How Python pickles type hints (`Optional[int]` is getitem(Union, (int, type(None))), `int | None` is
+# reduce(or_, ...)): these call nothing beyond what their arguments name, which is graded on its own.
+_TYPING_NAMES: dict[tuple[str, str], str] = {
+    ("_operator", "getitem"): "indexes a value (how type hints such as Optional[int] pickle)",
+    ("operator", "getitem"): "indexes a value (how type hints such as Optional[int] pickle)",
+    ("_operator", "or_"): "combines two values with | (how int | None pickles)",
+    ("operator", "or_"): "combines two values with | (how int | None pickles)",
+    ("builtins", "type"): "type(None) and other one-argument type() calls (how NoneType pickles)",
+    ("types", "GenericAlias"): "a generic alias such as list[int]",
+    ("types", "UnionType"): "a union type such as int | None",
+    ("types", "NoneType"): "the type of None",
+    ("_functools", "reduce"): "folds with a callable that is graded on its own (how int | None pickles)",
+}
 # Dunder names that stay ordinary: module names of scripts, TorchScript and Python 2, copyreg's hooks.
 _PLAIN_DUNDERS = {"__main__", "__mp_main__", "__torch__", "__builtin__", "__newobj__", "__newobj_ex__"}
 
@@ -223,6 +235,9 @@ def grade_global(module: str, name: str) -> tuple[str, str]:
     reason = _DANGEROUS_NAMES.get((module, name))
     if reason:
         return DANGEROUS, reason
+    reason = _TYPING_NAMES.get((module, name))
+    if reason or (module == "typing" and name.isidentifier()):
+        return SUSPICIOUS, reason or "a typing construct (pickled type hints): importing typing runs nothing else"
     parts = module.split(".")
     for i in range(len(parts), 0, -1):
         reason = _DANGEROUS_MODULES.get(".".join(parts[:i]))
@@ -896,6 +911,23 @@ class ScanResult:
 # Accepted by torch.load(weights_only=True) (torch/_weights_only_unpickler.py and torch.serialization's
 # default safe globals) without a data stand-in here: graded safe, recorded by an inert placeholder.
 _WEIGHTS_ONLY_SAFE = {
+    # torch's own classes that torch.load(weights_only=True) accepts once torch has imported their module
+    # (torch.nested, torch._dynamo, torch.distributed.tensor register them): nested jagged tensors, DTensors.
+    ("torch.nested._internal.nested_tensor", "NestedTensor"),
+    ("torch.nested._internal.nested_tensor", "_rebuild_njt"),
+    ("torch._dynamo.decorators", "_DimRange"),
+    ("torch.distributed.device_mesh", "DeviceMesh"),
+    ("torch.distributed._mesh_layout", "_MeshLayout"),
+    ("torch.distributed._mesh_layout", "_FlatLayout"),
+    ("torch.distributed.tensor", "DTensor"),
+    ("torch.distributed.tensor._api", "DTensor"),
+    ("torch.distributed.tensor._dtensor_spec", "DTensorSpec"),
+    ("torch.distributed.tensor._dtensor_spec", "TensorMeta"),
+    ("torch.distributed.tensor._dtensor_spec", "ShardOrderEntry"),
+    ("torch.distributed.tensor.placement_types", "Partial"),
+    ("torch.distributed.tensor.placement_types", "Replicate"),
+    ("torch.distributed.tensor.placement_types", "Shard"),
+    ("torch.distributed.tensor.placement_types", "_StridedShard"),
     ("traceback", "FrameSummary"),
     ("traceback", "StackSummary"),
     ("torch._utils", "_rebuild_nested_tensor"),
@@ -1132,18 +1164,27 @@ def add_static_globals(result: ScanResult, streams: list[StreamScan], source: st
 
 
 def _grade_partials(result: ScanResult, streams: list[StreamScan], torchscript: bool) -> None:
-    """functools.partial is as dangerous as what it wraps (torchvision models hold partial(nn.BatchNorm2d))."""
-    ref = result.globals.get(("functools", "partial"))
-    if ref is None:
-        return
-    wrapped: set[tuple[str, str]] = set()
-    for s in streams:
-        wrapped |= s.wraps.get(("functools", "partial"), set())
-    if not wrapped:
-        return
-    grades = [classify(m, n, torchscript)[0] for m, n in wrapped]
-    ref.grade = DANGEROUS if DANGEROUS in grades else SUSPICIOUS
-    ref.reason = "wraps " + ", ".join(sorted(f"{m}.{n}" for m, n in wrapped))
+    """functools.partial and reduce are as dangerous as what they wrap (torchvision models hold
+    partial(nn.BatchNorm2d); `int | None` pickles as reduce(or_, ...))."""
+    for key in _CALLERS:
+        ref = result.globals.get(key)
+        if ref is None:
+            continue
+        wrapped: set[tuple[str, str]] = set()
+        for s in streams:
+            wrapped |= s.wraps.get(key, set())
+        if not wrapped:
+            continue
+        grades = [classify(m, n, torchscript)[0] for m, n in wrapped]
+        if DANGEROUS in grades:
+            ref.grade = DANGEROUS
+        elif key == ("functools", "partial"):
+            ref.grade = SUSPICIOUS
+        ref.reason = "wraps " + ", ".join(sorted(f"{m}.{n}" for m, n in wrapped))
+
+
+# Globals that call the callables they are given: as dangerous as what they wrap.
+_CALLERS = [("functools", "partial"), ("_functools", "reduce")]
 
 
 def _locate_placeholders(result: ScanResult) -> None:

@@ -54,9 +54,23 @@ def sniff_pickle(path: Path, head: bytes) -> bool:
     if _PROTO0_GLOBAL.match(head):
         return True
     probe = scan_stream(head, 0)
+    if _first_global_unimportable(probe):
+        # Text such as `import os` or `class Net(...)` reads as INST/GLOBAL with a module name no import
+        # can find: a loader stops there, before anything ran. Source files and notes are not pickles.
+        return False
     if probe.end is not None or probe.globals:
         return probe.opcodes > 1 or bool(probe.globals)
     return len(head) >= 4096 and probe.error_at >= len(head) - 64 and probe.anomalies == 0
+
+
+def _first_global_unimportable(probe: Any) -> bool:
+    """Whether the first global the stream names (the first thing a loader would import) cannot be imported."""
+    if not probe.offsets:
+        return False
+    (module, name), _ = min(probe.offsets.items(), key=lambda kv: kv[1][0])
+    if module.startswith("<"):
+        return False  # computed or from the extension registry: not a spelled-out name
+    return not (all(p.isidentifier() for p in module.split(".")) and all(p.isidentifier() for p in name.split(".")))
 
 
 _NESTED_REASON = "a pickle inside tensor data (torch never writes one)"

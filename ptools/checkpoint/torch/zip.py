@@ -192,7 +192,7 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
                 streams = scan_region(data)
             if m.header_offset == loaded and m.origin == "central":
                 pass
-            elif not by_name and streams and (streams[0].end is not None or streams[0].globals):
+            elif not by_name and any(s.globals for s in streams):  # a pickle naming no global runs nothing
                 result.globals.setdefault(
                     ("<nested pickle>", label),
                     GlobalRef(
@@ -219,6 +219,7 @@ class TorchZipReader(CheckpointReader):
 
     format = "torch-zip"
     code_files: list[str] = []  # TorchScript archives: the code/ files (listed, never run)
+    _code_findings: list[dict[str, Any]] = []  # TorchScript archives: file I/O in the code (`script_code`)
 
     def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str, *, torchscript: bool = False) -> None:
         super().__init__(path)
