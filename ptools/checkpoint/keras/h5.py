@@ -219,6 +219,8 @@ def _input_shape(layer_cfg: dict[str, Any]) -> tuple[int | None, ...] | None:
 class KerasReader(CheckpointReader):
     """Legacy `.h5`, Keras 3 `.weights.h5` or `.keras` zip, read through h5py (file-like for the zip)."""
 
+    pickles: Any = None  # ScanResult of the pickles PyTables would load (hdf5_pickles)
+
     def __init__(self, path: Path, *, probe: bool = True) -> None:
         super().__init__(path)
         h5py = _require_h5py(path)
@@ -259,6 +261,14 @@ class KerasReader(CheckpointReader):
             self.close()
             raise PtoolsError(f"{path}: corrupt or unreadable Keras file ({oneline(e)})") from None
         self._file_size = _file_size(path)
+        try:
+            from ptools.checkpoint.keras.hdf5_pickles import scan_hdf5
+
+            # Pickles PyTables would load from this file (attributes, object VLArrays), graded first.
+            self.pickles = scan_hdf5(self._h5, max(4 * self._file_size, 512 * MIB))
+        except Exception as e:  # noqa: BLE001 - h5py raises anything on damaged metadata
+            self.close()
+            raise PtoolsError(f"{path}: corrupt or unreadable HDF5 file ({oneline(e)})") from None
         self._datasets: dict[str, Any] = {}  # key -> h5py dataset
         self._infos: list[TensorInfo] = []
         self._layers: list[KerasLayer] = []
@@ -296,6 +306,9 @@ class KerasReader(CheckpointReader):
                 self._index_legacy(f["model_weights"], role="weight")
             elif "layers" in f or "vars" in f:
                 self.format = "keras-v3"
+            elif self.pickles.globals:
+                self.format = "hdf5"  # not Keras, but holds pickles PyTables would load: reported, not refused
+                return
             else:
                 raise PtoolsError(
                     f"{self.path}: HDF5 file without Keras weights (no layer_names, model_weights or layers)"
@@ -438,8 +451,10 @@ class KerasReader(CheckpointReader):
         return list(self._layers)
 
     def pickle_globals(self) -> list[dict[str, Any]]:
-        """Code the model config makes Keras run on load (Lambda bytecode, custom classes), like pickle globals."""
-        return config_code_findings(self.model_config)
+        """Code the model config makes Keras run on load (Lambda bytecode, custom classes), like pickle globals,
+        and the globals of pickles PyTables would load from the HDF5 file."""
+        pickled = [g.as_dict() for g in self.pickles.globals.values()] if self.pickles else []
+        return config_code_findings(self.model_config) + pickled
 
     def findings(self) -> list[dict[str, Any]]:
         return self.pickle_globals()
@@ -818,6 +833,51 @@ _KERAS_MODULES = (
     "keras_cv",
 )
 _MAX_FINDINGS = 10_000
+# Keras' own families: their classes register as "package>Name" (keras_hub>GemmaBackbone).
+_FAMILIES = ("keras_hub", "keras_nlp", "keras_cv")
+# Layers that run code or load files by design, whatever module names them.
+_CODE_LAYERS = {
+    "TFSMLayer": "loads and runs a TensorFlow SavedModel from a path in the config",
+    "TorchModuleWrapper": "holds a pickled torch module that Keras unpickles with torch.load",
+    "JaxLayer": "calls functions given in the config",
+    "FlaxLayer": "calls functions given in the config",
+}
+# TensorFlow ops a tf_keras TFOpLambda may name that reach files, processes or Python code.
+_TF_OP_RISKY = ("io.", "data.", "py_function", "numpy_function", "py_func", "print", "summary.", "saved_model", "load")
+
+
+def _family_class(registered: str, module: str | None) -> bool:
+    """A "package>Name" registered name of one of Keras' families, naming a class (CapWords) of that package."""
+    pkg, _, cls = registered.partition(">")
+    return pkg in _FAMILIES and cls[:1].isupper() and str(module or pkg).split(".")[0] == pkg
+
+
+def _keras_own_problem(module: str, cls: str, config: Any, registered: Any) -> str | None:
+    """Why an object a Keras module names is not safe to build, or None: Keras imports `module` and takes
+    `cls` from it, class or function alike, and a functional model calls it with the node's arguments,
+    so anything outside the allow-list of layer (and other known-safe) classes is flagged."""
+    from ptools.checkpoint.keras.allowed import CLASSES, FUNCTIONS
+
+    package = module.split(".")[0]
+    if cls in _CODE_LAYERS:
+        return f"{cls}: {_CODE_LAYERS[cls]}"
+    if cls in ("TFOpLambda", "SlicingOpLambda"):
+        fn = config.get("function") if isinstance(config, dict) else None
+        if isinstance(fn, str) and any(part in fn for part in _TF_OP_RISKY):
+            return f"{cls} calls the TensorFlow op {fn}, which reaches files or runs Python"
+        return None
+    if cls == "function":
+        fn = config if isinstance(config, str) else None
+        if module == "builtins" or (fn in FUNCTIONS and package not in _FAMILIES):
+            return None
+        return f"names the function {module}.{fn}, not an activation, loss or metric: Keras would call it"
+    if package in _FAMILIES:
+        if cls[:1].isupper() and (not isinstance(registered, str) or _family_class(registered, module)):
+            return None
+        return f"names {module}.{cls} from {package}, not a class of it: Keras would import and call it"
+    if cls in CLASSES:
+        return None
+    return f"names {module}.{cls}, not a layer or other known-safe Keras class: Keras would import and call it"
 
 
 def config_code_findings(config: Any) -> list[dict[str, Any]]:
@@ -871,8 +931,13 @@ def config_code_findings(config: Any) -> list[dict[str, Any]]:
         registered = node.get("registered_name")
         if isinstance(cls, str) and isinstance(module, str) and module and not module.startswith(_KERAS_MODULES):
             add(module, cls, "class from a module outside Keras: loading imports and runs it", name)
+        elif isinstance(cls, str) and isinstance(module, str) and module:
+            problem = _keras_own_problem(module, cls, node.get("config"), registered)
+            if problem:
+                target = node.get("config") if cls == "function" and isinstance(node.get("config"), str) else cls
+                add(module, str(target), problem, name)
         elif isinstance(registered, str) and registered and registered != cls and "builtins" not in (module or ""):
-            if not str(module or "keras").startswith(_KERAS_MODULES) or ">" in registered:
+            if not str(module or "keras").startswith(_KERAS_MODULES) or not _family_class(registered, module):
                 add(str(module or "<registered>"), registered, "custom registered class: loading runs its code", name)
         for k, v in node.items():
             if isinstance(v, (dict, list)):

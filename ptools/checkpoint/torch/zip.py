@@ -96,7 +96,27 @@ def open_torchscript(path: Path, zf: zipfile.ZipFile, prefix: str) -> TorchZipRe
     reader._meta["reader"] = "restricted unpickler (data.pkl, constants.pkl); TorchScript code is never run"
     reader._meta["code_files"] = f"{len(code)} ({', '.join(code[:3])}{', ...' if len(code) > 3 else ''})"
     reader.code_files = code
+    _grade_script_code(reader, zf, prefix, path)
     return reader
+
+
+def _grade_script_code(reader: TorchZipReader, zf: zipfile.ZipFile, prefix: str, path: Path) -> None:
+    """The archive's code, graded for file I/O (`script_code`); `__setstate__` methods run on load."""
+    from ptools.checkpoint.torch.script_code import MAX_CODE_BYTES, MAX_FILES, grade_code, setstate_methods
+
+    files: dict[str, bytes] = {}
+    for name in zf.namelist():
+        if name.startswith(prefix + "code/") and name.endswith(".py") and len(files) < MAX_FILES:
+            try:
+                files[name[len(prefix) :]] = read_member(zf, name, path, limit=MAX_CODE_BYTES)
+            except PtoolsError as e:
+                reader.scan.notes.append(f"{name}: {e.message}")
+    findings, notes = grade_code(files)
+    reader._code_findings = findings
+    reader.scan.notes.extend(notes)
+    on_load = setstate_methods(files)
+    if on_load:
+        reader._meta["runs_on_load"] = ", ".join(on_load[:5]) + (", ..." if len(on_load) > 5 else "")
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -290,7 +310,7 @@ class TorchZipReader(CheckpointReader):
         return {k: v for k, v in self._meta.items() if v is not None}
 
     def pickle_globals(self) -> list[dict[str, Any]]:
-        return [g.as_dict() for g in [*self.scan.globals.values(), *self._nested]]
+        return [g.as_dict() for g in [*self.scan.globals.values(), *self._nested]] + list(self._code_findings)
 
     def findings(self) -> list[dict[str, Any]]:
         return [g for g in self.pickle_globals() if g["grade"] != "safe"]
@@ -344,7 +364,7 @@ class TorchZipReader(CheckpointReader):
             if not looks_like_pickle(data[:2]):
                 continue
             nested = restricted_load(data, source=f"nested pickle in {where}")
-            if nested.obj is None and not nested.globals:
+            if not nested.globals:  # plain data (numbers, strings, containers): nothing in it can run
                 continue
             self._nested.append(
                 GlobalRef(
