@@ -61,7 +61,9 @@ def payload(rng: random.Random, marker: Path) -> Reduce:
 
 def _text_payload(rng: random.Random, marker: Path) -> bytes:
     """A protocol-0 pickle written by hand (what PyTables attributes hold): module and name drawn."""
-    module, name = rng.choice([("os", "system"), ("posix", "system"), ("subprocess", "getoutput"), ("builtins", "eval")])
+    module, name = rng.choice(
+        [("os", "system"), ("posix", "system"), ("subprocess", "getoutput"), ("builtins", "eval")]
+    )
     arg = _command(marker) if name != "eval" else f"__import__('os').system({_command(marker)!r})"
     return f"c{module}\n{name}\n(V{arg}\ntR.".encode()
 
@@ -192,7 +194,9 @@ def torch_package_case(rng: random.Random, folder: Path, malicious: bool, marker
             e.save_binary("model", "model.pkl", f"c{module}\nNet\n)R.".encode())
         else:
             e.save_pickle("model", "weights.pkl", {"w": torch.ones(2, 2), "epoch": rng.randrange(10)})
-    return Case("torch-package", path, malicious, f"package module={module} code={with_code}", allow_suspicious=with_code)
+    return Case(
+        "torch-package", path, malicious, f"package module={module} code={with_code}", allow_suspicious=with_code
+    )
 
 
 # ------------------------------------------------------------------------------------------ HDF5 / PyTables
@@ -408,7 +412,8 @@ def typing_case(rng: random.Random, folder: Path) -> Case:
 
     import torch
 
-    hints = [typing.Optional[int], type(None), typing.List[int], typing.Union[int, str], typing.Dict[str, float]]
+    # The typing spellings on purpose: they are what pickles as _operator.getitem(typing.X, ...).
+    hints = [typing.Optional[int], type(None), typing.List[int], typing.Union[int, str], typing.Dict[str, float]]  # noqa: UP006, UP007, UP045
     cfg = {"types": rng.sample(hints, rng.randint(1, len(hints))), "lr": rng.random()}
     path = folder / f"typed{rng.randrange(1000)}.pt"
     torch.save({"w": torch.ones(2), "cfg": cfg}, path, pickle_protocol=rng.choice([2, 4]))
@@ -434,7 +439,9 @@ def bytes_pickle_case(rng: random.Random, folder: Path) -> Case:
     """A bytes value holding a pickle that names no global: nothing in it can run."""
     import torch
 
-    inner = pickle.dumps({"step": rng.randrange(100), "names": ["a", "b"], "x": rng.random()}, protocol=rng.choice([2, 4, 5]))
+    inner = pickle.dumps(
+        {"step": rng.randrange(100), "names": ["a", "b"], "x": rng.random()}, protocol=rng.choice([2, 4, 5])
+    )
     path = folder / f"blob{rng.randrange(1000)}.pt"
     torch.save({"w": torch.ones(2), "blob": inner}, path)
     return Case("bytes-pickle", path, False, f"inner pickle of {len(inner)} bytes")
@@ -483,7 +490,9 @@ def loader_imports(data: bytes) -> list[tuple[str, str]]:
 
     class Recorder(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> object:
-            ok = all(part.isidentifier() for part in module.split(".")) and all(p.isidentifier() for p in name.split("."))
+            ok = all(part.isidentifier() for part in module.split(".")) and all(
+                p.isidentifier() for p in name.split(".")
+            )
             if not ok:
                 raise ModuleNotFoundError(module)
             seen.append((module, name))
