@@ -217,9 +217,74 @@ def _dataset_seeds() -> list[Seed]:
     ]
 
 
+def _container_seeds(work: Path) -> list[Seed]:
+    """numpy .npy/.npz (numeric, Fortran, big-endian, structured, object arrays, Keras npz weights),
+    a torch.package archive and an HDF5 file with PyTables pickles: the readers of issue 18."""
+    import pickle
+
+    import h5py
+    import numpy as np
+
+    from tests.checkpoint.container_cases import keras_npz_case, npy_bytes, torch_package_case
+
+    inspect = [
+        ["inspect", "{target}"],
+        ["inspect", "--stats", "{target}"],
+        ["inspect", "--scan", "{target}"],
+        ["inspect", "{target}", "--diff", "{target}"],
+    ]
+    rng = np.random.default_rng(0)
+    out = [
+        Seed(
+            "npy",
+            {"a.npy": npy_bytes(rng.normal(size=(3, 4)).astype("<f4"), 3)},
+            "a.npy",
+            inspect,
+            structured=_npy_header,
+        ),
+        Seed(
+            "npy",
+            {"f.npy": npy_bytes(np.asfortranarray(np.arange(12, dtype=">i4").reshape(3, 4)), 3)},
+            "f.npy",
+            inspect,
+            structured=_npy_header,
+        ),
+    ]
+    objects = np.empty(3, dtype=object)
+    objects[:] = [{"lr": 0.1}, [1, 2], "x"]
+    out.append(Seed("npy", {"o.npy": npy_bytes(objects, 4, (2, 0))}, "o.npy", inspect, structured=_npy_header))
+    rec = np.zeros(3, dtype=[("x", "<f4"), ("y", "<i2", (2,))])
+    buf = io.BytesIO()
+    np.savez(buf, w=rng.normal(size=(2, 3)), rec=rec, obj=objects)
+    out.append(Seed("npz", {"s.npz": buf.getvalue()}, "s.npz", inspect, structured=_npz_members))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, w=rng.normal(size=(4, 4)).astype("<f2"), b=np.arange(5))
+    out.append(Seed("npz", {"c.npz": buf.getvalue()}, "c.npz", inspect, structured=_npz_members))
+    case = keras_npz_case(random.Random(0), work, False, work / "MARKER")
+    out.append(
+        Seed(
+            "npz", {"model.weights.npz": case.path.read_bytes()}, "model.weights.npz", inspect, structured=_npz_members
+        )
+    )
+    case = torch_package_case(random.Random(1), work, False, work / "MARKER")
+    out.append(Seed("torch-package", {"pkg.pt": case.path.read_bytes()}, "pkg.pt", inspect[:3]))
+    path = work / "pt.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["cfg"] = np.bytes_(pickle.dumps({"lr": 0.1, "n": [1, 2]}, 0))
+        g = f.create_group("layers/dense/vars")
+        g.attrs["name"] = "dense"
+        g.create_dataset("0", data=np.ones((2, 2), dtype="float32"))
+        ds = f.create_dataset("objs", (2,), dtype=h5py.vlen_dtype(np.uint8))
+        ds[0] = np.frombuffer(pickle.dumps({"a": 1}, 2), dtype=np.uint8)
+        ds[1] = np.frombuffer(pickle.dumps([1, 2], 0), dtype=np.uint8)
+        ds.attrs["PSEUDOATOM"] = np.bytes_(b"object")
+    out.append(Seed("hdf5-pickles", {"pt.h5": path.read_bytes()}, "pt.h5", inspect))
+    return out
+
+
 def build_seeds(work: Path) -> list[Seed]:
     work.mkdir(parents=True, exist_ok=True)
-    return [*_torch_seeds(work), *_tf_seeds(), *_keras_seeds(work), *_dataset_seeds()]
+    return [*_torch_seeds(work), *_tf_seeds(), *_keras_seeds(work), *_dataset_seeds(), *_container_seeds(work)]
 
 
 # ------------------------------------------------------------------------------------- generic mutations
@@ -353,6 +418,60 @@ def _safetensors_header(files: dict[str, bytes], rng: random.Random) -> dict[str
         header["__metadata__"] = rng.choice([["list"], {"k": {"nested": 1}}, "str"])
     raw = json.dumps(header).encode("utf-8", "surrogatepass")
     return {name: struct.pack("<Q", len(raw)) + raw + data[8 + n :]}
+
+
+def _npy_header_edit(data: bytes, rng: random.Random) -> bytes:
+    """One .npy with its header dict edited (huge shapes, odd dtypes, bad flags) and its length field kept honest."""
+    if not data.startswith(b"\x93NUMPY") or len(data) < 12:
+        return data
+    v1 = data[6] == 1
+    fmt, start = ("<H", 10) if v1 else ("<I", 12)
+    n = struct.unpack_from(fmt, data, 8)[0]
+    header = data[start : start + n].decode("latin-1")
+    edit = rng.choice(["shape", "descr", "fortran", "keys", "length", "nest"])
+    if edit == "length":
+        return data[:8] + struct.pack(fmt, rng.choice([0, 0xFFFF, n + 7])) + data[start:]
+    if edit == "shape":
+        shapes = [f"({1 << 40},)", "(-1,)", f"({2**62}, 4)", f"(0, {1 << 40})", "()", "(" + "3, " * 64 + ")"]
+        header = re.sub(r"'shape': \([^)]*\)", "'shape': " + rng.choice(shapes), header)
+    elif edit == "descr":
+        descrs = ["'<f4'", "'|O'", "'<V2'", f"[('a', '<f4', ({1 << 30},))]", "'>M8[s]'", "'x9'", "[]", "'<U3'"]
+        header = re.sub(r"'descr': [^,]*,", "'descr': " + rng.choice(descrs) + ",", header)
+    elif edit == "fortran":
+        header = re.sub(
+            r"'fortran_order': \w+", "'fortran_order': " + rng.choice(["True", "0", "None", "'yes'"]), header
+        )
+    elif edit == "keys":
+        header = header.replace("'shape'", rng.choice(["'shape2'", "'descr'", "'shape': (1,), 'x'"]))
+    else:
+        header = header.replace("'shape': (", "'shape': (" + "(" * 300, 1) + ")" * 300
+    raw = header.encode("latin-1")
+    return data[:8] + struct.pack(fmt, len(raw) & (0xFFFF if v1 else 0xFFFFFFFF)) + raw + data[start + n :]
+
+
+def _npy_header(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    ((name, data),) = files.items()
+    return {name: _npy_header_edit(data, rng)}
+
+
+def _npz_members(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    """An .npz with one member's header edited, a member duplicated, or members deflated (CRCs recomputed)."""
+    ((name, data),) = files.items()
+    edit = rng.choice(["header", "header", "duplicate", "deflate"])
+    if edit == "deflate":
+        members = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+        return {name: _rewrite_zip(data, lambda n, c: c, compress=members)}
+    if edit == "duplicate":
+        src = zipfile.ZipFile(io.BytesIO(data))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as dst:
+            for item in src.infolist():
+                dst.writestr(item.filename, src.read(item.filename))
+            victim = rng.choice(src.namelist())
+            dst.writestr(victim, _npy_header_edit(src.read(victim), rng))  # zipfile warns, numpy reads the last
+        return {name: buf.getvalue()}
+    target = rng.choice(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    return {name: _rewrite_zip(data, lambda n, c: _npy_header_edit(c, rng) if n == target else c)}
 
 
 def _tf_index_entries(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
