@@ -23,11 +23,11 @@ register_format("torch-package", torch_package.sniff, torch_package.open_reader)
 register_format("torch-zip", torch_zip.sniff, torch_zip.open_reader)  # TorchScript archives too
 # A zip of .npy arrays (torch and Keras archives are theirs); before the pickle sniffers ("PK" parses as opcodes).
 register_format("npz", npy.sniff_npz, npy.open_npz)
+register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
 register_format("torch-legacy", torch_legacy.sniff_legacy, torch_legacy.TorchLegacyReader)
 register_format("torch-tar", torch_legacy.sniff_tar, torch_legacy.TorchTarReader)
 register_format("pickle", torch_legacy.sniff_pickle, torch_legacy.PickleReader)
 
-register_format("keras-zip", keras_h5.sniff_keras_zip, keras_h5.open_reader)
 register_format("keras-h5", keras_h5.sniff_h5, keras_h5.open_reader)
 register_format("keras-shards", keras_h5.sniff_keras_shards, keras_h5.open_reader)
 

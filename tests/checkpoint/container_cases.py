@@ -160,6 +160,19 @@ def keras_npz_case(rng: random.Random, folder: Path, malicious: bool, marker: Pa
     return Case("keras-npz", path, malicious, f"keras npz {layers}")
 
 
+def keras_zip_npz_case(rng: random.Random, folder: Path, malicious: bool, marker: Path) -> Case:
+    """A `.keras` archive saved with weights_format="npz": Keras loads model.weights.npz with allow_pickle."""
+    inner = keras_npz_case(rng, folder, malicious, marker)
+    config = keras_config(rng, False, marker, family=False)
+    path = folder / f"model{rng.randrange(1000)}.keras"
+    with zipfile.ZipFile(path, "w", compression=rng.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])) as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.npz", inner.path.read_bytes())
+    inner.path.unlink()
+    return Case("keras-zip-npz", path, malicious, f"keras zip with npz weights ({inner.note})")
+
+
 # ---------------------------------------------------------------------------------------- torch.package
 
 
@@ -468,6 +481,7 @@ MALICIOUS_AND_TWINS = {
     "npy": npy_case,
     "npz": npz_case,
     "keras-npz": keras_npz_case,
+    "keras-zip-npz": keras_zip_npz_case,
     "torch-package": torch_package_case,
     "pytables": pytables_case,
     "pytables-vlarray": pytables_vlarray_case,

@@ -8,7 +8,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from ptools.checkpoint import open_checkpoint
 from ptools.cli import app

@@ -793,8 +793,77 @@ def sniff_keras_zip(path: Path, head: bytes) -> bool:
     return "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names)
 
 
-def open_reader(path: Path) -> KerasReader:
+def open_reader(path: Path) -> CheckpointReader:
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (OSError, zipfile.BadZipFile, ValueError):
+            names = set()
+        if "model.weights.npz" in names and "model.weights.h5" not in names:
+            return KerasNpzReader(path)
     return KerasReader(path)
+
+
+class KerasNpzReader(CheckpointReader):
+    """A `.keras` archive saved with weights_format="npz": the config's code findings, and the weights'
+    npz read as numpy's (Keras loads it with numpy.load(allow_pickle=True): every pickle in it is graded)."""
+
+    format = "keras-v3"
+
+    def __init__(self, path: Path) -> None:
+        from ptools.checkpoint.npy import NumpyReader
+        from ptools.checkpoint.torch.zip import size_limit
+        from ptools.checkpoint.torch.zip_members import FileBytes, ZipError, list_members, read_member
+
+        super().__init__(path)
+        self.model_config: dict[str, Any] | None = None
+        self.keras_version: str | None = None
+        with zipfile.ZipFile(path) as zf:
+            if "config.json" in zf.namelist():
+                self.model_config = _parse_config(path, "config.json", _read_small(path, zf, "config.json"))
+            if "metadata.json" in zf.namelist():
+                meta = _parse_config(path, "metadata.json", _read_small(path, zf, "metadata.json"))
+                version = meta.get("keras_version") if isinstance(meta, dict) else None
+                self.keras_version = version if isinstance(version, str) else None
+        try:
+            with open(path, "rb") as f:
+                buf = FileBytes(f.fileno())
+                # The member zipfile (and so Keras) reads: the last central entry of that name.
+                member = [m for m in list_members(buf) if m.name == "model.weights.npz" and m.origin == "central"][-1]
+                data = read_member(buf, member, size_limit(path))
+        except (OSError, ZipError, IndexError) as e:
+            raise PtoolsError(f"{path}: model.weights.npz cannot be read ({oneline(e)})") from None
+        self._npz = NumpyReader(path, npz=True, data=data)
+
+    def tensors(self) -> list[TensorInfo]:
+        return [t for t in self._npz.tensors() if t.dtype != "object"]
+
+    def pickle_globals(self) -> list[dict[str, Any]]:
+        found = []
+        for g in self._npz.pickle_globals():
+            found.append({**g, "source": f"model.weights.npz: {g['source']}"})
+        return config_code_findings(self.model_config) + found
+
+    def findings(self) -> list[dict[str, Any]]:
+        return [g for g in self.pickle_globals() if g["grade"] != "safe"]
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"container": "zip", "weights": "model.weights.npz (numpy arrays, pickled per layer)"}
+        if self.keras_version:
+            meta["keras_version"] = self.keras_version
+        if self.model_config:
+            meta["model_class"] = self.model_config.get("class_name")
+        return meta
+
+    def read(self, key: str) -> np.ndarray:
+        return self._npz.read(key)
+
+    def read_raw(self, key: str) -> tuple[np.ndarray, str]:
+        return self._npz.read_raw(key)
+
+    def close(self) -> None:
+        self._npz.close()
 
 
 def model_layers(reader: KerasReader) -> list[KerasLayer]:
