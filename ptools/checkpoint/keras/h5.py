@@ -834,7 +834,11 @@ class KerasNpzReader(CheckpointReader):
                 data = read_member(buf, member, size_limit(path))
         except (OSError, ZipError, IndexError) as e:
             raise PtoolsError(f"{path}: model.weights.npz cannot be read ({oneline(e)})") from None
-        self._npz = NumpyReader(path, npz=True, data=data)
+        try:
+            self._npz = NumpyReader(path, npz=True, data=data)
+        except PtoolsError as e:
+            where = f"{path}: model.weights.npz: "
+            raise PtoolsError(where + e.message.removeprefix(f"{path}: "), hint=e.hint, exit_code=e.exit_code) from None
 
     def tensors(self) -> list[TensorInfo]:
         return [t for t in self._npz.tensors() if t.dtype != "object"]
