@@ -25,6 +25,10 @@ KINDS = [
     "keras",
     "dataset-images",
     "dataset-csv",
+    "npy",
+    "npz",
+    "torch-package",
+    "hdf5-pickles",
 ]
 
 

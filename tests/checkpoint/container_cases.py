@@ -329,13 +329,16 @@ def _function_layer(rng: random.Random, marker: Path) -> dict:
             ("keras.src.utils.file_utils", "get_file", {"fname": str(marker), "origin": "http://127.0.0.1:9/x"}),
             ("keras.saving", "save_model", {"filepath": str(marker)}),
             ("keras.src.utils.io_utils", "ask_to_proceed_with_overwrite", {"filepath": str(marker)}),
+            # Keras' families register their exported functions too (keras_hub>upload_preset uploads files).
+            ("keras_hub.src.utils.preset_utils", "upload_preset", {"uri": "kaggle://x/y/z", "preset": str(marker)}),
         ]
     )
+    registered = f"keras_hub>{name}" if module.startswith("keras_hub") else rng.choice([None, name])
     return {
         "module": module,
         "class_name": name,
         "config": kwargs,
-        "registered_name": rng.choice([None, name]),
+        "registered_name": registered,
         "name": "payload",
         "inbound_nodes": [{"args": [], "kwargs": kwargs}],
     }

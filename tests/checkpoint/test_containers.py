@@ -125,3 +125,34 @@ def test_npy_headers_numpy_refuses_are_one_line_errors(runner, tmp_path):
         result = runner.invoke(app, ["inspect", str(tmp_path / name)])
         assert result.exit_code == 2, (name, result.output)
         assert name in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "registered", "flagged"),
+    [
+        ("keras_hub.src.models.gemma.gemma_backbone", "GemmaBackbone", "keras_hub>GemmaBackbone", False),
+        ("keras_nlp.src.models.bert.bert_backbone", "BertBackbone", "keras_nlp>BertBackbone", False),
+        (
+            "keras_cv.src.models.backbones.resnet_v2.resnet_v2_backbone",
+            "ResNetV2Backbone",
+            "keras_cv>ResNetV2Backbone",
+            False,
+        ),
+        ("keras_hub.src.utils.preset_utils", "upload_preset", "keras_hub>upload_preset", True),  # an exported function
+        (
+            "keras_hub.src.utils.preset_utils",
+            "PresetLoader",
+            "keras_hub>PresetLoader",
+            True,
+        ),  # a class it does not export
+        ("keras.layers", "Dense", None, False),
+        ("keras.utils", "get_file", None, True),
+        ("keras.layers", "TFSMLayer", None, True),
+    ],
+)
+def test_keras_objects_are_checked_against_an_allow_list_of_classes(module, cls, registered, flagged):
+    from ptools.checkpoint.keras.h5 import config_code_findings
+
+    layer = {"module": module, "class_name": cls, "config": {"name": "x"}, "registered_name": registered}
+    config = {"class_name": "Functional", "module": "keras", "config": {"layers": [layer]}, "registered_name": None}
+    assert bool(config_code_findings(config)) == flagged

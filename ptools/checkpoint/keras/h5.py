@@ -920,9 +920,12 @@ _TF_OP_RISKY = ("io.", "data.", "py_function", "numpy_function", "py_func", "pri
 
 
 def _family_class(registered: str, module: str | None) -> bool:
-    """A "package>Name" registered name of one of Keras' families, naming a class (CapWords) of that package."""
+    """A "package>Name" registered name of one of Keras' families, naming a class that family exports (its
+    exported functions, such as keras_hub's upload_preset, stay flagged)."""
+    from ptools.checkpoint.keras.allowed import FAMILY_CLASSES
+
     pkg, _, cls = registered.partition(">")
-    return pkg in _FAMILIES and cls[:1].isupper() and str(module or pkg).split(".")[0] == pkg
+    return cls in FAMILY_CLASSES.get(pkg, ()) and str(module or pkg).split(".")[0] == pkg
 
 
 def _keras_own_problem(module: str, cls: str, config: Any, registered: Any) -> str | None:
@@ -945,9 +948,11 @@ def _keras_own_problem(module: str, cls: str, config: Any, registered: Any) -> s
             return None
         return f"names the function {module}.{fn}, not an activation, loss or metric: Keras would call it"
     if package in _FAMILIES:
-        if cls[:1].isupper() and (not isinstance(registered, str) or _family_class(registered, module)):
+        from ptools.checkpoint.keras.allowed import FAMILY_CLASSES
+
+        if cls in FAMILY_CLASSES[package] and (not isinstance(registered, str) or _family_class(registered, module)):
             return None
-        return f"names {module}.{cls} from {package}, not a class of it: Keras would import and call it"
+        return f"names {module}.{cls}, not a class {package} exports: Keras would import and call it"
     if cls in CLASSES:
         return None
     return f"names {module}.{cls}, not a layer or other known-safe Keras class: Keras would import and call it"
