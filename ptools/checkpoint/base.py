@@ -51,6 +51,7 @@ class CheckpointReader(abc.ABC):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.views: list[Any] = []  # other loaders' readings of the same bytes (`loaders.other_views`)
 
     @abc.abstractmethod
     def tensors(self) -> list[TensorInfo]:
@@ -118,7 +119,9 @@ def _load_builtin_formats() -> None:
     global _builtin_loaded
     if not _builtin_loaded:
         _builtin_loaded = True
-        import ptools.checkpoint.loaders  # noqa: F401  (registers every reader)
+        from ptools.checkpoint.loaders import register_builtin
+
+        register_builtin()
 
 
 def diagnose_not_a_checkpoint(path: Path, head: bytes) -> str:
@@ -176,10 +179,50 @@ def open_checkpoint(path: str | Path) -> CheckpointReader:
         except Exception:  # a sniffer tripping over damaged bytes means "not mine", not a crash
             claimed = False
         if claimed:
-            return opener(path)
+            try:
+                reader = opener(path)
+            except PtoolsError as e:
+                return _flagged_or(path, e)
+            if path.is_file():
+                from ptools.checkpoint.loaders import other_views
+
+                reader.views = other_views(path, reader.format)
+            return reader
     if path.is_dir():
         raise PtoolsError(f"{path}: a directory without a checkpoint this tool can read (TF bundle, SavedModel)")
-    raise PtoolsError(f"{path}: {diagnose_not_a_checkpoint(path, head)}")
+    return _flagged_or(path, PtoolsError(f"{path}: {diagnose_not_a_checkpoint(path, head)}"))
+
+
+class UnreadableReader(CheckpointReader):
+    """A file no reader could open, but that a common loader would still run code from: reported, not passed."""
+
+    format = "unreadable"
+
+    def __init__(self, path: Path, error: PtoolsError, views: list[Any]) -> None:
+        super().__init__(path)
+        self.error = error
+        self.views = views
+
+    def tensors(self) -> list[TensorInfo]:
+        return []
+
+    def metadata(self) -> dict[str, Any]:
+        return {"reader": "none could open it", "error": self.error.message}
+
+    def read(self, key: str) -> np.ndarray:
+        raise PtoolsError(f"{self.path}: {self.error.message}")
+
+
+def _flagged_or(path: Path, error: PtoolsError) -> CheckpointReader:
+    """Raises the error, unless another loader of these bytes would reach an unsafe global: then a reader
+    carrying the error and those findings (past what the readers understand, a file is flagged, not passed)."""
+    if path.is_file():
+        from ptools.checkpoint.loaders import other_views
+
+        views = other_views(path, "")
+        if any(g["grade"] != "safe" for v in views for g in v.globals):
+            return UnreadableReader(path, error, views)
+    raise error
 
 
 def _has_sibling_bundle(path: Path) -> bool:

@@ -12,7 +12,9 @@ PICKLE_FORMATS = {"torch-zip", "torch-legacy", "torch-tar", "torchscript", "pick
 
 def security_report(reader: CheckpointReader) -> dict[str, Any]:
     """Every global the file's pickles name, graded; `grade` is the worst one ("none" without pickles)."""
-    refs = sorted(reader.pickle_globals(), key=lambda g: (_ORDER.get(g["grade"], 3), g["module"], g["name"]))
+    views = getattr(reader, "views", [])
+    seen = reader.pickle_globals() + [{**g, "loader": v.loader} for v in views for g in v.globals]
+    refs = sorted(seen, key=lambda g: (_ORDER.get(g["grade"], 3), g["module"], g["name"]))
     counts = {grade: sum(1 for g in refs if g["grade"] == grade) for grade in ("safe", "suspicious", "dangerous")}
     has_pickle = reader.format in PICKLE_FORMATS or bool(refs)
     if counts["dangerous"]:
@@ -31,7 +33,9 @@ def security_report(reader: CheckpointReader) -> dict[str, Any]:
         "findings": findings,
         "groups": stock_groups(findings),
         "pickle_error": meta.get("pickle_error"),
-        "notes": list(getattr(getattr(reader, "scan", None), "notes", []) or []),
+        "notes": list(getattr(getattr(reader, "scan", None), "notes", []) or []) + [n for v in views for n in v.notes],
+        "other_loaders": [v.as_dict() for v in views],
+        "error": getattr(getattr(reader, "error", None), "message", None),
         "source": _source(findings, reader.format),
         "note": None if has_pickle else _clean_note(reader.format),
     }

@@ -356,10 +356,18 @@ def _header(payload: dict[str, Any]) -> None:
         if k not in ("reader", "user_metadata", "pickle_error") and v not in (None, "", [])
     }
     if extras:
-        console.print("  " + ", ".join(f"{k}={v}" for k, v in extras.items()), highlight=False, soft_wrap=True)
+        text = ", ".join(f"{k}={_clip(v)}" for k, v in extras.items())
+        console.print("  " + text, highlight=False, soft_wrap=True)
     user = meta.get("user_metadata")
     if user:
-        console.print("  metadata: " + ", ".join(f"{k}={v}" for k, v in user.items()), highlight=False, soft_wrap=True)
+        text = ", ".join(f"{k}={_clip(v)}" for k, v in user.items())
+        console.print("  metadata: " + text, highlight=False, soft_wrap=True)
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """A metadata value for a person: the file decides its length (--json has it whole)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _selection_line(sel: dict[str, Any]) -> str:
@@ -748,6 +756,10 @@ def _render_security(s: dict[str, Any], label: str) -> None:
     console = _console()
     if not s["pickle"]:
         return
+    if s.get("error"):
+        console.print(f"[yellow]no reader could open it: {s['error']}[/yellow]", highlight=False, soft_wrap=True)
+    for view in s.get("other_loaders", []):
+        console.print(f"[yellow]also read by {view['loader']}: {view['how']}[/yellow]", highlight=False, soft_wrap=True)
     for note in s.get("notes", [])[:5]:
         console.print(f"[yellow]not scanned: {note}[/yellow]", highlight=False, soft_wrap=True)
     if s.get("pickle_error"):

@@ -773,8 +773,16 @@ def _var_names(cls: str | None, cfg: dict[str, Any], count: int) -> list[str] | 
 
 
 def sniff_h5(path: Path, head: bytes) -> bool:
-    """HDF5 superblock at 0, 512, 1024, ... (a user block may precede it); we only see the first 4 KiB."""
-    return any(head[off : off + 8] == HDF5_MAGIC for off in (0, 512, 1024, 2048))
+    """HDF5 superblock at 0, 512, 1024, 2048, ... (a user block of any power-of-two size may precede it)."""
+    if any(head[off : off + 8] == HDF5_MAGIC for off in (0, 512, 1024, 2048)):
+        return True
+    if len(head) < 4096:
+        return False
+    from ptools.checkpoint.loaders import hdf5_superblock
+    from ptools.checkpoint.torch.zip_members import FileBytes
+
+    with open(path, "rb") as f:
+        return hdf5_superblock(FileBytes(f.fileno())) is not None
 
 
 def sniff_keras_shards(path: Path, head: bytes) -> bool:

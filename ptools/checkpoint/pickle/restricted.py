@@ -1147,8 +1147,23 @@ def restricted_load(
 
 
 def add_static_globals(result: ScanResult, streams: list[StreamScan], source: str, torchscript: bool) -> None:
-    """Every global the opcode scan found, graded; the loader's own records (calls, where) are kept."""
+    """Every global the opcode scan found, graded; the loader's own records (calls, where) are kept.
+
+    A stream cut by a scan limit is reported itself: past a limit a file is flagged, never passed."""
     for s in streams:
+        if s.limited:
+            result.globals.setdefault(
+                ("<scan limit>", source),
+                GlobalRef(
+                    "<scan limit>",
+                    source,
+                    SUSPICIOUS,
+                    f"{s.error} at offset {s.start}: the rest was only swept for globals, not parsed",
+                    count=1,
+                    where=[f"offset {s.start}"],
+                    source=source,
+                ),
+            )
         for (module, name), count in s.globals.items():
             key = _normalise(module, name)
             ref = result.globals.get(key)

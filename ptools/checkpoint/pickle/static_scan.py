@@ -39,12 +39,14 @@ class StreamScan:
     wraps: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)  # partial -> what it wraps
     ext_codes: list[int] = field(default_factory=list)
     swept: bool = False  # names found by the sweep after a parse error
+    limited: bool = False  # a scan limit ended the walk here: the rest was only swept (always reported)
     max_depth: int = 0
     max_memo: int = -1
     opcodes: int = 0
     objects: int = 0  # objects a load would create (upper bound)
     payload: int = 0  # bytes of string/bytes data a load would copy
     anomalies: int = 0  # stack underflows, missing marks, unknown memo keys (a real loader would stop)
+    first_anomaly: int | None = None  # the opcode where a real unpickler would have raised
     persistent_ids: int = 0
 
     def add_global(self, module: str, name: str, offset: int) -> None:
@@ -104,7 +106,7 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
     stack: list[Any] = []
     marks: list[int] = []
     memo: dict[int, Any] = {}
-    st = {"memo_count": 0, "max_memo": -1, "anomalies": 0, "max_depth": 0}
+    st: dict[str, Any] = {"memo_count": 0, "max_memo": -1, "anomalies": 0, "max_depth": 0, "first_anomaly": None}
     pos = start
     objects = payload = opcodes = 0
     max_depth = 0
@@ -112,13 +114,18 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
     pop = stack.pop
     at = start
 
-    def underflow() -> Any:
+    def anomaly() -> None:
+        if not st["anomalies"]:
+            st["first_anomaly"] = at
         st["anomalies"] += 1
+
+    def underflow() -> Any:
+        anomaly()
         return 0
 
     def pop_mark() -> list[Any]:
         if not marks:
-            st["anomalies"] += 1
+            anomaly()
             items = stack[:]
             stack.clear()
             return items
@@ -131,7 +138,7 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
         if idx > st["max_memo"]:
             st["max_memo"] = idx
         if not stack:
-            st["anomalies"] += 1
+            anomaly()
             return
         if idx not in memo:
             st["memo_count"] += 1
@@ -142,7 +149,7 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
     def memo_get(idx: int) -> Any:
         v = memo.get(idx)
         if v is None:
-            st["anomalies"] += 1
+            anomaly()
             return 0
         return v
 
@@ -252,7 +259,7 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
                 else:
                     items = tuple(stack) + (0,) * (k - len(stack))
                     stack.clear()
-                    st["anomalies"] += 1
+                    anomaly()
                 d = _dmax(items) + 1
                 if d > max_depth:
                     max_depth = d
@@ -417,7 +424,7 @@ def scan_stream(data: Any, start: int = 0, end: int | None = None) -> StreamScan
         out.error, out.error_at = f"{type(e).__name__} at offset {at}", at
     out.opcodes, out.objects, out.payload = opcodes, objects, payload
     out.max_depth = max(max_depth, st["max_depth"])
-    out.max_memo, out.anomalies = st["max_memo"], st["anomalies"]
+    out.max_memo, out.anomalies, out.first_anomaly = st["max_memo"], st["anomalies"], st["first_anomaly"]
     if out.end is None and out.error is None:
         out.error = "broken stream"
     return out
@@ -518,6 +525,14 @@ def scan_region(data: Any, start: int = 0, end: int | None = None) -> list[Strea
             if tail.globals:
                 streams.append(tail)
             break
+    else:
+        if pos < end and len(streams) >= MAX_STREAMS:
+            # A loader calling pickle.load in a loop would go on: what it reaches is swept, and the cut reported.
+            rest = StreamScan(start=pos, error=f"more than {MAX_STREAMS} pickles one after another", limited=True)
+            for module, name, at in sweep(data, pos, end):
+                rest.add_global(module, name, at)
+                rest.swept = True
+            streams.append(rest)
     return streams
 
 

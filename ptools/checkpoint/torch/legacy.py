@@ -60,7 +60,19 @@ def sniff_pickle(path: Path, head: bytes) -> bool:
         return False
     if probe.end is not None or probe.globals:
         return probe.opcodes > 1 or bool(probe.globals)
-    return len(head) >= 4096 and probe.error_at >= len(head) - 64 and probe.anomalies == 0
+    if len(head) < 4096 or probe.anomalies or not (probe.error or "").startswith("truncated stream"):
+        return False
+    if probe.error_at >= len(head) - 64:
+        return True
+    # An opcode whose argument runs past the 4 KiB window (a first pickle that opens with a long string):
+    # what the whole stream is decides, not the window.
+    blob = _map(path)
+    try:
+        whole = scan_stream(blob, 0)
+    finally:
+        if hasattr(blob, "close"):
+            blob.close()
+    return whole.anomalies == 0 and (whole.end is not None or bool(whole.globals)) and whole.opcodes > 1
 
 
 def _first_global_unimportable(probe: Any) -> bool:

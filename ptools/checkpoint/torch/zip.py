@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ptools.checkpoint._text import oneline
 from ptools.checkpoint.base import MAX_DIM, CheckpointReader, TensorInfo
 from ptools.checkpoint.dtypes import decode, itemsize, raw_numpy_dtype
+from ptools.checkpoint.loaders import TorchArchive, TorchEntry, parse_version
 from ptools.checkpoint.pickle.restricted import (
+    DANGEROUS,
     SUSPICIOUS,
     GlobalRef,
     ScanResult,
@@ -51,6 +53,7 @@ def size_limit(path: Path) -> int:
 
 
 _NESTED_SCAN_LIMIT = 64 << 20  # scan byte storages up to this size for hidden pickles
+_MAX_LISTED = 1 << 20  # members listed per archive, every reading together
 
 
 def sniff(path: Path, head: bytes) -> bool:
@@ -77,38 +80,37 @@ def find_prefix(names: list[str]) -> str | None:
 
 
 def open_reader(path: Path) -> CheckpointReader:
-    zf = _open_zip(path)
-    names = zf.namelist()
-    prefix = find_prefix(names)
-    if prefix is None:
-        zf.close()
-        raise PtoolsError(f"{path}: a zip archive, but not a PyTorch checkpoint (no data.pkl inside)")
-    if any(n.startswith(prefix + "code/") for n in names) or prefix + "constants.pkl" in names:
-        return open_torchscript(path, zf, prefix)
-    return TorchZipReader(path, zf, prefix)
+    """The archive as torch.load reads it; as Python's zipfile reads it only where torch cannot open it."""
+    view, torch_error = _torch_view(path)
+    if view is None:
+        view = _zipfile_view(path, torch_error)
+    names = view.names()
+    if any(n.startswith("code/") for n in names) or view.has("constants.pkl"):
+        return open_torchscript(path, view)
+    return TorchZipReader(path, view)
 
 
-def open_torchscript(path: Path, zf: zipfile.ZipFile, prefix: str) -> TorchZipReader:
+def open_torchscript(path: Path, view: ArchiveView) -> TorchZipReader:
     """A TorchScript archive through the restricted unpickler: its code is listed, never compiled or run."""
-    reader = TorchZipReader(path, zf, prefix, torchscript=True)
+    reader = TorchZipReader(path, view, torchscript=True)
     reader.format = "torchscript"
-    code = sorted(n[len(prefix) :] for n in zf.namelist() if n.startswith(prefix + "code/") and n.endswith(".py"))
+    code = sorted(n for n in view.names() if n.startswith("code/") and n.endswith(".py"))
     reader._meta["reader"] = "restricted unpickler (data.pkl, constants.pkl); TorchScript code is never run"
     reader._meta["code_files"] = f"{len(code)} ({', '.join(code[:3])}{', ...' if len(code) > 3 else ''})"
     reader.code_files = code
-    _grade_script_code(reader, zf, prefix, path)
+    _grade_script_code(reader, view, path)
     return reader
 
 
-def _grade_script_code(reader: TorchZipReader, zf: zipfile.ZipFile, prefix: str, path: Path) -> None:
+def _grade_script_code(reader: TorchZipReader, view: ArchiveView, path: Path) -> None:
     """The archive's code, graded for file I/O (`script_code`); `__setstate__` methods run on load."""
     from ptools.checkpoint.torch.script_code import MAX_CODE_BYTES, MAX_FILES, grade_code, setstate_methods
 
     files: dict[str, bytes] = {}
-    for name in zf.namelist():
-        if name.startswith(prefix + "code/") and name.endswith(".py") and len(files) < MAX_FILES:
+    for name in view.names():
+        if name.startswith("code/") and name.endswith(".py") and len(files) < MAX_FILES:
             try:
-                files[name[len(prefix) :]] = read_member(zf, name, path, limit=MAX_CODE_BYTES)
+                files[name] = view.read(name, path, limit=MAX_CODE_BYTES)
             except PtoolsError as e:
                 reader.scan.notes.append(f"{name}: {e.message}")
     findings, notes = grade_code(files)
@@ -119,15 +121,186 @@ def _grade_script_code(reader: TorchZipReader, zf: zipfile.ZipFile, prefix: str,
         reader._meta["runs_on_load"] = ", ".join(on_load[:5]) + (", ..." if len(on_load) > 5 else "")
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
+class ArchiveView:
+    """The records of a torch zip under its folder, as one loader resolves them."""
+
+    how = ""  # which loader's rules: shown as the reader's `zip_reader` metadata
+    prefix = ""  # the archive folder with its slash ("archive/")
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def has(self, record: str) -> bool:
+        raise NotImplementedError
+
+    def size(self, record: str) -> int:
+        raise NotImplementedError
+
+    def header_offset(self, record: str) -> int:
+        raise NotImplementedError
+
+    def read(self, record: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
+        raise NotImplementedError
+
+    def stored_offset(self, record: str, path: Path) -> int | None:
+        """Where a stored (uncompressed, mappable) record's bytes start; None for a compressed one."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class TorchView(ArchiveView):
+    """Records resolved by torch's own rules (`loaders.TorchArchive`): what torch.load would unpickle and map."""
+
+    how = "torch.load's rules (miniz: central directory, case-insensitive names, no CRC check)"
+
+    def __init__(self, path: Path, archive: TorchArchive, f: Any) -> None:
+        self._archive, self._file, self._path = archive, f, path
+        self.prefix = archive.prefix.decode("utf-8", "replace")
+        self.uninitialised: list[str] = []  # records torch would read into an uninitialised buffer
+
+    def names(self) -> list[str]:
+        return self._archive.records()
+
+    def _entry(self, record: str) -> TorchEntry:
+        entry = self._archive.locate(record)
+        if entry is None:
+            raise PtoolsError(oneline(f"{self._path}: {record} is missing from the archive (truncated or corrupted)"))
+        return entry
+
+    def has(self, record: str) -> bool:
+        return self._archive.locate(record) is not None
+
+    def size(self, record: str) -> int:
+        return self._entry(record).size
+
+    def header_offset(self, record: str) -> int:
+        return self._entry(record).local_offset
+
+    def read(self, record: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
+        entry = self._entry(record)
+        limit = min(limit, size_limit(path))
+        if entry.size > limit:
+            raise PtoolsError(oneline(f"{path}: {record} is {entry.size} bytes, too large for a checkpoint pickle"))
+        try:
+            got = self._archive.read(entry, limit)
+        except ZipError as e:
+            raise PtoolsError(oneline(f"{path}: {record} cannot be read as torch reads it ({e})")) from None
+        if got.uninitialised and record not in self.uninitialised:
+            self.uninitialised.append(record)
+        return got.data
+
+    def stored_offset(self, record: str, path: Path) -> int | None:
+        entry = self._entry(record)
+        if entry.method != 0 or entry.is_directory or not entry.comp_size or entry.stat_error:
+            return None
+        try:
+            return self._archive.data_offset(entry)
+        except ZipError as e:
+            raise PtoolsError(oneline(f"{path}: {record}: {e} (corrupted zip)")) from None
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ZipfileView(ArchiveView):
+    """Records as Python's zipfile resolves them (the last central entry of a name wins, CRCs checked)."""
+
+    how = "Python's zipfile"
+
+    def __init__(self, zf: zipfile.ZipFile, prefix: str) -> None:
+        self._zf, self.prefix = zf, prefix
+
+    def names(self) -> list[str]:
+        return [n[len(self.prefix) :] for n in self._zf.namelist() if n.startswith(self.prefix)]
+
+    def has(self, record: str) -> bool:
+        return self.prefix + record in self._zf.NameToInfo
+
+    def size(self, record: str) -> int:
+        return self._zf.getinfo(self.prefix + record).file_size
+
+    def header_offset(self, record: str) -> int:
+        return self._zf.getinfo(self.prefix + record).header_offset
+
+    def read(self, record: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
+        return read_member(self._zf, self.prefix + record, path, limit)
+
+    def stored_offset(self, record: str, path: Path) -> int | None:
+        info = self._zf.getinfo(self.prefix + record)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as f:
+            return member_data_offset(FileBytes(f.fileno()), info, path)
+
+    def close(self) -> None:
+        self._zf.close()
+
+
+def _torch_view(path: Path) -> tuple[TorchView | None, str | None]:
+    """The archive by torch's rules, or (None, why torch.load would not read it)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - kept by the view
+    except OSError as e:
+        raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        archive = TorchArchive(FileBytes(f.fileno()))
+        view = TorchView(path, archive, f)
+        why = _torch_refuses(archive, view, path)
+    except ZipError as e:
+        f.close()
+        return None, str(e)
+    except PtoolsError as e:
+        f.close()
+        return None, e.message
+    if why is not None:
+        view.close()
+        return None, why
+    return view, None
+
+
+def _torch_refuses(archive: TorchArchive, view: TorchView, path: Path) -> str | None:
+    """What PyTorchStreamReader and torch.load check before they unpickle data.pkl (None: they go ahead)."""
+    if view.has(".data/serialization_id"):
+        view.read(".data/serialization_id", path, limit=1 << 20)
+    record = ".data/version" if view.has(".data/version") else "version"
+    if not view.has(record):
+        return "the archive has no version record"
+    if parse_version(view.read(record, path, limit=1 << 20)) is None:
+        return "its version record is not one torch accepts"
+    why = archive.all_records_error()
+    if why is not None:
+        return why
+    if not view.has("data.pkl"):
+        return "no data.pkl in the archive folder"
+    return None
+
+
+def _zipfile_view(path: Path, torch_error: str | None) -> ZipfileView:
+    zf = _open_zip(path, torch_error)
+    prefix = find_prefix(zf.namelist())
+    if prefix is None:
+        zf.close()
+        why = f"; torch.load cannot open it either: {torch_error}" if torch_error else ""
+        raise PtoolsError(oneline(f"{path}: a zip archive, but not a PyTorch checkpoint (no data.pkl inside{why})"))
+    view = ZipfileView(zf, prefix)
+    if torch_error:
+        view.how = f"Python's zipfile (torch.load cannot open this archive: {torch_error})"
+    return view
+
+
+def _open_zip(path: Path, torch_error: str | None = None) -> zipfile.ZipFile:
+    why = f"; torch.load cannot open it either: {torch_error}" if torch_error else ""
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
         raise PtoolsError(
-            f"{path}: truncated or corrupted zip archive ({oneline(e)})", hint="download or copy the file again"
+            oneline(f"{path}: truncated or corrupted zip archive ({oneline(e)}{why})"),
+            hint="download or copy the file again",
         ) from None
     except Exception as e:  # zipfile also raises NotImplementedError, ValueError, EOFError on damaged headers
-        raise PtoolsError(f"{path}: cannot read the zip archive ({oneline(e)})") from None
+        raise PtoolsError(oneline(f"{path}: cannot read the zip archive ({oneline(e)}{why})")) from None
 
 
 def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PICKLE_BYTES) -> bytes:
@@ -157,14 +330,52 @@ def read_member(zf: zipfile.ZipFile, name: str, path: Path, limit: int = _MAX_PI
         raise PtoolsError(f"{path}: {name} cannot be decompressed ({oneline(e)})") from None
 
 
-def scan_zip_pickles(
-    zf: zipfile.ZipFile, prefix: str, path: Path, *, torchscript: bool = False
-) -> tuple[ScanResult, list[str]]:
-    """Restricted-unpickle data.pkl (as zipfile picks it), after a static scan of every pickle in every member."""
-    main = restricted_load(read_member(zf, prefix + "data.pkl", path), source="data.pkl", torchscript=torchscript)
-    chosen = zf.getinfo(prefix + "data.pkl").header_offset
-    others = scan_all_members(path, main, prefix, chosen, torchscript=torchscript)
+def scan_zip_pickles(view: ArchiveView, path: Path, *, torchscript: bool = False) -> tuple[ScanResult, list[str]]:
+    """Restricted-unpickle data.pkl (the one torch.load would unpickle), after a static scan of every pickle
+    in every member as any zip reader could find it."""
+    main = restricted_load(view.read("data.pkl", path), source="data.pkl", torchscript=torchscript)
+    chosen = view.header_offset("data.pkl")
+    others = scan_all_members(path, main, view.prefix, chosen, torchscript=torchscript)
     return main, others
+
+
+def every_member(buf: FileBytes, path: Path) -> list[Member]:
+    """Members by every reading: zipfile-style central directory and local-header walk (`list_members`),
+    torch's central directory (which may be another one: zip64, search window) and Python's zipfile's."""
+    members = list_members(buf)
+    seen = {(m.header_offset, m.method, m.comp_size, m.size) for m in members}
+
+    def add(m: Member) -> None:
+        key = (m.header_offset, m.method, m.comp_size, m.size)
+        if key not in seen and len(members) < _MAX_LISTED:
+            seen.add(key)
+            members.append(m)
+
+    try:
+        archive = TorchArchive(buf)
+    except ZipError:
+        archive = None
+    if archive is not None:
+        for e in archive.entries:
+            try:
+                start = archive.data_offset(e)
+            except ZipError:
+                start = None
+            name = e.name.decode("utf-8", "replace")
+            add(Member(name, e.method, e.comp_size, e.size, e.local_offset, start, "torch"))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()[:_MAX_LISTED]
+    except Exception:  # zipfile refuses the archive: the other readings stand
+        infos = []
+    for info in infos:
+        try:
+            start = member_data_offset(buf, info, path)
+        except PtoolsError:
+            start = None
+        sizes = (info.compress_size, info.file_size)
+        add(Member(info.filename, info.compress_type, *sizes, info.header_offset, start, "zipfile"))
+    return members
 
 
 def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *, torchscript: bool) -> list[str]:
@@ -181,38 +392,41 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
     except (OSError, ValueError):
         return others
     try:
-        members = list_members(mm)
+        members = every_member(mm, path)
         counts: dict[str, int] = {}
         for m in members:
-            counts[m.name] = counts.get(m.name, 0) + 1
+            if m.origin != "local":
+                counts[m.name.lower()] = counts.get(m.name.lower(), 0) + 1
         for m in members:
-            by_name = m.name.endswith(("pkl", ".pickle"))
+            lowered = m.name.lower()
+            by_name = lowered.endswith(("pkl", ".pickle"))
             if not by_name and not looks_like_pickle_head(member_head(mm, m)):
                 continue
-            label = m.name[len(prefix) :] if m.name.startswith(prefix) else m.name
-            if label.startswith("data/"):
+            label = m.name[len(prefix) :] if lowered.startswith(prefix.lower()) else m.name
+            if label.lower().startswith("data/"):
                 label = f"storage {label[5:]}"
-            if counts[m.name] > 1:
-                label += f" (one of {counts[m.name]} members with this name)"
+            if counts.get(lowered, 0) > 1:
+                label += f" (one of {counts[lowered]} members with this name)"
             if m.origin == "local":
                 label += " (local header only, not in the central directory)"
+            elif m.origin != "central":
+                label += f" (as {'torch' if m.origin == 'torch' else 'zipfile'} reads the archive)"
+            is_loaded = m.header_offset == loaded and m.origin != "local"
             try:
                 data = read_zip_member(mm, m, limit)
             except ZipError as e:
-                if m.header_offset == loaded:
+                if is_loaded:
                     continue
                 result.notes.append(f"{label}: {e}")
                 continue
-            if m.header_offset == loaded and m.origin == "central":
+            if is_loaded:
                 # The loaded pickle itself is already in `result`: scan only what follows it.
                 first = result.static
                 start = len(data) if first is None else first.end if first.end is not None else first.error_at + 1
                 streams = scan_region(data, start) if start < len(data) else []
             else:
                 streams = scan_region(data)
-            if m.header_offset == loaded and m.origin == "central":
-                pass
-            elif not by_name and any(s.globals for s in streams):  # a pickle naming no global runs nothing
+            if not is_loaded and not by_name and any(s.globals for s in streams):  # no global runs nothing
                 result.globals.setdefault(
                     ("<nested pickle>", label),
                     GlobalRef(
@@ -227,7 +441,7 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
                 )
             if any(s.globals for s in streams):
                 add_static_globals(result, streams, label, torchscript)
-                if m.header_offset != loaded and not m.name.endswith(".debug_pkl"):
+                if not is_loaded and not lowered.endswith(".debug_pkl") and label not in others:
                     others.append(label)
     finally:
         f.close()
@@ -241,23 +455,37 @@ class TorchZipReader(CheckpointReader):
     code_files: list[str] = []  # TorchScript archives: the code/ files (listed, never run)
     _code_findings: list[dict[str, Any]] = []  # TorchScript archives: file I/O in the code (`script_code`)
 
-    def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str, *, torchscript: bool = False) -> None:
+    def __init__(self, path: Path, view: ArchiveView, *, torchscript: bool = False) -> None:
         super().__init__(path)
-        self._zf = zf
-        self._prefix = prefix
+        self._view = view
         self._mm: mmap.mmap | None = None
         self._file: Any = None
-        self._offsets: dict[str, int] = {}
-        names = set(zf.namelist())
-        self.byteorder = self._small_text("byteorder", names) or "little"
+        self._offsets: dict[str, int | None] = {}
+        self.byteorder = self._small_text("byteorder") or "little"
         if self.byteorder not in ("little", "big"):
-            raise PtoolsError(f"{path}: unknown byteorder {self.byteorder!r} in the archive")
-        self.scan, self._other_pickles = scan_zip_pickles(zf, prefix, path, torchscript=torchscript)
+            raise PtoolsError(oneline(f"{path}: unknown byteorder {self.byteorder!r} in the archive"))
+        self.scan, self._other_pickles = scan_zip_pickles(view, path, torchscript=torchscript)
+        for record in getattr(view, "uninitialised", []):
+            self.scan.globals.setdefault(
+                ("<uninitialised record>", record),
+                GlobalRef(
+                    "<uninitialised record>",
+                    record,
+                    SUSPICIOUS if record != "data.pkl" else DANGEROUS,
+                    "torch reads this record into a buffer it never fills (directory attribute, no data or a "
+                    "damaged stream): whatever was in that memory is unpickled or used as tensor data",
+                    count=1,
+                    where=[record],
+                    source=record,
+                ),
+            )
         if self.scan.error and not self.scan.unsafe:
-            raise PtoolsError(f"{path}: corrupted data.pkl ({self.scan.error})", hint="download the file again")
+            raise PtoolsError(
+                oneline(f"{path}: corrupted data.pkl ({self.scan.error})"), hint="download the file again"
+            )
         self.contents: PickleContents = build(self.scan)
         try:
-            self._check_storages(names)
+            self._check_storages()
         except PtoolsError:
             if not self.scan.unsafe:
                 raise
@@ -266,11 +494,12 @@ class TorchZipReader(CheckpointReader):
         self._scan_nested_pickles()
         self._meta = {
             "reader": "restricted unpickler (no torch), storages memory-mapped",
-            "archive": prefix.rstrip("/"),
+            "zip_reader": view.how,
+            "archive": view.prefix.rstrip("/"),
             "byteorder": self.byteorder,
-            "version": self._small_text("version", names),
-            "format_version": self._small_text(".format_version", names),
-            "storage_alignment": self._small_text(".storage_alignment", names),
+            "version": self._small_text("version"),
+            "format_version": self._small_text(".format_version"),
+            "storage_alignment": self._small_text(".storage_alignment"),
             "pickle_protocol": self.scan.protocol,
             "storages": len(self.scan.storages),
         }
@@ -279,23 +508,22 @@ class TorchZipReader(CheckpointReader):
         if self.scan.error:
             self._meta["pickle_error"] = self.scan.error
 
-    def _small_text(self, name: str, names: set[str]) -> str | None:
-        member = self._prefix + name
-        if member not in names:
+    def _small_text(self, name: str) -> str | None:
+        if not self._view.has(name):
             return None
         try:
-            return read_member(self._zf, member, self.path, limit=4096).decode("utf-8", "replace").strip()
+            return self._view.read(name, self.path, limit=4096).decode("utf-8", "replace").strip()
         except PtoolsError:
             return None
 
-    def _check_storages(self, names: set[str]) -> None:
+    def _check_storages(self) -> None:
         for key, ref in self.scan.storages.items():
-            member = f"{self._prefix}data/{key}"
-            if member not in names:
+            record = f"data/{key}"
+            if not self._view.has(record):
                 msg = f"{self.path}: storage {key} is missing from the archive (truncated or corrupted)"
                 raise PtoolsError(oneline(msg))
             need = ref.numel * itemsize(ref.dtype)
-            have = self._zf.getinfo(member).file_size
+            have = self._view.size(record)
             if have < need:
                 raise PtoolsError(oneline(f"{self.path}: storage {key} holds {have} bytes but its tensors need {need}"))
 
@@ -335,26 +563,37 @@ class TorchZipReader(CheckpointReader):
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._zf.close()
+        self._view.close()
 
     # -- storages
     def _storage_buffer(self, storage_key: str) -> tuple[Any, int, int]:
         """(buffer, byte offset of the storage in it, storage bytes)."""
-        member = f"{self._prefix}data/{storage_key}"
-        try:
-            info = self._zf.getinfo(member)
-        except KeyError:
-            raise PtoolsError(oneline(f"{self.path}: storage {storage_key} is missing from the archive")) from None
-        if info.compress_type != zipfile.ZIP_STORED:
-            # Someone re-zipped the archive with compression: no mapping possible, read this storage.
-            return read_member(self._zf, member, self.path, limit=1 << 62), 0, info.file_size
+        record = f"data/{storage_key}"
+        if not self._view.has(record):
+            raise PtoolsError(oneline(f"{self.path}: storage {storage_key} is missing from the archive"))
+        size = self._view.size(record)
+        if storage_key not in self._offsets:
+            self._offsets[storage_key] = self._view.stored_offset(record, self.path)
+        offset = self._offsets[storage_key]
+        if offset is None:
+            # Compressed (someone re-zipped the archive) or never filled by torch: read it as torch would.
+            data = self._view.read(record, self.path, limit=1 << 62)
+            if len(data) < size:
+                msg = f"{self.path}: storage {storage_key} holds {len(data)} of its {size} bytes (torch never fills it)"
+                raise PtoolsError(oneline(msg))
+            return data, 0, size
+        if offset + size > self._file_size():
+            raise PtoolsError(oneline(f"{self.path}: storage {storage_key} runs past the end of the file (truncated)"))
         if self._mm is None:
             self._file = open(self.path, "rb")  # noqa: SIM115 - kept open for the mapping's lifetime
             self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        offset = self._offsets.get(storage_key)
-        if offset is None:
-            offset = self._offsets[storage_key] = member_data_offset(self._mm, info, self.path)
-        return self._mm, offset, info.file_size
+        return self._mm, offset, size
+
+    def _file_size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
 
     def _scan_nested_pickles(self) -> None:
         """`bytes` values in the structure that start like a pickle are scanned too (torch never writes one)."""

@@ -185,7 +185,8 @@ def list_members(buf: Any) -> list[Member]:
 
 
 def read_member(buf: Any, m: Member, limit: int) -> bytes:
-    """The member's bytes, inflated; never more than min(declared size, limit) (zip bombs stop there)."""
+    """The member's bytes as a loader gets them: never more than min(declared size, limit); a deflate stream
+    is inflated only that far (zip bombs stop there; torch and zipfile both stop at the declared size)."""
     if m.data_offset is None:
         raise ZipError(f"{m.name}: local header missing or damaged")
     if m.size > limit:
@@ -193,19 +194,56 @@ def read_member(buf: Any, m: Member, limit: int) -> bytes:
     raw_end = m.data_offset + m.comp_size
     if raw_end > len(buf):
         raise ZipError(f"{m.name} runs past the end of the file (truncated)")
-    raw = buf[m.data_offset : raw_end]
     if m.method == 0:
+        raw = buf[m.data_offset : raw_end]
         return bytes(raw[: m.size]) if len(raw) >= m.size else bytes(raw)
     if m.method != 8:
         raise ZipError(f"{m.name}: compression method {m.method} is not supported")
+    data, _ = inflate_prefix(buf, m.data_offset, m.comp_size, m.size)
+    return data
+
+
+def inflate_prefix(buf: Any, start: int, comp_size: int, size: int) -> tuple[bytes, bool]:
+    """Up to `size` bytes of the raw deflate stream at `start`, as far as it decodes, and whether it ended there.
+
+    A damaged stream yields what decoded before the damage (torch keeps that and leaves the rest of its
+    buffer uninitialised); a stream longer than `size` is cut at `size` (torch and zipfile stop there too).
+    """
     d = zlib.decompressobj(-15)
-    try:
-        out = d.decompress(raw, m.size + 1)
-    except zlib.error as e:
-        raise ZipError(f"{m.name} cannot be inflated ({e})") from None
-    if len(out) > m.size:
-        raise ZipError(f"{m.name} inflates to more than its declared {m.size} bytes (a zip bomb or corrupted)")
-    return out
+    out = bytearray()
+    pos, end = start, start + comp_size
+    step = 1 << 16
+    while pos < end and len(out) < size:
+        chunk = bytes(buf[pos : min(end, pos + step)])
+        if not chunk:
+            break
+        try:
+            out += d.decompress(chunk, size - len(out))
+            while d.unconsumed_tail and len(out) < size:
+                out += d.decompress(d.unconsumed_tail, size - len(out))
+        except zlib.error:
+            return _inflate_until_damage(buf, start, pos + len(chunk), size), False
+        if d.eof:
+            return bytes(out), True
+        pos += len(chunk)
+    return bytes(out), d.eof
+
+
+def _inflate_until_damage(buf: Any, start: int, stop: int, size: int) -> bytes:
+    """What a damaged stream decodes to before zlib gives up (fed in small steps so the last good bytes count)."""
+    d = zlib.decompressobj(-15)
+    out = bytearray()
+    pos = start
+    while pos < stop and len(out) < size:
+        step = 1 if stop - pos < 4096 else 1024
+        try:
+            out += d.decompress(bytes(buf[pos : min(stop, pos + step)]), size - len(out))
+        except zlib.error:
+            break
+        if d.eof:
+            break
+        pos += step
+    return bytes(out[:size])
 
 
 def member_head(buf: Any, m: Member, n: int = 64) -> bytes:
