@@ -74,8 +74,10 @@ class SafetensorsReader(CheckpointReader):
             raise PtoolsError(f"{path}: cannot read ({e.strerror})") from None
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise PtoolsError(f"{path}: corrupted safetensors header (invalid JSON: {oneline(e)})") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            # ValueError beyond JSONDecodeError: an integer literal of thousands of digits (Python's limit).
+            why = "a number of thousands of digits" if "digits" in str(e) else oneline(e)
+            raise PtoolsError(f"{path}: corrupted safetensors header (invalid JSON: {why})") from None
         if not isinstance(header, dict):
             raise PtoolsError(f"{path}: corrupted safetensors header (not a JSON object)")
         self._data_start = 8 + n

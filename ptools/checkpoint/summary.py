@@ -408,14 +408,22 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
         node = root
         # torch keys nest with '.', TF/Keras ones with '/': both are module boundaries.
         tokens = _SEPARATORS.split(info.key)
+        level, end = 0, 0
         for i in range(0, len(tokens), 2):
             part = tokens[i]
+            end += len(part) + (len(tokens[i - 1]) if i else 0)
             if not part and 0 < i < len(tokens) - 1:
                 continue  # "a/.b" (TF's "kernel/.ATTRIBUTES"): no empty-named level between separators
-            node = node["children"].setdefault(
-                part, {"name": part, "path": "".join(tokens[: i + 1]), "children": {}, "infos": []}
-            )
-        node["tensor"] = info
+            if level > depth:
+                # Below the levels shown: the rest of the key only counts in its collapsed ancestor (a key of
+                # hundreds of levels, times thousands of keys, must not build a tree nobody sees).
+                break
+            child = node["children"].get(part)
+            if child is None:
+                child = node["children"][part] = {"name": part, "path": info.key[:end], "children": {}, "infos": []}
+            node = child
+            level += 1
+        node["infos"].append(info)
     _aggregate(root, buffer_keys(infos))
 
     def render(node: dict[str, Any], level: int) -> dict[str, Any]:
@@ -428,7 +436,7 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
             "bytes": node["bytes"],
             "dtypes": node["dtypes"],
         }
-        tensor = node.get("tensor")
+        tensor = node["infos"][0] if len(node["infos"]) == 1 else None
         if tensor is not None and not node["children"]:
             out["shape"] = list(tensor.shape)
             if keys and keys.get(tensor.key, tensor.key) != tensor.key:
@@ -444,9 +452,7 @@ def module_tree(infos: list[TensorInfo], depth: int, keys: dict[str, str] | None
 
 
 def _aggregate(node: dict[str, Any], buffers: set[str]) -> list[TensorInfo]:
-    infos: list[TensorInfo] = []
-    if "tensor" in node:
-        infos.append(node["tensor"])
+    infos: list[TensorInfo] = list(node["infos"])
     for child in node["children"].values():
         infos.extend(_aggregate(child, buffers))
     t = totals(infos, buffers)

@@ -324,9 +324,7 @@ class KerasReader(CheckpointReader):
             n += 1
             key = f"{base}_{n}"
         self._datasets[key] = ds
-        dtype = str(ds.dtype)
-        if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
-            dtype = "bfloat16"
+        dtype = "bfloat16" if _bfloat16_bits(ds) else str(ds.dtype)
         shape = tuple(int(d) for d in ds.shape)
         nbytes = int(ds.dtype.itemsize) * int(ds.size) if ds.dtype.kind != "O" else 0
         info = {"role": role, "layer": layer, "h5_path": ds.name, **(extra or {})}
@@ -482,7 +480,12 @@ class KerasReader(CheckpointReader):
             raise
         except Exception as e:  # noqa: BLE001 - h5py raises RuntimeError, OSError, ... on damaged data
             raise PtoolsError(f"{self.path}: cannot read {key} ({oneline(e)})") from None
-        if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+        if _marked_bfloat16(ds):
+            if not _bfloat16_bits(ds):
+                raise PtoolsError(
+                    f"{self.path}: {key} is marked bfloat16 but stores {ds.dtype} ({ds.dtype.itemsize} bytes a value, "
+                    "not 2): the file contradicts itself, its values are not read"
+                )
             return arr.view(np.uint16), "bfloat16"
         return arr, str(arr.dtype)
 
@@ -770,6 +773,18 @@ def _var_names(cls: str | None, cfg: dict[str, Any], count: int) -> list[str] | 
     if len(names) != count:
         return None
     return names
+
+
+def _marked_bfloat16(ds: Any) -> bool:
+    try:
+        return ds.attrs.get("dtype") in ("bfloat16", b"bfloat16")
+    except Exception:  # noqa: BLE001 - an unreadable attribute is no mark
+        return False
+
+
+def _bfloat16_bits(ds: Any) -> bool:
+    """Keras stores bfloat16 as 2-byte raw values with attr dtype="bfloat16"; another width contradicts the mark."""
+    return _marked_bfloat16(ds) and ds.dtype.itemsize == 2 and ds.dtype.kind in "uif"
 
 
 def sniff_h5(path: Path, head: bytes) -> bool:

@@ -26,6 +26,32 @@ from ptools.checkpoint.pickle.restricted import (
 )
 
 _MAX_DEPTH = 200
+# str() of a longer int passes Python's 4300-digit limit and raises; no checkpoint value is that long.
+_MAX_INT_BITS = 14_000
+
+
+def _big_int(value: int) -> str:
+    return f"<integer of {value.bit_length()} bits>"
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, str):
+        return k
+    if isinstance(k, int) and not isinstance(k, bool) and k.bit_length() > _MAX_INT_BITS:
+        return _big_int(k)
+    try:
+        return str(k)
+    except Exception:  # a tuple holding a huge int, a hostile stand-in
+        return f"<{type(k).__name__}>"
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        return repr(obj)
+    except Exception:  # huge ints, hostile stand-ins: the structure must still be built
+        return f"<{type(obj).__name__}>"
+
+
 MAX_NODES = 300_000  # objects the structure may expand to (~100k tensors with their containers)
 MODULE_MARK = "__nn_module__"  # set on the dict of a pickled nn.Module, whose keys are its state_dict's
 
@@ -106,6 +132,8 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
     budget = [MAX_NODES]
 
     def walk(obj: Any, path: str, depth: int) -> Any:
+        if isinstance(obj, int) and not isinstance(obj, bool) and obj.bit_length() > _MAX_INT_BITS:
+            return _big_int(obj)
         if obj is None or isinstance(obj, (bool, int, float, complex)):
             return obj
         if isinstance(obj, str):
@@ -149,9 +177,7 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
 
     def walk_container(obj: Any, path: str, depth: int) -> Any:
         if isinstance(obj, dict):
-            result = {
-                str(k) if not isinstance(k, str) else k: walk(v, join_path(path, k), depth + 1) for k, v in obj.items()
-            }
+            result = {_key(k): walk(v, join_path(path, k), depth + 1) for k, v in obj.items()}
             if isinstance(obj, DefaultDictData):
                 return {"__class__": "collections.defaultdict", **result}
             if isinstance(obj, AttributeDictData):
@@ -162,7 +188,7 @@ def build(scan: ScanResult, on_tensor: Callable[[str, TensorRef], None] | None =
         if isinstance(obj, tuple):
             return tuple(walk(v, join_path(path, i), depth + 1) for i, v in enumerate(obj))
         if isinstance(obj, (set, frozenset)):
-            return [walk(v, join_path(path, i), depth + 1) for i, v in enumerate(sorted(obj, key=repr))]
+            return [walk(v, join_path(path, i), depth + 1) for i, v in enumerate(sorted(obj, key=_safe_repr))]
         if isinstance(obj, NamespaceData):
             return {
                 "__class__": "argparse.Namespace",

@@ -108,7 +108,12 @@ def _checkpoint_file_target(ckpt_file: Path) -> Path | None:
     m = re.search(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
     if not m:
         return None
-    raw = m.group(1).encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        raw = _c_unescape(m.group(1))
+    except ValueError as e:
+        raise PtoolsError(f"{ckpt_file}: model_checkpoint_path is not a valid text-proto string ({e})") from None
+    if "\0" in raw:
+        raise PtoolsError(f"{ckpt_file}: model_checkpoint_path holds a NUL character")
     folder = ckpt_file.parent
     candidates = [Path(raw)] if os.path.isabs(raw) else [folder / raw]
     # Written on another machine: the absolute path is stale, the files sit beside the `checkpoint` file.
@@ -117,6 +122,38 @@ def _checkpoint_file_target(ckpt_file: Path) -> Path | None:
         if Path(str(c) + ".index").is_file():
             return c
     return candidates[-1]
+
+
+_C_ESCAPES = {"n": 10, "t": 9, "r": 13, "a": 7, "b": 8, "f": 12, "v": 11, "\\": 92, '"': 34, "'": 39, "?": 63}
+
+
+def _c_unescape(text: str) -> str:
+    """A text-proto string body (C escapes: \\n, \\", octal \\NNN, hex \\xHH) as the UTF-8 text TF wrote."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c != "\\":
+            out += c.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        nxt = text[i + 1 : i + 2]
+        if nxt in _C_ESCAPES:
+            out.append(_C_ESCAPES[nxt])
+            i += 2
+        elif nxt and nxt in "01234567":
+            digits = re.match(r"[0-7]{1,3}", text[i + 1 :]).group()  # type: ignore[union-attr]
+            out.append(int(digits, 8) & 0xFF)
+            i += 1 + len(digits)
+        elif nxt in ("x", "X"):
+            m = re.match(r"[0-9a-fA-F]{1,2}", text[i + 2 :])
+            if m is None:
+                raise ValueError(f"\\{nxt} without hex digits at character {i}")
+            out.append(int(m.group(), 16))
+            i += 2 + len(m.group())
+        else:
+            raise ValueError(f"unknown escape \\{nxt or '(end)'} at character {i}")
+    return out.decode("utf-8", "surrogateescape")
 
 
 def resolve_prefix(path: str | Path) -> Path:
