@@ -119,6 +119,13 @@ def _torch_seeds(work: Path) -> list[Seed]:
             structured=_safetensors_header,
         )
     )
+    # Files two loaders read differently (tests/checkpoint/twins.py): torch zips with every ambiguity of
+    # torch's reader vs zipfile, and polyglots (safetensors/zip/HDF5 around a pickle).
+    out.append(
+        Seed("torch-zip-ambiguous", {"a.pt": (work / "z.pt").read_bytes()}, "a.pt", inspect, structured=_zip_ambiguity)
+    )
+    legacy = (work / "l.pt").read_bytes()
+    out.append(Seed("polyglot", {"p.bin": legacy}, "p.bin", inspect[:3], structured=_polyglot))
     return out
 
 
@@ -397,6 +404,66 @@ def _pickle_ints(blob: bytes, rng: random.Random) -> bytes:
 def _zip_pickle_ints(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
     ((name, data),) = files.items()
     return {name: _rewrite_zip(data, lambda n, c: _pickle_ints(c, rng) if n.endswith("data.pkl") else c)}
+
+
+def _zip_ambiguity(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    """The archive rebuilt with one of the ambiguities between torch's zip reader and zipfile (case, duplicate
+    and local names, CRCs, end-record window and decoys, two central directories, overlong deflate, directory
+    attributes) around an honest, renamed or hostile data.pkl; then, half the time, byte damage on top."""
+    import pickle
+
+    from tests.checkpoint import twins
+
+    ((name, data),) = files.items()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = [(i.filename.replace(i.filename.split("/")[0], "archive", 1), zf.read(i)) for i in zf.infolist()]
+    data_pkl = dict(members)["archive/data.pkl"]
+    hidden = rng.choice(
+        [
+            data_pkl,
+            data_pkl.replace(b"model", b"MODEL"),
+            pickle.dumps({"epoch": 1}, protocol=2),
+            b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.",
+            data_pkl[: rng.randrange(len(data_pkl))],
+        ]
+    )
+    kinds = sorted(twins.ZIP_CLASSES) + ["uninitialised"]
+    kind = rng.choice(kinds)
+    if kind == "uninitialised":
+        out = twins.zip_uninitialised(rng, members, hidden)
+    else:
+        out = twins.ZIP_CLASSES[kind](rng, members, hidden)
+    if rng.random() < 0.5:
+        out = GENERIC[rng.choice(sorted(GENERIC))](out, rng)
+    return {name: out}
+
+
+def _polyglot(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
+    """The legacy torch file (or a pickle) inside another format: a safetensors header that is also a pickle,
+    a zip after it, an HDF5 file after it as a user block, a first string longer than the sniff window, more
+    pickles than the stream cap; then, half the time, byte damage on top."""
+    import pickle
+    import tempfile
+
+    from tests.checkpoint import twins
+
+    ((name, data),) = files.items()
+    inner = rng.choice([data, pickle.dumps({"lr": 0.1}, protocol=rng.choice([0, 2, 4]))])
+    how = rng.choice(["safetensors", "then-zip", "user-block", "long-string", "stacked"])
+    if how == "safetensors":
+        out = twins.safetensors_pickle(rng, inner)
+    elif how == "then-zip":
+        out = twins.pickle_then_zip(rng, inner, twins.write_zip([twins.RawEntry(b"archive/data.pkl", inner)]))
+    elif how == "user-block":
+        with tempfile.TemporaryDirectory(prefix="fuzz-h5-") as tmp:
+            out = twins.hdf5_with_user_block(rng, inner, Path(tmp), lambda_layer=rng.random() < 0.5)
+    elif how == "long-string":
+        out = twins.long_string_pickle(rng, inner)
+    else:
+        out = twins.stacked_pickles(rng, inner, count=rng.choice([63, 64, 65, 200]))
+    if rng.random() < 0.5:
+        out = GENERIC[rng.choice(sorted(GENERIC))](out, rng)
+    return {name: out}
 
 
 def _safetensors_header(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
