@@ -66,6 +66,62 @@ def ensure_parent(path: str | os.PathLike) -> Path:
     return parent
 
 
+def not_writable(path: Path, e: OSError) -> PtoolsError:
+    """The one-line error for an output that cannot be written: the user's path, never a temp file's name."""
+    reason = e.strerror or type(e).__name__
+    return PtoolsError(f"{path}: cannot write here ({reason})", hint="choose a folder you can write to")
+
+
+def probe_writable(path: str | os.PathLike) -> Path:
+    """Fail now, naming `path`, when its folder (or the nearest existing one above it) takes no new file.
+
+    A real probe (a temp file made and removed), not `os.access`: root passes access() on read-only mounts.
+    """
+    path = Path(path)
+    check_parent(path)
+    folder = path if path.is_dir() else path.parent if str(path.parent) else Path(".")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ptools-probe.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise not_writable(path, e) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+def temp_folder_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """A hidden temp folder in `path`'s parent (for a folder built aside and renamed into place)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    except OSError as e:
+        raise not_writable(path, e) from None
+
+
+def claim_folder(folder: Path, force: bool, marker: str, made_by: str, name: str | None = None) -> bool:
+    """Whether `folder` may take a new output folder: missing, empty, or (with `force`) one that `made_by`
+    wrote, as the `marker` file it leaves in every folder it writes shows. True when an earlier output
+    is there to be replaced. `--force` never replaces a folder without the marker: it may be someone's data.
+    """
+    name = name or str(folder)
+    if not folder.exists():
+        check_parent(folder)
+        return False
+    if not folder.is_dir():
+        raise PtoolsError(f"{name}: exists and is not a folder")
+    if not any(folder.iterdir()):
+        return False
+    if not force:
+        raise PtoolsError(f"{name}: already exists and is not empty", hint="pass --force to replace it")
+    if not (folder / marker).is_file():
+        raise PtoolsError(
+            f"{name}: not written by `{made_by}` (no {marker}); refusing to replace it",
+            hint="choose another folder or remove it yourself",
+        )
+    return True
+
+
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     """Validate an output path before any work is done, so a long job does not fail at the end.
 
@@ -90,16 +146,21 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """
     path = check_output_path(path, force)
     ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise not_writable(path, e) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         make_public(tmp_path)
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and e.filename in (str(tmp_path), tmp_path):
+            raise not_writable(path, e) from None  # disk full, quota: name the output, not the temp file
         raise
 
 

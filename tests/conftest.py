@@ -34,3 +34,29 @@ def run_ptools(*args: str, check_modules: bool = False, timeout: float = 120) ->
         )
     code += "sys.exit(code)\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder that takes no new file. chmod 0555 stops a normal user; root writes through permission bits,
+    so as root the read-only sysfs (/sys) stands in. Skipped only where neither refuses a write."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    candidates = [folder, Path("/sys")]
+    try:
+        for candidate in candidates:
+            try:
+                fd, name = tempfile.mkstemp(dir=candidate)
+            except OSError:
+                yield candidate
+                return
+            os.close(fd)
+            os.unlink(name)
+        pytest.skip("no folder here refuses writes (root without a read-only /sys)")
+    finally:
+        folder.chmod(0o755)

@@ -10,7 +10,13 @@ from ptools.devices import parse_device_spec
 from ptools.errors import ExitCode, PtoolsError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (schema ptools.<command>/1).")]
-ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
+
+
+def force_option(what: str) -> object:
+    """--force/-f, with a help that says what it does in that command (it differs: a file, a folder, a run)."""
+    return Annotated[bool, typer.Option("--force", "-f", help=what)]
+
+
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic for a seed).")]
 
 

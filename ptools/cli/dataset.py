@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptools.cli._common import ForceOpt, JsonOpt, SeedOpt
+from ptools.cli._common import JsonOpt, SeedOpt, force_option
 from ptools.cli._group import SuggestOnceGroup
 from ptools.cli._output import capped, emit_json, info, print_table, stderr_console, stdout_console
 from ptools.errors import ExitCode, PtoolsError
@@ -43,7 +43,9 @@ def synth_command(
     seed: SeedOpt = 0,
     image_format: Annotated[str, typer.Option("--format", help="png|jpg for the images (masks are png).")] = "png",
     workers: Annotated[int, typer.Option("--workers", help="Processes (0: this one; output is the same).")] = 0,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace DIR if an earlier synth made it.")] = False,
+    force: force_option(
+        "Replace DIR if an earlier `dataset synth` wrote it (its synth.json); any other folder is refused."
+    ) = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate the built-in synthetic defect set: textured surfaces, defects with exact masks, normals."""
@@ -222,7 +224,7 @@ def preview_command(
     augmented: Annotated[bool, typer.Option("--augmented", help="Show what the augmentation produces.")] = False,
     size: Annotated[int, typer.Option("--size", help="Tile side in pixels.")] = 128,
     layout: LayoutOpt = "auto",
-    force: ForceOpt = False,
+    force: force_option("Overwrite the --out image if it exists.") = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Render samples as rows of normal | defect | mask | overlay | control map."""

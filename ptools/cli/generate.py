@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptools.cli._common import DeviceOpt, ForceOpt, JsonOpt, SeedOpt
+from ptools.cli._common import DeviceOpt, JsonOpt, SeedOpt, force_option
 
 HELP = (
     "Run a trained DefectGAN generator on an image or a folder of images. CHECKPOINT is a .pt written by "
@@ -49,7 +49,10 @@ def generate_command(
     ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
-    force: ForceOpt = False,
+    force: force_option(
+        "Overwrite existing outputs (<name>_<k>.png, <name>_<k>_map.png) in --out; with --dataset, replace OUT if an "
+        "earlier `generate --dataset` wrote it (its generated.json); any other folder is refused."
+    ) = False,
     json_out: JsonOpt = False,
 ) -> None:
     from ptools.cli._output import emit_json, stdout_console, warn

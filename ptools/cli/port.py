@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import ForceOpt, JsonOpt
+from ptools.cli._common import JsonOpt, force_option
 from ptools.errors import ExitCode
 
 HELP = (
@@ -35,7 +35,9 @@ def port_command(
         ),
     ] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Max abs error for --check-output.")] = 1e-4,
-    force: ForceOpt = False,
+    force: force_option(
+        "Overwrite model.py, weights.safetensors and report.json in OUT_DIR (other files there are kept)."
+    ) = False,
     json_out: JsonOpt = False,
 ) -> None:
     from ptools.convert.api import config_errors

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import DeviceOpt, ForceOpt, JsonOpt
+from ptools.cli._common import DeviceOpt, JsonOpt, force_option
 from ptools.errors import ExitCode, PtoolsError
 
 HELP = (
@@ -21,7 +21,6 @@ HELP = (
 )
 
 DEFAULT_SYNTH_N = 400
-_RUN_FILES = ("metrics.csv", "config.toml")
 
 
 def train_command(
@@ -73,7 +72,11 @@ def train_command(
     synth_n: Annotated[
         int, typer.Option("--synth-n", help="Samples in the synthetic set made when --data is not given.")
     ] = DEFAULT_SYNTH_N,
-    force: ForceOpt = False,
+    force: force_option(
+        "Start a new run in an --out that holds an earlier one: remove only the files `ptools train` wrote there "
+        "(config.toml, metrics.csv, checkpoints/*.pt, samples/step_*.png, tensorboard events; never other files), "
+        "and write data/ again if its synthetic set was made with other --synth-n/--image-size/--seed."
+    ) = False,
     json_out: JsonOpt = False,
 ) -> None:
     from ptools.cli._output import emit_json, info, stdout_console
@@ -124,22 +127,62 @@ def train_command(
     from ptools.devices import resolve_device
 
     resolve_amp(config.amp, resolve_device(device))
+    if state is not None:
+        # A changed setting is refused now, before the config is printed, so the reason is the first line.
+        from ptools.defectgan.trainer import check_resume_config
+
+        check_resume_config(state, config, ckpt_path)
     if run_dir is None:
         run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if state is None:
-        _claim_run_dir(run_dir, force, master)
 
-    # Data: --data, else the checkpoint's, else a synthetic set in the run folder.
+    # Everything is checked before anything is written or removed: the run folder (writable; with --force,
+    # which of its files are ptools'), the data (--data readable, or the synthetic set's settings).
+    from ptools.defectgan.rundir import DATA_DIR, claim_run_dir, synth_settings_differ
+
+    # Rank 0 alone checks and writes; under torchrun the other ranks wait for it at the barrier.
+    claim = claim_run_dir(run_dir, force) if state is None and master else None
+    if state is not None and master:
+        from ptools.files import probe_writable
+
+        probe_writable(run_dir)
     if data is None and state is not None and Path(state.get("data_root", "")).is_dir():
         data = Path(state["data_root"])
-    if data is None:
-        data = run_dir / "data"
-        if master and not data.exists():
-            from ptools.data import synthesize
+    synthetic = data is None
+    data_checked = False
+    make_synth = regenerate = False
+    if synthetic:
+        data = run_dir / DATA_DIR
+        if master and data.exists():
+            from ptools.data.synth import MARKER
 
-            info(f"ptools train: no --data; writing {synth_n} synthetic samples to {data}")
-            data.parent.mkdir(parents=True, exist_ok=True)
-            synthesize(data, n=synth_n, size=config.image_size, seed=config.seed)
+            if not (data / MARKER).is_file():
+                raise PtoolsError(
+                    f"{data}: exists and is not a synthetic set written by ptools (no {MARKER})",
+                    hint=f"train on it with --data {data}, or choose another --out",
+                )
+            differ = synth_settings_differ(data, synth_n, config.image_size, config.seed) if state is None else []
+            if differ and not force:
+                raise PtoolsError(
+                    f"{data}: the synthetic set there was made with other settings: " + ", ".join(differ),
+                    hint=f"pass --force to make it again, --data {data} to train on it as it is, or another --out",
+                )
+            make_synth = regenerate = bool(differ)
+        else:
+            make_synth = master
+    elif master:
+        from ptools.defectgan.trainer import check_data
+
+        check_data(data)
+        data_checked = True
+    if claim is not None:
+        claim.apply()
+    if make_synth:
+        from ptools.data import synthesize
+
+        verb = "rewriting" if regenerate else "writing"
+        info(f"ptools train: no --data; {verb} {synth_n} synthetic samples to {data}")
+        synthesize(data, n=synth_n, size=config.image_size, seed=config.seed, force=regenerate)
+    if synthetic:
         _barrier(device)
 
     if master:
@@ -154,6 +197,7 @@ def train_command(
         run_dir=run_dir,
         device=device,
         resume_from=state if state is not None else None,
+        data_checked=data_checked,
     )
     if not master:
         raise typer.Exit(ExitCode.INTERRUPTED if result.interrupted else ExitCode.OK)
@@ -189,27 +233,6 @@ def train_command(
         console.print(f"  run folder: {run_dir}", highlight=False)
     if result.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-
-
-def _claim_run_dir(run_dir: Path, force: bool, master: bool) -> None:
-    """A new run must not mix its files with an older run's: refuse, or with --force clear ptools' own files."""
-    from ptools.defectgan.checkpoint import CKPT_DIR
-
-    existing = [run_dir / n for n in (*_RUN_FILES, CKPT_DIR, "samples") if (run_dir / n).exists()]
-    if not existing:
-        return
-    if not force:
-        raise PtoolsError(
-            f"{run_dir}: already holds a training run ({', '.join(p.name for p in existing)})",
-            hint=f"continue it with --resume {run_dir}, choose another --out, or pass --force to start over",
-        )
-    if master:
-        import shutil
-
-        for path in existing:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        if (run_dir / "tensorboard").is_dir():
-            shutil.rmtree(run_dir / "tensorboard")
 
 
 def _barrier(device: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ptools.errors import PtoolsError
-from ptools.files import check_parent, ensure_parent, make_public
+from ptools.files import claim_folder, ensure_parent, make_public, temp_folder_beside
 
 KINDS = ("scratch", "crack", "spot", "stain")
 ALIASES = {"hole": "spot", "holes": "spot", "spots": "spot", "scratches": "scratch", "cracks": "crack"}
@@ -216,24 +215,6 @@ def _write_range(args: tuple[str, int, int, int, int, tuple[str, ...], str]) -> 
     return stop - start
 
 
-def _prepare_target(out_dir: Path, force: bool) -> None:
-    if not out_dir.exists():
-        check_parent(out_dir)  # a missing parent is created by synthesize
-        return
-    if not out_dir.is_dir():
-        raise PtoolsError(f"{out_dir}: exists and is not a folder")
-    if not any(out_dir.iterdir()):
-        return
-    if not force:
-        raise PtoolsError(f"{out_dir}: already exists and is not empty", hint="pass --force to replace it")
-    if not (out_dir / MARKER).is_file():
-        # --force must never delete a folder of someone's own data.
-        raise PtoolsError(
-            f"{out_dir}: not made by `ptools dataset synth` (no {MARKER}); refusing to replace it",
-            hint="choose another folder or remove it yourself",
-        )
-
-
 def synthesize(
     out_dir: str | Path,
     n: int = DEFAULT_N,
@@ -259,9 +240,9 @@ def synthesize(
         raise PtoolsError(f"--size must be between 16 and 2048 (got {size})")
     if ext not in ("png", "jpg"):
         raise PtoolsError(f"image format {ext!r} not supported (png or jpg)")
-    _prepare_target(out_dir, force)
+    claim_folder(out_dir, force, MARKER, "ptools dataset synth")
     ensure_parent(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = temp_folder_beside(out_dir)
     try:
         make_public(tmp, folder=True)  # mkdtemp makes it 0700: teammates could not read the set
         for label in names:
@@ -283,7 +264,7 @@ def synthesize(
         (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():
             # Swap: old set aside, new one in, old one removed; never a moment with a half-written set.
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            trash = temp_folder_beside(out_dir, ".old")
             os.replace(out_dir, trash / "old")
             os.replace(tmp, out_dir)
             shutil.rmtree(trash, ignore_errors=True)

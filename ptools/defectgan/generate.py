@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from ptools.defectgan.config import DefectGANConfig
 from ptools.defectgan.generator import Generator
 from ptools.defectgan.models import prepare
 from ptools.errors import PtoolsError
+from ptools.files import claim_folder, ensure_parent, temp_folder_beside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DATASET_MARKER = "generated.json"  # written into a generated dataset; lets --force replace only those
@@ -333,7 +333,7 @@ def generate_dataset(
     if n < 1:
         raise PtoolsError(f"--n must be at least 1 (got {n})")
     out_dir = Path(out_dir)
-    _check_dataset_target(out_dir, force)
+    claim_folder(out_dir, force, DATASET_MARKER, "ptools generate --dataset", name=f"--dataset {out_dir}")
     dev = resolve_device(device)
     g, config = load_generator(checkpoint, dev)
     size = config.image_size
@@ -362,8 +362,8 @@ def generate_dataset(
     rejected = dict.fromkeys(wanted, 0)
     draws = dict.fromkeys(wanted, 0)
     records: list[dict[str, Any]] = []
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    ensure_parent(out_dir)
+    staging = temp_folder_beside(out_dir)
     try:
         for name in wanted:
             for sub in ("normal", "defect", "defect_segmentation"):
@@ -429,21 +429,3 @@ def generate_dataset(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return DatasetResult(out_dir, written, rejected, mask_source, size, notes)
-
-
-def _check_dataset_target(out_dir: Path, force: bool) -> None:
-    """A new folder, an empty one, or (with --force) one an earlier `generate --dataset` wrote."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise PtoolsError(f"--dataset {out_dir}: exists and is not a folder")
-    if not any(out_dir.iterdir()):
-        return  # replaced by the finished folder
-    if not force:
-        raise PtoolsError(f"--dataset {out_dir}: already exists and is not empty", hint="pass --force to replace it")
-    if not (out_dir / DATASET_MARKER).is_file():
-        raise PtoolsError(
-            f"--dataset {out_dir}: not written by `ptools generate --dataset` (no {DATASET_MARKER}); refusing "
-            "to replace it",
-            hint="choose another folder or remove it yourself",
-        )

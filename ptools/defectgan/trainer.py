@@ -48,6 +48,7 @@ from ptools.defectgan.monitor import (
     require_tensorboard,
     save_sample_grid,
 )
+from ptools.defectgan.rundir import write_marker
 from ptools.devices import resolve_device
 from ptools.errors import PtoolsError
 from ptools.files import atomic_path
@@ -152,6 +153,18 @@ def check_data(root: Path) -> None:
         )
 
 
+def check_resume_config(state: dict[str, Any], config: DefectGANConfig, source: str | Path) -> None:
+    """Refuse to resume a checkpoint with settings that change the model or the run (one line, all of them)."""
+    if not config.labels:  # a config built without the data takes the checkpoint's label order
+        config.labels = list(state["config"].get("labels", []))
+    differing = diff_fields(state["config"], config)
+    if differing:
+        raise PtoolsError(
+            f"{source}: checkpoint was trained with another config: " + "; ".join(differing),
+            hint="resume with the same settings (steps, logging and runtime flags may change)",
+        )
+
+
 def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
 
@@ -180,11 +193,13 @@ def train(
     resume_from: str | Path | dict[str, Any] | None = None,
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
+    data_checked: bool = False,
 ) -> TrainResult:
     """Train (or resume) a DefectGAN run in `run_dir`; returns where it stopped and the last losses.
 
     `resume_from` is a checkpoint path or an already loaded checkpoint dict. `on_step` is called on
     every rank after each iteration (benchmarks use it to measure the models as training goes).
+    `data_checked`: the caller already ran the dataset check on `data_root` (the CLI does, before it writes).
     """
     run_dir, data_root = Path(run_dir), Path(data_root)
     own_group = not dist.is_initialized()
@@ -194,7 +209,9 @@ def train(
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     fill_before = torch.utils.deterministic.fill_uninitialized_memory
     try:
-        result = _train(config, data_root, run_dir, dev, resume_from, progress and master, rank, world, on_step)
+        result = _train(
+            config, data_root, run_dir, dev, resume_from, progress and master, rank, world, on_step, data_checked
+        )
         if own_group:
             # Leave together: rank 0 still writes the last checkpoint and samples when the others are done,
             # and a rank that tears gloo down and exits while its peer is busy was seen to abort (SIGABRT,
@@ -218,6 +235,7 @@ def _train(
     rank: int,
     world: int,
     on_step: Callable[[StepInfo], None] | None,
+    data_checked: bool = False,
 ) -> TrainResult:
     from ptools.data import DefectDataset, denormalize, make_loader
 
@@ -228,15 +246,7 @@ def _train(
     # ---- resume state and config check: refuse a checkpoint of another model ----
     state = load_checkpoint(resume_from) if isinstance(resume_from, (str, Path)) else resume_from
     if state is not None:
-        if not config.labels:  # a config built without the data takes the checkpoint's label order
-            config.labels = list(state["config"].get("labels", []))
-        differing = diff_fields(state["config"], config)
-        if differing:
-            source = resume_from if isinstance(resume_from, (str, Path)) else "--resume"
-            raise PtoolsError(
-                f"{source}: checkpoint was trained with another config: " + "; ".join(differing),
-                hint="resume with the same settings (steps, logging and runtime flags may change)",
-            )
+        check_resume_config(state, config, resume_from if isinstance(resume_from, (str, Path)) else "--resume")
 
     if config.log == "tensorboard":
         require_tensorboard()
@@ -255,7 +265,8 @@ def _train(
         torch.backends.cudnn.allow_tf32 = True
 
     # ---- data: checked first, so a broken dataset fails before any model is built ----
-    check_data(data_root)
+    if not data_checked:
+        check_data(data_root)
     dataset = DefectDataset(data_root, image_size=config.image_size, seed=config.seed, labels=config.labels or None)
     if not config.labels:
         config.labels = list(dataset.labels)
@@ -335,6 +346,7 @@ def _train(
     metrics = None
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir)
         with atomic_path(run_dir / "config.toml", force=True) as tmp:
             tmp.write_text(to_toml(config))
         metrics = MetricsLog(run_dir, start_step if state is not None else None, config.log == "tensorboard")

@@ -56,6 +56,9 @@ def test_train_synthesizes_trains_refuses_to_clobber_and_resumes(runner, tmp_pat
     other = runner.invoke(app, ["train", "--resume", str(run), "--steps", "4", "--batch-size", "3"])
     assert other.exit_code == 2
     assert "batch_size: checkpoint 2 != now 3" in other.stderr
+    # the reason is the first line (and the only one: no 46-line config before it)
+    assert other.stderr.splitlines()[0].startswith(f"ptools: error: {run / 'checkpoints'}")
+    assert len(other.stderr.strip().splitlines()) == 1
 
 
 def test_train_bad_data_exits_2_before_training(runner, tmp_path, tiny_toml):
@@ -145,3 +148,101 @@ def test_progress_prints_an_estimate_and_lines_by_time(monkeypatch, capsys):
     assert err.count("will take about") == 1 and "days" in err and "--preset small" in err
     # --log-every 50 is never reached, yet a line comes at least every 30 s (updates are 20 s apart: every other)
     assert [f"step {k}/500000" in err for k in range(1, 8)] == [False, True, False, True, False, True, False]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_force_removes_only_the_files_train_wrote_and_keeps_the_users(runner, tmp_path, tiny_toml):
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--steps", "2", "--synth-n", "8", "--config", str(tiny_toml), "--device", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads((run / "run.json").read_text())["generator"] == "ptools train"
+    mine = {
+        "checkpoints/best_v3.pt": b"my best checkpoint",
+        "samples/fig.png": b"my figure",
+        "notes.txt": b"my notes",
+        "checkpoints/old/step_00000001.pt": b"a folder of my own, even with train's names in it",
+    }
+    for name, data in mine.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(data)
+    (run / "samples" / "step_00000002.png").write_bytes(b"stale sample")  # train's name: train's file
+
+    forced = runner.invoke(app, [*args, "--steps", "3", "--force"])
+    assert forced.exit_code == 0, forced.output
+    after = _tree(run)
+    for name, data in mine.items():
+        assert after[name] == data, name
+    assert "checkpoints/step_00000002.pt" not in after  # the earlier run's checkpoint went
+    assert "checkpoints/step_00000003.pt" in after and "samples/step_00000003.png" in after
+    assert "samples/step_00000002.png" not in after
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]  # a fresh log, not the old one continued
+
+    assert "only those" in runner.invoke(app, args).stderr  # refused without --force, and says what --force does
+
+
+def test_force_removes_nothing_without_the_marker_or_when_a_check_fails(runner, tmp_path, tiny_toml):
+    # Files at train's names in a folder train did not mark: possibly the user's own (a config.toml of theirs).
+    run = tmp_path / "mine"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text("# my own config\n")
+    (run / "checkpoints" / "latest.pt").write_bytes(b"my model")
+    before = _tree(run)
+    args = ["train", "--out", str(run), "--steps", "1", "--synth-n", "8", "--config", str(tiny_toml), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--force"])
+    assert result.exit_code == 2 and "no run.json" in result.stderr and "removes nothing" in result.stderr
+    assert _tree(run) == before
+
+    # A real run, then --force with data that fails its check: refused before anything is removed.
+    run = tmp_path / "run"
+    assert runner.invoke(app, [*args[:2], str(run), *args[3:]]).exit_code == 0
+    before = _tree(run)
+    bad = tmp_path / "bad" / "crack"
+    for sub in ("normal", "defect"):
+        (bad / sub).mkdir(parents=True)
+        (bad / sub / "a.png").write_bytes(b"not a png")
+    result = runner.invoke(app, [*args[:2], str(run), *args[3:], "--force", "--data", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "a.png" in result.stderr
+    assert _tree(run) == before
+
+    # run/data that synth did not write is never trained on silently nor replaced.
+    other = tmp_path / "other"
+    (other / "data" / "crack").mkdir(parents=True)
+    result = runner.invoke(app, [*args[:2], str(other), *args[3:], "--force"])
+    assert result.exit_code == 2 and "not a synthetic set written by ptools" in result.stderr
+    assert "--data" in result.stderr and not (other / "run.json").exists()
+
+
+def test_synthetic_set_made_with_other_settings_is_refused_or_made_again(runner, tmp_path, tiny_toml):
+    from ptools.data import synthesize
+
+    run = tmp_path / "run"
+    synthesize(run / "data", n=8, size=64, seed=0)  # e.g. left by a run that stopped before training
+    base = ["train", "--out", str(run), "--steps", "1", "--config", str(tiny_toml), "--device", "cpu"]
+    result = runner.invoke(app, [*base, "--synth-n", "12", "--seed", "5"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0].startswith(f"ptools: error: {run / 'data'}: the synthetic set there")
+    assert "--synth-n 8 (now 12), --seed 0 (now 5)" in result.stderr and "--force" in result.stderr
+    assert not (run / "checkpoints").exists()
+
+    same = runner.invoke(app, [*base, "--synth-n", "8"])  # the same settings: the set is used as it is
+    assert same.exit_code == 0 and "synthetic samples" not in same.stderr
+
+    forced = runner.invoke(app, [*base, "--synth-n", "12", "--seed", "5", "--force"])
+    assert forced.exit_code == 0, forced.output
+    meta = json.loads((run / "data" / "synth.json").read_text())
+    assert (meta["n"], meta["seed"], meta["size"]) == (12, 5, 64)
+    assert len(list((run / "data").rglob("defect/*.png"))) == 12
+
+
+def test_unwritable_run_folder_is_one_line_before_any_data(runner, tmp_path, tiny_toml, unwritable_dir):
+    run = unwritable_dir / "run"
+    args = ["train", "--out", str(run), "--steps", "1", "--synth-n", "8", "--config", str(tiny_toml)]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ptools: error: {run}: cannot write here"), lines
+    assert ".tmp" not in result.stderr and "synthetic" not in result.stderr
