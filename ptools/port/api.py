@@ -313,7 +313,7 @@ def _fill(path: Path, layer: str, lc: LayerCode, file_weights: dict[str, Weights
     except PtoolsError as e:
         raise PtoolsError(f"{path}: layer {layer}: {e.message}") from None
     for k, a in arrays.items():
-        state[k] = np.ascontiguousarray(a)
+        state[k] = np.asarray(a, order="C")  # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
     return list(arrays)
 
 

@@ -186,3 +186,24 @@ def test_unknown_input_size_uses_tf_same_layers(tmp_path: Path) -> None:
     xs, ys = io_of("xception.keras")
     outs = run_keras_layout(p, load_module(tmp_path / "out", p.class_name), xs)
     assert float(np.abs(outs[0] - ys[0]).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_port_output_passes_inspect_against_and_diff(ported, name: str, tmp_path: Path, monkeypatch) -> None:
+    """What `port` writes is what ptools' own checks accept: `inspect --against model:Class` run in the port's
+    folder as a user would (shapes included: a BN counter is a scalar in the module and must be one in the
+    file, not shape [1]), and `inspect --diff` against the emitted module's own state_dict."""
+    from typer.testing import CliRunner
+
+    from ptools.cli import app
+
+    p, folder = ported[name]
+    runner = CliRunner()
+    monkeypatch.chdir(folder)
+    monkeypatch.delitem(sys.modules, "model", raising=False)  # each fixture's model.py is its own `model`
+    against = runner.invoke(app, ["inspect", "weights.safetensors", "--against", f"model:{p.class_name}"])
+    monkeypatch.delitem(sys.modules, "model", raising=False)
+    assert against.exit_code == 0, against.output
+    torch.save(load_module(folder, p.class_name).state_dict(), tmp_path / "module.pt")
+    diff = runner.invoke(app, ["inspect", "weights.safetensors", "--diff", str(tmp_path / "module.pt")])
+    assert diff.exit_code == 0, diff.output
