@@ -403,13 +403,16 @@ def parse_version(data: bytes) -> int | None:
 
 def register_builtin() -> None:
     """Every reader's sniffer with `base.register_format`, most specific first."""
-    from ptools.checkpoint import npy, safetensors_reader, sharded
+    from ptools.checkpoint import npy, safetensors_reader, sharded, trainer_folder
     from ptools.checkpoint.base import register_format
     from ptools.checkpoint.keras import h5 as keras_h5  # h5py is imported only when a file is opened
     from ptools.checkpoint.torch import legacy as torch_legacy  # no torch at import
     from ptools.checkpoint.torch import package as torch_package
     from ptools.checkpoint.torch import zip as torch_zip
 
+    # A Hugging Face Trainer checkpoint-N/ folder: the model beside optimizer.pt, rng_state.pth... (before
+    # "sharded": such a folder may hold a sharded model's index too).
+    register_format("trainer-folder", trainer_folder.sniff, trainer_folder.open_reader)
     register_format("sharded", sharded.sniff, sharded.open_reader)  # an *.index.json weight map, or its folder
 
     register_format("safetensors", safetensors_reader.sniff, safetensors_reader.open_reader)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.pickle.structure import MODULE_MARK
+from ptools.checkpoint.roles import EMA, NOT_MODEL, optimizer_summary, role_here, tensor_roles
 from ptools.errors import PtoolsError
 
 WRAPPER_PREFIXES = {
@@ -26,7 +27,7 @@ _SEPARATORS = re.compile(r"([./])")
 # only weights form the model tree and its totals; the rest is training state, shown apart.
 WEIGHT_ROLE = "weight"
 UNTAGGED_ROLE = "untagged"  # no role in a file whose reader tags roles: format metadata (TF object graph)
-_ROLE_ORDER = ("slot", "optimizer", "counter", "ema", "metric")
+_ROLE_ORDER = ("slot", "optimizer", "counter", "ema", "metric", "rng", "scheduler", "scaler")
 # Last name segments that are buffers (state, not trained) wherever they appear: batch-norm running
 # statistics and counters (torch and Keras names), transformer position tables, spectral-norm vectors
 # (torch.nn.utils.parametrizations: `parametrizations.weight.0._u`).
@@ -81,13 +82,18 @@ def _tensor_leaves(node: Any) -> list[TensorInfo]:
 
 
 def state_dict_candidates(structure: Any, max_depth: int = 3) -> list[str]:
-    """Paths of dicts whose values are all tensors, outside optimizer/scheduler state."""
+    """Paths of dicts whose values are all tensors (or pickled modules), outside optimizer, RNG, scheduler and
+    scaler state: the model state_dicts a --key can name (EMA copies included)."""
     found: list[str] = []
 
     def visit(node: Any, path: str, depth: int) -> None:
-        if depth > max_depth or not isinstance(node, dict):
+        if depth > max_depth or not isinstance(node, (dict, list, tuple)):
             return
         if path and _NOT_MODEL.search(path):
+            return
+        if role_here(path.rsplit(".", 1)[-1] if path else None, node) in NOT_MODEL:
+            return  # any optimizer's state (Adam moments, SGD momentum...), RNG, scheduler, scaler
+        if isinstance(node, (list, tuple)):
             return
         if _is_state_dict(node) or (path and node.get(MODULE_MARK)):  # a state_dict, or a pickled nn.Module
             found.append(path)
@@ -131,31 +137,74 @@ def resolve_path(structure: Any, path: str) -> tuple[Any, str]:
 def select(reader: CheckpointReader, key: str | None = None) -> Selection:
     structure = reader.structure()
     all_infos = reader.tensors()
+    # Where the reader does not tag roles (torch files), the structure says which tensors are optimizer,
+    # EMA, RNG, scheduler or scaler state: those are shown apart, never counted as the model's parameters.
+    roles = {} if has_roles(all_infos) else tensor_roles(structure)
     if key:
         node, path = resolve_path(structure, key)
         leaves = _tensor_leaves(node)
         if not leaves:
             raise PtoolsError(f"{reader.path}: --key {key!r} holds no tensors")
-        return _selection(path, "--key", leaves, path)
+        return _tag(_selection(path, "--key", leaves, path), roles)
     if _is_state_dict(structure):
         return _selection(None, "the file is a state_dict", all_infos, "")
     if isinstance(structure, dict) and structure.get(MODULE_MARK):
         return _selection(None, "a whole model (torch.save(model)): its state_dict", all_infos, "")
     candidates = state_dict_candidates(structure)
-    if len(candidates) == 1:
-        node, path = resolve_path(structure, candidates[0])
-        return _selection(path, "auto-detected", _tensor_leaves(node), path, candidates)
-    preferred = [c for c in candidates if c.rsplit(".", 1)[-1] in PREFERRED_NAMES]
-    if len(preferred) == 1:
-        # timm's state_dict + state_dict_ema, model + model_ema: the conventional name is the model.
-        node, path = resolve_path(structure, preferred[0])
-        sel = _selection(path, "auto-detected by name", _tensor_leaves(node), path, candidates)
-        others = _listed([c for c in candidates if c != preferred[0]])
-        sel.note = f"also holds {others}: pick another with --key"
+    ema = [c for c in candidates if _candidate_role(structure, c, roles) == EMA]
+    models = [c for c in candidates if c not in ema]
+    pick, how = None, "auto-detected"
+    if len(models) == 1:
+        pick = models[0]
+    elif len([c for c in models if c.rsplit(".", 1)[-1] in PREFERRED_NAMES]) == 1:
+        # the conventional name is the model (a model beside another state_dict, say a teacher)
+        pick, how = next(c for c in models if c.rsplit(".", 1)[-1] in PREFERRED_NAMES), "auto-detected by name"
+    elif not models and len(ema) == 1:
+        pick, how = ema[0], "auto-detected: the only model state_dict is an EMA copy"
+    if pick is not None:
+        node, path = resolve_path(structure, pick)
+        sel = _tag(_selection(path, how, _tensor_leaves(node), path, candidates), roles)
+        others = [c for c in models if c != pick]
+        copies = [c for c in ema if c != pick]
+        parts = ([f"{_listed(others)}"] if others else []) + ([f"an EMA copy ({_listed(copies)})"] if copies else [])
+        if parts:
+            sel.note = f"also holds {' and '.join(parts)}: pick another with --key"
         return sel
-    sel = _selection(None, "whole file", all_infos, "", candidates)
+    sel = _tag(_selection(None, "whole file", all_infos, "", candidates), roles)
     if len(candidates) > 1:
-        sel.note = f"{len(candidates)} state_dicts ({_listed(candidates)}): pick one with --key"
+        copies = f" and {len(ema)} EMA copies ({_listed(ema)})" if len(ema) > 1 else ""
+        copies = f" and an EMA copy ({ema[0]})" if len(ema) == 1 else copies
+        sel.note = f"{len(models)} model state_dicts ({_listed(models)}){copies}: pick one with --key"
+    return sel
+
+
+def _candidate_role(structure: Any, path: str, roles: dict[str, tuple[str, str]]) -> str | None:
+    node, _ = resolve_path(structure, path)
+    leaves = _tensor_leaves(node)
+    return roles[leaves[0].key][0] if leaves and leaves[0].key in roles else None
+
+
+def _tag(sel: Selection, roles: dict[str, tuple[str, str]]) -> Selection:
+    """Tag the selection's tensors with their role (`extra["role"]`, `extra["part"]`: the node that has it).
+
+    A selection that is itself (inside) an EMA copy shows it as the model it is: `--key state_dict_ema`.
+    """
+    if not roles:
+        return sel
+    inside = sel.path or ""
+    for rel, full in sel.full_keys.items():
+        found = roles.get(full)
+        if found is None:
+            continue
+        role, part = found
+        if role == EMA and inside and (inside == part or inside.startswith(part + ".")):
+            continue
+        info = sel.infos[rel]
+        sel.infos[rel] = replace(info, extra={**info.extra, "role": role, "part": part})
+    if has_roles(sel.infos.values()):  # every other tensor is then explicitly a weight
+        for rel, info in sel.infos.items():
+            if "role" not in info.extra:
+                sel.infos[rel] = replace(info, extra={**info.extra, "role": WEIGHT_ROLE})
     return sel
 
 
@@ -281,6 +330,9 @@ def training_state(infos: list[TensorInfo]) -> list[dict[str, Any]]:
             row["weights"] = len({m.extra.get("slot_of") for m in members if m.extra.get("slot_of")})
         if role == UNTAGGED_ROLE:
             row["names"] = [m.key for m in members]
+        parts = list(dict.fromkeys(str(m.extra["part"]) for m in members if m.extra.get("part") is not None))
+        if parts:  # torch files: the entries that hold it (opt_g, opt_d), not every tensor key
+            row["parts"] = [p or "(the whole file)" for p in parts]
         out.append(row)
     return out
 
@@ -468,6 +520,10 @@ def _aggregate(node: dict[str, Any], buffers: set[str]) -> list[TensorInfo]:
 def checkpoint_kind(structure: Any) -> str:
     if _is_state_dict(structure):
         return "state_dict"
+    if role_here(None, structure) == "optimizer":
+        return "optimizer state_dict (no model weights)"
+    if role_here(None, structure) == "rng":
+        return "RNG state (no model weights)"
     if isinstance(structure, dict):
         keys = set(map(str, structure))
         if "pytorch-lightning_version" in keys or {"state_dict", "loops"} <= keys or "hyper_parameters" in keys:
@@ -482,8 +538,27 @@ def checkpoint_kind(structure: Any) -> str:
     return "other"
 
 
-def describe(value: Any, limit: int = 80) -> str:
-    """One short line for a value of the top-level structure."""
+def describe(value: Any, limit: int = 80, name: str | None = None) -> str:
+    """One short line for a value of the top-level structure (`name`: the key it is stored under)."""
+    role = role_here(name, value) if name is not None else None
+    opt = optimizer_summary(value)
+    if opt is not None:
+        leaves = _tensor_leaves(value)
+        values = sum(leaf.numel for leaf in leaves)
+        entries = ", ".join(opt["entries"]) or "no per-parameter state yet"
+        params = opt["parameters"]
+        return f"optimizer state: {len(leaves)} tensors, {values:,} values ({entries}) for {params} parameters"
+    if role in ("rng", "scheduler", "scaler"):
+        leaves = _tensor_leaves(value)
+        what = {"rng": "RNG state", "scheduler": "scheduler state", "scaler": "loss-scaler state"}[role]
+        empty = isinstance(value, (dict, list, tuple)) and not value
+        return what + (f": {len(leaves)} tensors (not model weights)" if leaves else " (empty)" if empty else "")
+    if role == "ema" and _is_state_dict(value):
+        t = totals(list(value.values()))
+        return f"EMA copy (state_dict): {t['tensors']} tensors, {t['params'] + t['buffers']:,} values"
+    if isinstance(value, (list, tuple)) and value and all(optimizer_summary(v) for v in value):
+        leaves = _tensor_leaves(value)
+        return f"{len(value)} optimizer state(s): {len(leaves)} tensors, {sum(x.numel for x in leaves):,} values"
     if isinstance(value, TensorInfo):
         return f"tensor {value.dtype} {list(value.shape)}"
     if _is_state_dict(value):
@@ -511,7 +586,7 @@ def describe(value: Any, limit: int = 80) -> str:
 def top_level(structure: Any) -> list[dict[str, Any]]:
     if not isinstance(structure, dict) or _is_state_dict(structure):
         return []
-    return [{"key": str(k), "summary": describe(v)} for k, v in structure.items() if k != "__loaded__"]
+    return [{"key": str(k), "summary": describe(v, name=str(k))} for k, v in structure.items() if k != "__loaded__"]
 
 
 def scalar_fields(value: Any, limit: int = 40) -> dict[str, Any]:
@@ -540,7 +615,7 @@ def lightning_info(structure: Any) -> dict[str, Any] | None:
         info["hyper_parameters"] = scalar_fields(hp)
     for key in ("optimizer_states", "lr_schedulers", "callbacks"):
         if key in structure:
-            info[key] = describe(structure[key])
+            info[key] = describe(structure[key], name=key)
     return info
 
 
@@ -570,7 +645,7 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
         },
         "wrapper_prefixes": wrapper_prefixes(list(selection.infos)),
         "tree": module_tree(tree_infos, depth, tree_keys),
-        "tree_by": "variable names, weights only" if tagged else "keys",
+        "tree_by": _tree_by(sel_infos, tagged),
         "depth": depth,
         "totals": totals(tree_infos),
         "training_state": training_state(sel_infos) if tagged else [],
@@ -581,6 +656,12 @@ def summarize(reader: CheckpointReader, selection: Selection, depth: int, file_s
     if lightning:
         report["lightning"] = lightning
     return report
+
+
+def _tree_by(infos: list[TensorInfo], tagged: bool) -> str:
+    if not tagged:
+        return "keys"
+    return "variable names, weights only" if any("name" in i.extra for i in infos) else "keys, model weights only"
 
 
 def key_rows(selection: Selection, keys: list[str]) -> list[dict[str, Any]]:

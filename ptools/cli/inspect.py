@@ -409,6 +409,17 @@ def _render_summary(p: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    state = [r for r in p.get("training_state", []) if r["role"] != "untagged"]  # untagged: in the header
+    if state and not p["totals"]["tensors"]:
+        # e.g. a bare optimizer.state_dict() or Hugging Face's rng_state.pth: no model to draw a tree of
+        what = ", ".join(_ROLE_LABELS.get(r["role"], r["role"]) for r in state)
+        console.print(f"  no model weights here: {what} only", highlight=False, soft_wrap=True)
+    else:
+        _render_tree(p)
+    _render_state_and_rest(p, state)
+
+
+def _render_tree(p: dict[str, Any]) -> None:
     by_names = p.get("tree_by", "keys") != "keys"
     title = f"\nModules (depth {p['depth']}" + (f"; {p['tree_by']})" if by_names else ")")
     buffers = bool(p["totals"].get("buffers"))  # the column only where there are buffers
@@ -429,9 +440,13 @@ def _render_summary(p: dict[str, Any]) -> None:
     _render_totals(
         p["totals"], "Totals (weights)" if by_names else "Totals (selection)" if p["selection"]["path"] else "Totals"
     )
-    state = [r for r in p.get("training_state", []) if r["role"] != "untagged"]  # untagged: in the header
+
+
+def _render_state_and_rest(p: dict[str, Any], state: list[dict[str, Any]]) -> None:
+    console = _console()
     if state:
-        table = _table("state", "tensors", "values", "bytes", "names", title="\nTraining state (not counted above)")
+        title = "\nTraining state" + (" (not counted above)" if p["totals"]["tensors"] else "")
+        table = _table("state", "tensors", "values", "bytes", "names", title=title)
         for row in state:
             table.add_row(
                 _ROLE_LABELS.get(row["role"], row["role"]),
@@ -463,15 +478,18 @@ _ROLE_LABELS = {
     "slot": "optimizer slots",
     "optimizer": "optimizer",
     "counter": "counters",
-    "ema": "EMA shadows",
+    "ema": "EMA weights",
     "metric": "metric state",
+    "rng": "RNG state",
+    "scheduler": "scheduler",
+    "scaler": "loss scaler",
 }
 
 
 def _state_names(row: dict[str, Any]) -> str:
     if row["role"] == "slot" and row.get("slot_names"):
         return f"{', '.join(row['slot_names'])} for {row['weights']} weights"
-    names = row["names"]
+    names = row.get("parts") or row["names"]
     return ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
 
 

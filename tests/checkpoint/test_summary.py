@@ -62,8 +62,8 @@ def test_conventional_name_wins_over_ema(tmp_path):
     torch.save({"state_dict": tiny_state_dict(0), "state_dict_ema": tiny_state_dict(1), "epoch": 9}, path)
     with open_checkpoint(path) as reader:
         sel = sm.select(reader)
-    assert (sel.path, sel.how) == ("state_dict", "auto-detected by name")
-    assert "state_dict_ema" in sel.note
+    assert (sel.path, sel.how) == ("state_dict", "auto-detected")  # the EMA copy is no rival for the model
+    assert "an EMA copy (state_dict_ema)" in sel.note
 
 
 def test_key_path_with_dotted_dict_keys():

@@ -401,7 +401,7 @@ def test_many_candidate_state_dicts_are_listed_with_a_count(runner, tmp_path):
     torch.save({f"net{i}": {"w": torch.ones(2)} for i in range(20)}, path)
     doc = _json(runner.invoke(app, ["inspect", str(path), "--json"]))
     assert len(doc["selection"]["candidates"]) == 20
-    assert "20 state_dicts" in doc["selection"]["note"] and "... and 12 more" in doc["selection"]["note"]
+    assert "20 model state_dicts" in doc["selection"]["note"] and "... and 12 more" in doc["selection"]["note"]
 
 
 def test_long_top_level_and_shared_storage_lists_are_capped(runner, tmp_path):
