@@ -72,14 +72,15 @@ def not_writable(path: Path, e: OSError) -> PtoolsError:
     return PtoolsError(f"{path}: cannot write here ({reason})", hint="choose a folder you can write to")
 
 
-def probe_writable(path: str | os.PathLike) -> Path:
+def probe_writable(path: str | os.PathLike, beside: bool = False) -> Path:
     """Fail now, naming `path`, when its folder (or the nearest existing one above it) takes no new file.
 
+    `beside`: probe the parent even when `path` is a folder (it is to be replaced by one built beside it).
     A real probe (a temp file made and removed), not `os.access`: root passes access() on read-only mounts.
     """
     path = Path(path)
     check_parent(path)
-    folder = path if path.is_dir() else path.parent if str(path.parent) else Path(".")
+    folder = path if path.is_dir() and not beside else path.parent if str(path.parent) else Path(".")
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
@@ -89,6 +90,19 @@ def probe_writable(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(tmp)
     return path
+
+
+def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create (as `mkdir -p`) a folder that outputs go into, and check that it takes files; one line if not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PtoolsError(f"{flag} {path}: exists and is not a folder", hint="give a folder for the outputs")
+    check_parent(path / "x")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise not_writable(path, e) from None
+    return probe_writable(path)
 
 
 def temp_folder_beside(path: Path, suffix: str = ".tmp") -> Path:
@@ -107,10 +121,12 @@ def claim_folder(folder: Path, force: bool, marker: str, made_by: str, name: str
     name = name or str(folder)
     if not folder.exists():
         check_parent(folder)
+        _probe_named(folder, name)
         return False
     if not folder.is_dir():
         raise PtoolsError(f"{name}: exists and is not a folder")
     if not any(folder.iterdir()):
+        _probe_named(folder, name)
         return False
     if not force:
         raise PtoolsError(f"{name}: already exists and is not empty", hint="pass --force to replace it")
@@ -119,13 +135,23 @@ def claim_folder(folder: Path, force: bool, marker: str, made_by: str, name: str
             f"{name}: not written by `{made_by}` (no {marker}); refusing to replace it",
             hint="choose another folder or remove it yourself",
         )
+    _probe_named(folder, name)
     return True
 
 
-def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+def _probe_named(folder: Path, name: str) -> None:
+    """The new folder is built beside `folder` and renamed into place: its parent must take files."""
+    try:
+        probe_writable(folder, beside=True)
+    except PtoolsError as e:
+        raise PtoolsError(e.message.replace(str(folder), name, 1), hint=e.hint) from None
+
+
+def check_output_path(path: str | os.PathLike, force: bool = False, probe: bool = True) -> Path:
     """Validate an output path before any work is done, so a long job does not fail at the end.
 
-    A missing parent folder is fine: `atomic_path` creates it when the output is written.
+    A missing parent folder is fine: `atomic_path` creates it when the output is written. `probe`: check
+    that the folder (or the nearest existing one above it) takes new files.
     """
     path = Path(path)
     if path.exists() and not force:
@@ -133,6 +159,8 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if path.is_dir():
         raise PtoolsError(f"{path}: is a directory, expected a file path")
     check_parent(path)
+    if probe:
+        probe_writable(path)
     return path
 
 
@@ -144,7 +172,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     on any exception (including KeyboardInterrupt) it is removed and `path` is left untouched. Missing
     parent folders are created; the file gets the umask's permissions, not mkstemp's private 0600.
     """
-    path = check_output_path(path, force)
+    path = check_output_path(path, force, probe=False)  # the temp file below is the probe
     ensure_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

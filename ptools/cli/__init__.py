@@ -57,9 +57,10 @@ class PtoolsGroup(SuggestOnceGroup):
             _json_error("interrupted", None, ExitCode.INTERRUPTED)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except BrokenPipeError:
-            # `ptools ... | head`: the reader has all it wanted. Not an error, and nothing more can be said.
+            # `ptools ... | head`: the reader has all it wanted. Not an error, and nothing more can be said;
+            # the exit code is still the report's verdict (1 when it found problems).
             _silence_stdout()
-            raise typer.Exit(ExitCode.OK) from None
+            raise typer.Exit(_verdict()) from None
         except _NO_ARGS_HELP:  # `ptools dataset` alone: Click shows the group's help, as it should
             raise
         except click.UsageError as e:
@@ -116,6 +117,12 @@ def error_file(message: str) -> str | None:
     if not sep or not head or head.startswith("-") or " " in head.strip("'\"") or head.startswith("internal error"):
         return None
     return head
+
+
+def _verdict() -> int:
+    from ptools.cli._output import verdict_exit_code
+
+    return verdict_exit_code()
 
 
 def _silence_stdout() -> None:
@@ -195,17 +202,20 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    from ptools.cli._output import quiet_stderr_when_closed
+
+    quiet_stderr_when_closed()  # a reader that leaves stderr ends the progress, never the work
     try:
         app(prog_name="ptools")
     except BrokenPipeError:  # the pipe closed while Click itself was printing (help, usage errors)
         _silence_stdout()
-        sys.exit(ExitCode.OK)
+        sys.exit(_verdict())
     except SystemExit:
         try:  # what is still buffered is flushed now, while a closed pipe can still be told apart
             sys.stdout.flush()
         except BrokenPipeError:
             _silence_stdout()
-            sys.exit(ExitCode.OK)
+            sys.exit(_verdict())
         raise
 
 

@@ -15,6 +15,18 @@ if TYPE_CHECKING:  # rich costs ~50 ms to import: only commands that print table
     from rich.console import Console
 
 SCHEMA_VERSION = 1
+_verdict = {"exit_code": 0}
+
+
+def set_verdict(findings: bool) -> None:
+    """Say, before printing a report, that it ends with exit 1: when the reader leaves early
+    (`ptools dataset check broken | head -1`), the command still exits with the verdict, not 0, so
+    `set -o pipefail` pipelines see the problems."""
+    _verdict["exit_code"] = 1 if findings else 0
+
+
+def verdict_exit_code() -> int:
+    return _verdict["exit_code"]
 
 
 @lru_cache(maxsize=1)
@@ -37,6 +49,52 @@ def silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # no real file descriptor (tests): nothing to flush
         pass
+
+
+class QuietWhenClosed:
+    """A text stream (stderr) that goes quiet when its reader leaves, instead of ending the command.
+
+    `ptools train ... 2>&1 | head -1`: once head has its line, every progress write would raise
+    BrokenPipeError (rich's console then exits 1). Progress is for people; the work is not: the first failed
+    write points the descriptor at /dev/null and later writes are dropped, so the run goes on to its end.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ConnectionResetError):
+                self._go_quiet()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self._go_quiet()
+
+    def _go_quiet(self) -> None:
+        import os
+
+        self._closed = True
+        try:  # what is still buffered, and the interpreter's last flush, go nowhere instead of failing again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, reconfigure...: the real stream's
+        return getattr(self._stream, name)
+
+
+def quiet_stderr_when_closed() -> None:
+    if not isinstance(sys.stderr, QuietWhenClosed):
+        sys.stderr = QuietWhenClosed(sys.stderr)  # type: ignore[assignment]
 
 
 def _on_broken_pipe() -> None:

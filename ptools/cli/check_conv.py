@@ -268,6 +268,9 @@ def _scan(spec: str, input_size: tuple[int, ...], expect: str, json_out: bool) -
     result = scan_model(model, (input_size[0], input_size[1], input_size[2]), expect, spec)
     if result.error and not result.drift:
         raise PtoolsError(f"--model {spec}: {result.error}")
+    from ptools.cli._output import set_verdict
+
+    set_verdict(not result.ok)
     if json_out:
         doc = _lists(dataclasses.asdict(result))
         doc.update(ok=result.ok, drift=result.drift)

@@ -97,6 +97,9 @@ def convert_command(
     if check is not None:
         doc["check_output"] = check
     failed = not p.ok or (check is not None and not check["ok"])
+    from ptools.cli._output import set_verdict
+
+    set_verdict(failed)
     if json_out:
         from ptools.cli._output import emit_json
 

@@ -11,7 +11,7 @@ import typer
 
 from ptools.cli._common import JsonOpt, SeedOpt, force_option
 from ptools.cli._group import SuggestOnceGroup
-from ptools.cli._output import capped, emit_json, info, print_table, stderr_console, stdout_console
+from ptools.cli._output import capped, emit_json, info, print_table, set_verdict, stderr_console, stdout_console
 from ptools.errors import ExitCode, PtoolsError
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def check_command(
     ) as bar:
         task = bar.add_task("check", total=None)
         report = check_dataset(root, layout, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    set_verdict(not report.ok)
     if json_out:
         emit_json(
             "dataset.check",

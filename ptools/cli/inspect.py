@@ -240,6 +240,9 @@ def _progress(items: list[Any], what: str) -> Any:
 
 
 def _finish(payload: dict[str, Any], json_output: bool, render: Any, findings: bool) -> None:
+    from ptools.cli._output import set_verdict
+
+    set_verdict(findings)
     if json_output:
         from ptools.cli._output import emit_json
 

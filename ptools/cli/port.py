@@ -53,6 +53,9 @@ def port_command(
         written = result is None or result["ok"]
     doc = report(p, out_dir, result)
     doc["written"] = written
+    from ptools.cli._output import set_verdict
+
+    set_verdict(not written)
     if json_out:
         from ptools.cli._output import emit_json
 

@@ -18,7 +18,7 @@ from ptools.defectgan.config import DefectGANConfig
 from ptools.defectgan.generator import Generator
 from ptools.defectgan.models import prepare
 from ptools.errors import PtoolsError
-from ptools.files import claim_folder, ensure_parent, temp_folder_beside
+from ptools.files import claim_folder, ensure_parent, output_folder, temp_folder_beside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DATASET_MARKER = "generated.json"  # written into a generated dataset; lets --force replace only those
@@ -207,6 +207,7 @@ def generate(
         raise PtoolsError(f"--n must be at least 1 (got {n})")
     if restore and (label is not None or mask is not None):
         raise PtoolsError("--restore takes no --label or --mask (restoration targets the normal map)")
+    out_dir = output_folder(out_dir)  # before the model is loaded: a wrong --out fails at once
     dev = resolve_device(device)
     g, config = load_generator(checkpoint, dev)
     size = config.image_size
@@ -215,8 +216,6 @@ def generate(
     mask_t = read_mask(Path(mask), size, notes) if mask is not None else None
     control = control_map(config, size, channel, mask_t, restore)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     plan = [
         Output(p, k, out_dir / f"{p.stem}_{k}.png", out_dir / f"{p.stem}_{k}_map.png") for p in inputs for k in range(n)
     ]
@@ -224,8 +223,8 @@ def generate(
     if len(set(names)) != len(names):
         raise PtoolsError("two inputs share a file name stem; their outputs would collide", hint="rename one")
     for o in plan:  # refuse before any work, never after half the files
-        check_output_path(o.image, force)
-        check_output_path(o.map, force)
+        check_output_path(o.image, force, probe=False)  # output_folder probed the folder
+        check_output_path(o.map, force, probe=False)
 
     torch.manual_seed(seed)
     a = control[None].expand(n, -1, -1, -1).to(dev)

@@ -117,3 +117,20 @@ def test_check_wrong_layout_and_label_folder_are_one_line_errors(runner, tmp_pat
     assert "seed-layout" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
     label = runner.invoke(app, ["dataset", "check", str(root / "crack")])
     assert label.exit_code == 2 and "pass its parent" in label.stderr and label.stdout == ""
+
+
+def test_unwritable_folders_are_one_line_naming_the_users_path(runner, tmp_path, unwritable_dir):
+    for args, path in (
+        (["dataset", "synth", str(unwritable_dir / "ds"), "--n", "4", "--size", "32"], unwritable_dir / "ds"),
+        (["dataset", "synth", str(unwritable_dir), "--n", "4", "--size", "32", "--force"], unwritable_dir),
+    ):
+        result = runner.invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert str(path) in lines[0] and ".tmp" not in lines[0] and "internal error" not in lines[0], lines
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["dataset", "synth", str(data), "--n", "4", "--size", "32"]).exit_code == 0
+    out = unwritable_dir / "preview.png"
+    result = runner.invoke(app, ["dataset", "preview", str(data), "--out", str(out)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and f"{out}: cannot write here" in lines[0], result.output

@@ -194,3 +194,26 @@ def test_dataset_masks_from_an_existing_dataset(runner, tmp_path, checkpoint):
     assert result.exit_code == 0, result.output
     assert str(data) in json.loads(result.stdout)["mask_source"]
     assert not list(tmp_path.glob(".gen.*"))  # no staging folder left behind
+
+
+def _one_error_line(result, path) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("ptools: error: ") and str(path) in lines[0] and ".tmp" not in lines[0], lines
+    return lines[0]
+
+
+def test_unwritable_out_and_out_file_are_one_line(runner, tmp_path, checkpoint, unwritable_dir):
+    ckpt, data = checkpoint
+    inputs = str(data / "crack" / "normal")
+    out = unwritable_dir / "gen"
+    result = runner.invoke(app, ["generate", str(ckpt), "--input", inputs, "--label", "crack", "--out", str(out)])
+    assert "cannot write here" in _one_error_line(result, out)
+    target = unwritable_dir / "set"
+    result = runner.invoke(app, ["generate", str(ckpt), "--input", inputs, "--dataset", str(target), "--n", "2"])
+    assert "cannot write here" in _one_error_line(result, target)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    result = runner.invoke(app, ["generate", str(ckpt), "--input", inputs, "--label", "crack", "--out", str(a_file)])
+    assert "exists and is not a folder" in _one_error_line(result, a_file)
+    assert a_file.read_text() == "mine"

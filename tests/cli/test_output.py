@@ -157,3 +157,27 @@ def test_convert_creates_missing_parents_and_writes_readable_files(runner, tmp_p
         os.umask(old)
     assert result.exit_code == 0, result.output
     assert out.is_file() and stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_reader_leaving_keeps_the_verdict(tmp_path):
+    """`ptools dataset check broken | head -1` under `set -o pipefail`: the check's exit code (1) survives the
+    closed pipe; a clean dataset still exits 0."""
+    import subprocess
+    import sys
+
+    from ptools.data import synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, n=8, size=32, seed=0)
+    clean = subprocess.Popen([sys.executable, "-m", "ptools", "dataset", "check", str(data)], stdout=subprocess.PIPE)
+    clean.stdout.close()  # the reader is gone before the first line is written
+    assert clean.wait(timeout=120) == 0
+    for png in list((data / "crack" / "defect").glob("*.png")):
+        png.write_bytes(b"not an image")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptools", "dataset", "check", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, stderr
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr

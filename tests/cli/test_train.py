@@ -246,3 +246,17 @@ def test_unwritable_run_folder_is_one_line_before_any_data(runner, tmp_path, tin
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"ptools: error: {run}: cannot write here"), lines
     assert ".tmp" not in result.stderr and "synthetic" not in result.stderr
+
+
+def test_closed_stderr_does_not_stop_training(tmp_path, tiny_toml):
+    """`ptools train ... 2>&1 | head -1`: once the reader leaves, progress goes quiet and the run still ends
+    (checkpoint written, exit 0)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ptools", "train", "--out", str(run), "--steps", "3", "--synth-n", "8"]
+    cmd += ["--config", str(tiny_toml), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout.readline().startswith(b"ptools train: no --data")  # head -1 reads its line, and leaves
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    assert (run / "checkpoints" / "step_00000003.pt").is_file()
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
