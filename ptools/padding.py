@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ptools.errors import PtoolsError
 
@@ -539,3 +539,32 @@ def _transpose_mistakes(dims: tuple[Transpose1d, Transpose1d], k, s, d) -> list[
     aligned = all(pp == x.crop_before for x, pp in zip(dims, p, strict=True))
     name = f"nn.ConvTranspose2d(padding={_fmt(p)}, output_padding={_fmt(op)})"
     return [_mistake(name, "(k-1)//2, s-1", outs, (dims[0].output, dims[1].output), aligned)]
+
+
+COMMON_KERNELS = (1, 2, 3, 4, 5, 7)
+
+
+def stride_table(
+    stride: int,
+    inputs: Sequence[int],
+    kernels: Sequence[int] = COMMON_KERNELS,
+    op: str = "conv",
+    dilation: int = 1,
+    padding: PadMode = "same",
+) -> list[dict[str, Any]]:
+    """For one stride: per input size, TF's output and its pads (before, after) for each kernel, and the
+    common PyTorch recipes (`Mistake.key`) that differ from TF there. Square inputs and kernels."""
+    rows = []
+    for n in inputs:
+        row: dict[str, Any] = {"input": n, "output": None, "pads": {}, "drift": {}, "errors": {}}
+        for k in kernels:
+            try:
+                c = check_op(op, n, k, stride, dilation, padding)
+            except PtoolsError as e:  # VALID with a kernel wider than the input, say
+                row["errors"][k] = e.message
+                continue
+            row["output"] = c.output[0]
+            row["pads"][k] = c.padding[0]
+            row["drift"][k] = [m.key for m in c.mistakes if not m.matches_tf]
+        rows.append(row)
+    return rows

@@ -101,13 +101,28 @@ def check_conv_command(
             raise PtoolsError("--model needs --input-size CxHxW", hint="e.g. --input-size 3x224x224")
         _scan(model, parse_dims(input_size, "--input-size", 3), expect.value, json_out)
         return
-    if input is None or kernel is None:
-        raise PtoolsError(
-            "check-conv needs --input and --kernel (arithmetic) or --model and --input-size (model scan)",
-            hint="e.g. ptools check-conv --input 224 --kernel 3 --stride 2",
-        )
     if input_size is not None:
         raise PtoolsError("--input-size belongs to --model; use --input for the arithmetic")
+    if kernel is None and (stride is not None or input is not None):
+        # `check-conv --stride 2`: what TF does at that stride over the common kernels and several sizes
+        if op == Op.transpose or output_padding is not None:
+            raise PtoolsError("--op transpose needs --kernel", hint="e.g. --op transpose --kernel 3 --stride 2")
+        s = parse_dims(stride or "1", "--stride")
+        d = parse_dims(dilation, "--dilation")
+        if s[0] != s[1] or d[0] != d[1]:
+            raise PtoolsError("without --kernel, --stride and --dilation take one number (square windows)")
+        sizes = _sizes(input, s[0])
+        _stride_table(op.value, s[0], d[0], expect.value, sizes, json_out)
+        return
+    if input is None or kernel is None:
+        if kernel is not None:  # `--kernel 3 --stride 2`: a table over several input sizes
+            input = f"{4 * _first(stride)}..{6 * _first(stride) - 1}"
+        else:
+            raise PtoolsError(
+                "check-conv needs --stride (a table over common kernels), --input and --kernel (arithmetic) or "
+                "--model and --input-size (model scan)",
+                hint="e.g. ptools check-conv --stride 2, or --input 224 --kernel 3 --stride 2",
+            )
     args = {
         "op": op.value,
         "kernel": parse_dims(kernel, "--kernel"),
@@ -136,6 +151,131 @@ def check_conv_command(
         _emit({"op": op.value, "mode": expect.value, "rows": [_row_doc(r) for r in rows]})
     else:
         _render_range(rows, op.value, expect.value)
+
+
+def _first(stride: str | None) -> int:
+    return parse_dims(stride or "1", "--stride")[0]
+
+
+def _sizes(text: str | None, stride: int) -> list[int]:
+    """--input N or A..B; without it two periods of the pattern (TF's pads repeat every `stride` sizes)."""
+    if text is None:
+        return list(range(4 * stride, 6 * stride))
+    found = parse_range(text)
+    if found is not None:
+        return list(found)
+    h, w = parse_dims(text, "--input")
+    if h != w:
+        raise PtoolsError("without --kernel, --input takes one number or a range A..B (square inputs)")
+    return [h]
+
+
+def _stride_table(op: str, stride: int, dilation: int, mode: str, sizes: list[int], json_out: bool) -> None:
+    kernels = tfpad.COMMON_KERNELS
+    rows = tfpad.stride_table(stride, sizes, kernels, op, dilation, mode)
+    if all(r["output"] is None for r in rows):
+        raise PtoolsError(f"--stride {stride}: {next(iter(rows[0]['errors'].values()))}")
+    drift = _drift_summary(rows, stride)
+    if json_out:
+        doc = {"op": op, "mode": mode, "stride": stride, "dilation": dilation, "kernels": list(kernels)}
+        doc["rows"] = [
+            {
+                "input": r["input"],
+                "output": r["output"],
+                "pads": {str(k): list(v) for k, v in r["pads"].items()},
+                "drift": {str(k): v for k, v in r["drift"].items()},
+            }
+            for r in rows
+        ]
+        doc["recipes_drift"] = drift
+        _emit(doc)
+        return
+    from rich.table import Table
+
+    from ptools.cli._output import print_table, stdout_console
+
+    layer = {"maxpool": "nn.MaxPool2d", "avgpool": "nn.AvgPool2d"}.get(op, "nn.Conv2d")
+    out_rule = f"ceil(input / {stride})" if mode == "same" else "ceil((input - dilation * (kernel - 1)) / stride)"
+    title = f"{op}, stride {stride}" + (f", dilation {dilation}" if dilation != 1 else "")
+    table = Table(title=f"{title}, TF {mode.upper()}: output = {out_rule}; pads before,after", title_justify="left")
+    table.add_column("input", justify="right")
+    if mode == "same":
+        table.add_column("TF out", justify="right")
+    for k in kernels:
+        table.add_column(f"k={k}", justify="left")
+    for r in rows:
+        cells = []
+        for k in kernels:
+            if k not in r["pads"]:
+                cells.append("-")
+                continue
+            b, a = r["pads"][k]
+            cells.append(f"[red]{b},{a} x[/red]" if "k//2" in r["drift"][k] else f"{b},{a}")
+        lead = [str(r["input"])] + ([str(r["output"])] if mode == "same" else [])
+        table.add_row(*lead, *cells)
+    console = stdout_console()
+    print_table(table, console)
+    if mode == "same":
+        console.print(
+            f"x: {layer}(padding=k//2) differs from TF there (TF pads the odd cell after, or another size); the "
+            f"pattern repeats every {stride} input sizes",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for line in drift:
+        console.print(line, highlight=False, soft_wrap=True)
+    if op == "conv" and mode == "same":
+        console.print(
+            "exact: ptools.nn.Conv2dSame (or nn.ZeroPad2d with the pads above, then nn.Conv2d(padding=0)); "
+            f"one case in full: ptools check-conv --input N --kernel K --stride {stride}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+_RECIPES = {
+    "k//2": "padding=k//2",
+    "'same'": "padding='same'",
+    "floor(in/s)": "the floor(in/s) same-padding snippet",
+    "padding=0": "padding=0",
+}
+
+
+def _drift_summary(rows: list[dict[str, Any]], stride: int) -> list[str]:
+    """One line per recipe: the kernels and inputs (by residue mod stride) where it differs from TF."""
+    where: dict[str, dict[int, set[int]]] = {}
+    for r in rows:
+        for k, keys in r["drift"].items():
+            for key in keys:
+                where.setdefault(key, {}).setdefault(k, set()).add(r["input"])
+    shown = [r["input"] for r in rows]
+    kernels = sorted({k for r in rows for k in r["pads"]})
+    lines = []
+    for key, per_kernel in where.items():
+        by_text: dict[str, list[int]] = {}
+        for k, inputs in sorted(per_kernel.items()):
+            by_text.setdefault(_residues(inputs, stride, shown), []).append(k)
+        parts = []
+        for text, ks in by_text.items():
+            which = "every kernel" if ks == kernels else "k=" + ",".join(map(str, ks))
+            parts.append(f"{which} at {text}")
+        what = "refused by PyTorch for stride > 1" if key == "'same'" and stride > 1 else "differs from TF"
+        lines.append(f"{_RECIPES.get(key, key)}: {what} (" + "; ".join(parts) + ")")
+    if not lines:
+        lines.append("every common recipe matches TF here")
+    return lines
+
+
+def _residues(inputs: set[int], stride: int, shown: list[int]) -> str:
+    """'every input', 'even inputs', 'inputs = 1 mod 3', or the sizes themselves when the table is short."""
+    if set(shown) <= inputs:
+        return "every input"
+    residues = sorted({n % stride for n in inputs})
+    if stride > 1 and all((n % stride in residues) == (n in inputs) for n in shown) and len(shown) >= stride:
+        if stride == 2:
+            return "even inputs" if residues == [0] else "odd inputs"
+        return f"inputs = {', '.join(map(str, residues))} mod {stride}"
+    return "inputs " + ", ".join(map(str, sorted(inputs)))
 
 
 def _parse_output_padding(text: str) -> tuple[int, int]:

@@ -42,7 +42,9 @@ def test_unknown_command_is_usage_error(runner):
     assert result.exit_code == 2
 
 
-@pytest.mark.parametrize("args", [["--help"], ["check-conv", "--input", "224", "--kernel", "3", "--stride", "2"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["check-conv", "--input", "224", "--kernel", "3", "--stride", "2"], ["check-conv", "-s", "2"]]
+)
 def test_light_paths_do_not_import_torch(args):
     proc = run_ptools(*args, check_modules=True)
     assert proc.returncode == 0, proc.stderr

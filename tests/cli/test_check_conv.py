@@ -94,7 +94,7 @@ def test_human_output(runner):
         (["--input", "3", "--kernel", "5", "--padding", "valid"], "larger than the input"),
         (["--input", "1..2", "--kernel", "5", "--padding", "valid"], "larger than the input"),
         (["--input", "9..3", "--kernel", "3"], "1 <= A <= B"),
-        (["--input", "224"], "needs --input and --kernel"),
+        (["--dilation", "2"], "needs --stride"),
         (["--input", "5", "--kernel", "4", "--stride", "2", "--op", "transpose", "--output-padding", "0"], "rejects"),
         (["--model", "tests.nn.models:drifting_model"], "--input-size"),
         (["--model", "tests.nn.models:drifting_model", "--input-size", "3x0x4"], "positive"),
@@ -190,3 +190,26 @@ def test_model_scan_accepts_the_recommended_zero_pad_recipe(runner):
     assert "nn.ZeroPad2d((0, 1, 0, 1)) then nn.Conv2d(padding=0)" in advice
     doc = invoke_json(runner, "--model", "tests.nn.models:zero_pad_model", "--input-size", "3x64x64")
     assert doc["ok"] is True and doc["layers"][0]["type"] == "ZeroPad2d+Conv2d"
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_stride_alone_gives_a_table_over_common_kernels_and_sizes(runner, stride):
+    """`check-conv --stride 2` (the design card's example): TF's output and pads for the common kernels over two
+    periods of input sizes, each the same as the single-op arithmetic gives, and which recipes drift."""
+    doc = invoke_json(runner, "--stride", str(stride))
+    assert doc["stride"] == stride and doc["kernels"] == [1, 2, 3, 4, 5, 7]
+    assert [r["input"] for r in doc["rows"]] == list(range(4 * stride, 6 * stride))
+    for row in doc["rows"]:
+        for k in doc["kernels"]:
+            out, pads = tf_same(row["input"], k, stride)
+            assert row["output"] == out and row["pads"][str(k)] == pads
+            single = invoke_json(runner, "--input", str(row["input"]), "--kernel", str(k), "--stride", str(stride))
+            drift = sorted(m["key"] for m in single["mistakes"] if not m["matches_tf"])
+            assert sorted(row["drift"][str(k)]) == drift
+    human = runner.invoke(app, ["check-conv", "--stride", str(stride)])
+    assert human.exit_code == 0 and "k=7" in human.stdout and "TF out" in human.stdout
+    if stride == 2:
+        assert "padding='same': refused by PyTorch for stride > 1" in human.stdout
+        assert "padding=k//2: differs from TF (k=2,4 at every input; k=3,5,7 at even inputs)" in human.stdout
+    sized = invoke_json(runner, "--stride", str(stride), "--input", "224")  # one size, every common kernel
+    assert [r["input"] for r in sized["rows"]] == [224]
