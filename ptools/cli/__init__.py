@@ -15,6 +15,7 @@ import click
 import typer
 
 from ptools import __version__
+from ptools.cli._common import SHELL_VALUES, complete_from
 from ptools.cli._group import SuggestOnceGroup
 from ptools.errors import ExitCode, PtoolsError, printable
 
@@ -187,7 +188,7 @@ def _register() -> None:
 
 
 def _completions_command(
-    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")],
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", autocompletion=complete_from(*SHELL_VALUES))],
 ) -> None:
     """Print the shell completion script (the files in completions/ are this output)."""
     from ptools.cli.completions import SHELLS, completion_script

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ptools import padding as tfpad
-from ptools.cli._common import JsonOpt
+from ptools.cli._common import json_option
 from ptools.errors import ExitCode, PtoolsError
 
 HELP = (
@@ -92,7 +92,7 @@ def check_conv_command(
         Mode,
         typer.Option("--expect", "--padding", help="TF padding to compute (arithmetic) or check against (--model)."),
     ] = Mode.same,
-    json_out: JsonOpt = False,
+    json_out: json_option("check-conv") = False,
 ) -> None:
     if model is not None:
         if input is not None or kernel is not None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import JsonOpt, force_option
+from ptools.cli._common import force_option, json_option
 from ptools.errors import ExitCode, PtoolsError
 
 HELP = (
@@ -60,7 +60,7 @@ def convert_command(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only, write nothing.")] = False,
     force: force_option("Overwrite DST if it exists.") = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("convert") = False,
 ) -> None:
     from ptools.convert.api import ConvertOptions, plan, report, source_metadata
     from ptools.convert.writer import write_state_dict

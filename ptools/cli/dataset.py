@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptools.cli._common import JsonOpt, SeedOpt, force_option
+from ptools.cli._common import LAYOUT_VALUES, SeedOpt, complete_from, force_option, json_option
 from ptools.cli._group import SuggestOnceGroup
 from ptools.cli._output import capped, emit_json, info, print_table, set_verdict, stderr_console, stdout_console
 from ptools.errors import ExitCode, PtoolsError
@@ -31,7 +31,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-LayoutOpt = Annotated[str, typer.Option("--layout", help="auto|seed|folders|csv.")]
+LayoutOpt = Annotated[
+    str, typer.Option("--layout", help="auto|seed|folders|csv.", autocompletion=complete_from(*LAYOUT_VALUES))
+]
 
 
 @app.command("synth")
@@ -46,7 +48,7 @@ def synth_command(
     force: force_option(
         "Replace DIR if an earlier `dataset synth` wrote it (its synth.json); any other folder is refused."
     ) = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("dataset.synth") = False,
 ) -> None:
     """Generate the built-in synthetic defect set: textured surfaces, defects with exact masks, normals."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -105,7 +107,7 @@ def synth_command(
 def check_command(
     root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset folder or CSV manifest.")],
     layout: LayoutOpt = "auto",
-    json_out: JsonOpt = False,
+    json_out: json_option("dataset.check") = False,
 ) -> None:
     """Validate a dataset (never modifies it). Exit 1 when problems are found, 2 when ROOT is not a dataset."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -226,7 +228,7 @@ def preview_command(
     size: Annotated[int, typer.Option("--size", help="Tile side in pixels.")] = 128,
     layout: LayoutOpt = "auto",
     force: force_option("Overwrite the --out image if it exists.") = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("dataset.preview") = False,
 ) -> None:
     """Render samples as rows of normal | defect | mask | overlay | control map."""
     from ptools.files import atomic_path, check_output_path

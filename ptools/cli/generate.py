@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptools.cli._common import DeviceOpt, JsonOpt, SeedOpt, force_option
+from ptools.cli._common import DeviceOpt, SeedOpt, force_option, json_option
 
 HELP = (
     "Run a trained DefectGAN generator on an image or a folder of images. CHECKPOINT is a .pt written by "
@@ -53,7 +53,7 @@ def generate_command(
         "Overwrite existing outputs (<name>_<k>.png, <name>_<k>_map.png) in --out; with --dataset, replace OUT if an "
         "earlier `generate --dataset` wrote it (its generated.json); any other folder is refused."
     ) = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("generate") = False,
 ) -> None:
     from ptools.cli._output import emit_json, stdout_console, warn
     from ptools.cli._progress import item_progress

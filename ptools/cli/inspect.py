@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import JsonOpt
+from ptools.cli._common import json_option
 from ptools.errors import ExitCode, PtoolsError
 
 HELP = (
@@ -84,7 +84,7 @@ def inspect_command(
         bool,
         typer.Option("--unsafe", help="Fully unpickle with torch.load(weights_only=False). RUNS CODE IN THE FILE."),
     ] = False,
-    json_output: JsonOpt = False,
+    json_output: json_option("inspect") = False,
 ) -> None:
     from ptools.checkpoint import summary as sm
     from ptools.checkpoint.scan import security_report

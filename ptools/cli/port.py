@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import JsonOpt, force_option
+from ptools.cli._common import force_option, json_option
 from ptools.errors import ExitCode
 
 HELP = (
@@ -38,7 +38,7 @@ def port_command(
     force: force_option(
         "Overwrite model.py, weights.safetensors and report.json in OUT_DIR (other files there are kept)."
     ) = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("port") = False,
 ) -> None:
     from ptools.convert.api import config_errors
     from ptools.port.api import build, report, write

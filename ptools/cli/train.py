@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ptools.cli._common import DeviceOpt, JsonOpt, force_option
+from ptools.cli._common import AMP_VALUES, DeviceOpt, complete_from, force_option, json_option
+from ptools.defectgan.presets import PRESETS
 from ptools.errors import ExitCode, PtoolsError
 
 HELP = (
@@ -45,7 +46,12 @@ def train_command(
         typer.Option("--resume", help="Continue from a checkpoint .pt, or a run folder (newest checkpoint in it)."),
     ] = None,
     amp: Annotated[
-        str | None, typer.Option("--amp", help="auto|bf16|fp16|off (auto: bf16 on CUDA, off on CPU).")
+        str | None,
+        typer.Option(
+            "--amp",
+            help="auto|bf16|fp16|off (auto: bf16 on CUDA, off on CPU).",
+            autocompletion=complete_from(*AMP_VALUES),
+        ),
     ] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile G and D.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
@@ -57,10 +63,21 @@ def train_command(
         int | None, typer.Option("--ckpt-every", help="Checkpoint every K steps (always at the end).")
     ] = None,
     keep: Annotated[int | None, typer.Option("--keep", help="Numbered checkpoints kept besides latest.pt.")] = None,
-    log: Annotated[str | None, typer.Option("--log", help="csv, or tensorboard (csv + TensorBoard events).")] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="csv, or tensorboard (csv + TensorBoard events).",
+            autocompletion=complete_from("csv", "tensorboard"),
+        ),
+    ] = None,
     preset: Annotated[
         str | None,
-        typer.Option("--preset", help="paper (the defaults) or small (reduced widths at 64 px, for CPUs)."),
+        typer.Option(
+            "--preset",
+            help="paper (the defaults) or small (reduced widths at 64 px, for CPUs).",
+            autocompletion=complete_from(*PRESETS),
+        ),
     ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="TOML file of config fields (flags override it).")
@@ -77,7 +94,7 @@ def train_command(
         "(config.toml, metrics.csv, checkpoints/*.pt, samples/step_*.png, tensorboard events; never other files), "
         "and write data/ again if its synthetic set was made with other --synth-n/--image-size/--seed."
     ) = False,
-    json_out: JsonOpt = False,
+    json_out: json_option("train") = False,
 ) -> None:
     from ptools.cli._output import emit_json, info, stdout_console
     from ptools.defectgan.config import DefectGANConfig, load_toml, replace_fields, to_toml

@@ -92,3 +92,63 @@ def test_help_shows_argument_descriptions(runner):
     result = runner.invoke(app, ["completions", "--help"])
     assert result.exit_code == 0
     assert "bash, zsh or fish." in result.output
+
+
+def _commands(group=None, path=()):
+    """(command path, click command) for every leaf command of the app."""
+    import click
+    from typer.main import get_command
+
+    group = group or get_command(app)
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_every_json_help_names_its_own_schema():
+    """No "(schema ptools.<command>/1)" placeholder: each --json help names the tag its document carries
+    (`ptools.<command path joined by dots>/1`, as emit_json writes it)."""
+    seen = 0
+    for path, cmd in _commands():
+        for param in cmd.params:
+            if "--json" in getattr(param, "opts", []):
+                seen += 1
+                assert f"(schema ptools.{'.'.join(path)}/1)" in param.help, (path, param.help)
+    assert seen >= 9
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ptools train --preset ", ["paper", "small"]),
+        ("ptools train --amp ", ["auto", "bf16", "fp16", "off"]),
+        ("ptools train --amp f", ["fp16"]),
+        ("ptools dataset check data --layout ", ["auto", "seed", "folders", "csv"]),
+        ("ptools dataset preview data --layout s", ["seed"]),
+        ("ptools train --device c", ["cpu", "cuda", *(f"cuda:{i}" for i in range(8))]),
+        ("ptools generate ckpt --device m", ["mps"]),
+        ("ptools completions ", ["bash", "zsh", "fish"]),
+        ("ptools train --log t", ["tensorboard"]),
+    ],
+)
+def test_option_values_complete(line, expected):
+    """TAB after --preset, --amp, --layout, --device, `completions`: their values, without importing torch."""
+    import os
+    import subprocess
+    import sys
+
+    words = line.split()
+    cword = len(words) if line.endswith(" ") else len(words) - 1
+    env = dict(os.environ, _PTOOLS_COMPLETE="complete_bash", COMP_WORDS=line, COMP_CWORD=str(cword))
+    code = (
+        "import sys\n"
+        "from ptools.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY=' + ','.join(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    *values, heavy = proc.stdout.strip().splitlines()
+    assert values == expected, proc.stderr
+    assert heavy == "HEAVY="
