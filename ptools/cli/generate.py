@@ -11,10 +11,11 @@ from ptools.cli._common import DeviceOpt, SeedOpt, force_option, json_option
 
 HELP = (
     "Run a trained DefectGAN generator on an image or a folder of images. CHECKPOINT is a .pt written by "
-    "`ptools train` or its run folder (newest checkpoint, as --resume takes it). --label NAME|INDEX paints that "
-    "defect over the whole image (INDEX 1 = the first label), --mask mask.png (with --label) places it where "
-    "the mask is white, --restore turns defect images into normal ones. Writes <name>_<k>.png and its spatial "
-    "map <name>_<k>_map.png for k < --n (each sample with its own noise). With --dataset OUT it writes a new "
+    "`ptools train` or its run folder (newest checkpoint, as --resume takes it). --label NAME|INDEX (INDEX 1 = "
+    "the first label) adds that defect where a placement mask is white: by default one drawn for each sample from "
+    "the label's synthetic defect shapes (written as <name>_<k>_mask.png), --mask mask.png for your own, "
+    "--whole-image for all of it. --restore turns defect images into normal ones. Writes <name>_<k>.png and its "
+    "spatial map <name>_<k>_map.png for k < --n (each sample with its own noise). With --dataset OUT it writes a new "
     "seed-layout dataset instead: --n samples over the labels (or only --label), each a normal image from "
     "--input, a placement mask (--masks, or random synthetic shapes), the synthetic defect and its mask (the "
     "generator's spatial map > 0.5)."
@@ -29,7 +30,13 @@ def generate_command(
     label: Annotated[
         str | None, typer.Option("--label", help="Defect label name or channel index (1 = first label).")
     ] = None,
-    mask: Annotated[Path | None, typer.Option("--mask", help="Binary mask: where to put the defect.")] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option("--mask", help="Binary mask: where to put the defect (default: a synthetic shape per sample)."),
+    ] = None,
+    whole_image: Annotated[
+        bool, typer.Option("--whole-image", help="Ask for the defect over the whole image instead of a placement.")
+    ] = False,
     restore: Annotated[bool, typer.Option("--restore", help="Restoration: defect image -> normal image.")] = False,
     n: Annotated[
         int, typer.Option("--n", help="Samples per input, each with different noise (with --dataset: in total).")
@@ -62,8 +69,10 @@ def generate_command(
 
     inputs = list_inputs(input_)
     if dataset is not None:
-        if restore or mask is not None:
-            raise PtoolsError("--dataset takes no --restore or --mask", hint="use --masks FOLDER for placement masks")
+        if restore or mask is not None or whole_image:
+            raise PtoolsError(
+                "--dataset takes no --restore, --mask or --whole-image", hint="use --masks FOLDER for placement masks"
+            )
         with item_progress("generate", n, enabled=not json_out) as update:
             result = generate_dataset(
                 checkpoint,
@@ -117,6 +126,7 @@ def generate_command(
             seed=seed,
             force=force,
             progress=update,
+            whole_image=whole_image,
         )
     for note in notes.items:
         warn(note)
@@ -134,16 +144,25 @@ def generate_command(
                 "mode": mode,
                 "label": chosen,
                 "mask": str(mask) if mask else None,
+                "placement": "--mask" if mask else "whole image" if whole_image or restore else "synthetic shapes",
                 "image_size": config.image_size,
                 "notes": notes.items,
                 "outputs": [
-                    {"input": str(o.input), "sample": o.sample, "image": str(o.image), "map": str(o.map)}
+                    {
+                        "input": str(o.input),
+                        "sample": o.sample,
+                        "image": str(o.image),
+                        "map": str(o.map),
+                        "placement_mask": str(o.placement) if o.placement else None,
+                    }
                     for o in outputs
                 ],
             },
         )
         return
     console = stdout_console()
-    console.print(f"{mode}: {len(outputs)} image(s) and spatial map(s) written to {out}", highlight=False)
+    placed = " and placement mask(s)" if outputs and outputs[0].placement else ""
+    console.print(f"{mode}: {len(outputs)} image(s), spatial map(s){placed} written to {out}", highlight=False)
     for o in outputs:
-        console.print(f"  {o.input.name} #{o.sample} -> {o.image.name}, {o.map.name}", highlight=False)
+        extra = f", {o.placement.name}" if o.placement else ""
+        console.print(f"  {o.input.name} #{o.sample} -> {o.image.name}, {o.map.name}{extra}", highlight=False)

@@ -34,6 +34,7 @@ class Output:
     sample: int
     image: Path
     map: Path
+    placement: Path | None = None  # the placement mask drawn for this sample (no --mask, no --whole-image)
 
 
 @dataclass
@@ -191,10 +192,14 @@ def generate(
     seed: int = 0,
     force: bool = False,
     progress: Progress | None = None,
+    whole_image: bool = False,
 ) -> tuple[list[Output], DefectGANConfig, Notes]:
     """Write `n` results per input (each with fresh noise) and their spatial maps into `out_dir`.
 
-    Files: <stem>_<k>.png (the image) and <stem>_<k>_map.png (where G changed it), k = 0..n-1.
+    Files: <stem>_<k>.png (the image) and <stem>_<k>_map.png (where G changed it), k = 0..n-1. Where the
+    defect goes: `mask` for every sample; else, unless `whole_image`, a placement mask drawn per sample from
+    the label's synthetic defect shapes (as `generate --dataset` draws them), written as <stem>_<k>_mask.png.
+    A control map that asks for the defect everywhere (`whole_image`) makes a trained G paint all of it.
     `progress(done)` is called after each input with the number of inputs done.
     """
     from torchvision.utils import save_image
@@ -205,8 +210,10 @@ def generate(
 
     if n < 1:
         raise PtoolsError(f"--n must be at least 1 (got {n})")
-    if restore and (label is not None or mask is not None):
-        raise PtoolsError("--restore takes no --label or --mask (restoration targets the normal map)")
+    if restore and (label is not None or mask is not None or whole_image):
+        raise PtoolsError("--restore takes no --label, --mask or --whole-image (restoration targets the normal map)")
+    if whole_image and mask is not None:
+        raise PtoolsError("--whole-image and --mask both say where the defect goes: give one")
     out_dir = output_folder(out_dir)  # before the model is loaded: a wrong --out fails at once
     dev = resolve_device(device)
     g, config = load_generator(checkpoint, dev)
@@ -214,29 +221,48 @@ def generate(
     notes = Notes()
     channel = None if restore else label_channel(config, label)
     mask_t = read_mask(Path(mask), size, notes) if mask is not None else None
+    draw = None if restore or mask is not None or whole_image else _synth_masks(list(config.labels), size, seed)
     control = control_map(config, size, channel, mask_t, restore)
 
     plan = [
-        Output(p, k, out_dir / f"{p.stem}_{k}.png", out_dir / f"{p.stem}_{k}_map.png") for p in inputs for k in range(n)
+        Output(
+            p,
+            k,
+            out_dir / f"{p.stem}_{k}.png",
+            out_dir / f"{p.stem}_{k}_map.png",
+            out_dir / f"{p.stem}_{k}_mask.png" if draw is not None else None,
+        )
+        for p in inputs
+        for k in range(n)
     ]
     names = [o.image.name for o in plan]
     if len(set(names)) != len(names):
         raise PtoolsError("two inputs share a file name stem; their outputs would collide", hint="rename one")
     for o in plan:  # refuse before any work, never after half the files
-        check_output_path(o.image, force, probe=False)  # output_folder probed the folder
-        check_output_path(o.map, force, probe=False)
+        for target in (o.image, o.map, o.placement):
+            if target is not None:
+                check_output_path(target, force, probe=False)  # output_folder probed the folder
 
     torch.manual_seed(seed)
     a = control[None].expand(n, -1, -1, -1).to(dev)
     with torch.no_grad():
         for done, path in enumerate(inputs, start=1):
+            ours = [o for o in plan if o.input == path]
+            if draw is not None:  # a placement per sample, numbered over the whole run (seeded)
+                assert channel is not None
+                name = config.labels[channel - 1]
+                places = [torch.from_numpy(draw(name, plan.index(o))).float()[None] for o in ours]
+                a = torch.stack([control_map(config, size, channel, m, False) for m in places]).to(dev)
             x = load_input(path, size, notes)[None].expand(n, -1, -1, -1)
             images, maps = g(x.to(dev), a)  # n copies, each with its own noise
-            for o in (o for o in plan if o.input == path):
+            for o in ours:
                 with atomic_path(o.image, force) as tmp:
                     save_image(denormalize(images[o.sample].float().cpu()), tmp, format="PNG")
                 with atomic_path(o.map, force) as tmp:
                     save_image(maps[o.sample].float().cpu(), tmp, format="PNG")
+                if o.placement is not None:
+                    with atomic_path(o.placement, force) as tmp:
+                        save_image(a[o.sample, channel].float().cpu()[None], tmp, format="PNG")
             if progress is not None:
                 progress(done)
     return plan, config, notes

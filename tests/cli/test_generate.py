@@ -217,3 +217,30 @@ def test_unwritable_out_and_out_file_are_one_line(runner, tmp_path, checkpoint, 
     result = runner.invoke(app, ["generate", str(ckpt), "--input", inputs, "--label", "crack", "--out", str(a_file)])
     assert "exists and is not a folder" in _one_error_line(result, a_file)
     assert a_file.read_text() == "mine"
+
+
+def test_label_without_mask_places_a_drawn_shape_per_sample(runner, tmp_path, checkpoint):
+    """The README's `generate ... --label crack --out gen/`: each sample gets its own placement mask (a
+    synthetic crack shape, written beside it), not a request to paint the whole image."""
+    ckpt, data = checkpoint
+    inputs = data / "crack" / "normal"
+    out = tmp_path / "gen"
+    args = ["generate", str(ckpt), "--input", str(inputs), "--label", "crack", "--n", "2", "--out", str(out)]
+    doc = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert doc["placement"] == "synthetic shapes"
+    masks = [np.asarray(Image.open(o["placement_mask"]).convert("L")) for o in doc["outputs"]]
+    assert len(masks) == 2 * len(list(inputs.iterdir()))
+    for m in masks:
+        assert set(np.unique(m)) <= {0, 255}
+        assert 0.001 < (m > 0).mean() < 0.5  # a defect's shape: some pixels, far from the whole image
+    assert len({m.tobytes() for m in masks}) == len(masks)  # drawn per sample
+    again = json.loads(runner.invoke(app, [*args, "--out", str(tmp_path / "again"), "--json"]).stdout)
+    for a, b in zip(doc["outputs"], again["outputs"], strict=True):  # seeded: the same placements
+        assert Image.open(a["placement_mask"]).tobytes() == Image.open(b["placement_mask"]).tobytes()
+
+    whole = runner.invoke(app, [*args[:-1], str(tmp_path / "whole"), "--whole-image", "--json"])
+    doc = json.loads(whole.stdout)
+    assert doc["placement"] == "whole image" and all(o["placement_mask"] is None for o in doc["outputs"])
+    assert not list((tmp_path / "whole").glob("*_mask.png"))
+    both = runner.invoke(app, [*args, "--whole-image", "--mask", str(next((data / "crack" / "defect").iterdir()))])
+    assert both.exit_code == 2 and "give one" in both.stderr
