@@ -35,6 +35,8 @@ def stdout_console() -> Console:
     from rich.console import Console
 
     console = Console(soft_wrap=False)
+    # Piped into a file or a log, text lines are never folded at rich's assumed 80 columns.
+    console.soft_wrap = not console.is_terminal
     console.on_broken_pipe = _on_broken_pipe  # type: ignore[method-assign]
     return console
 
@@ -108,7 +110,9 @@ def stderr_console() -> Console:
     """Progress, warnings and logs: never mixed into stdout, which scripts parse."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    console.soft_wrap = not console.is_terminal  # a CI log keeps each message on one line
+    return console
 
 
 MAX_WIDTH = 400  # piped tables are printed at their natural width, up to this many columns
@@ -117,28 +121,56 @@ MAX_WIDTH = 400  # piped tables are printed at their natural width, up to this m
 def print_table(table: Any, console: Console | None = None) -> None:
     """Print a rich table (or any renderable) that never wraps when nobody is watching.
 
-    On a terminal it fits the window as rich does. Piped into a file, a pager or a CI log, rich would
-    assume 80 columns and fold identifiers mid-word; there we print at the table's natural width
-    instead (up to MAX_WIDTH), so each row stays one line that grep and cut can use.
+    On a terminal it fits the window as rich does, but the first column (names: keys, layers, paths) is
+    kept whole: the other columns give way first. Piped into a file, a pager or a CI log, every command's
+    tables look alike: plain columns (no box drawing), a header line, each row one line at the table's
+    natural width (up to MAX_WIDTH) without trailing spaces, so grep, cut and awk can use them.
     """
+    from rich.table import Table
+
     console = console or stdout_console()
     if console.is_terminal:
+        if isinstance(table, Table):
+            keep_first_column_whole(table, console.width)
         console.print(table)
         return
     from rich.measure import Measurement
-    from rich.table import Table
 
-    if isinstance(table, Table) and isinstance(table.title, str):
-        # rich folds a title to the table's width: a long title on a narrow table would break mid-line.
-        longest = max((len(line) for line in table.title.splitlines()), default=0)
-        table.min_width = max(table.min_width or 0, min(longest, MAX_WIDTH))
+    if isinstance(table, Table):
+        table.box, table.show_edge, table.pad_edge, table.show_lines = None, False, False, False
+        table.title_justify = "left"
+        table.min_width = None
     natural = Measurement.get(console, console.options.update(max_width=MAX_WIDTH), table).maximum
     saved = console.width
     console.width = max(saved, min(natural, MAX_WIDTH))  # print(width=) can only narrow, so widen the console
     try:
-        console.print(table)
+        if isinstance(table, Table) and isinstance(table.title, str):
+            # The title as its own line(s): rich would fold a title wider than the table.
+            title, table.title = table.title, None
+            for line in title.split("\n"):
+                console.print(line, highlight=False, soft_wrap=True)
+        with console.capture() as capture:
+            console.print(table)
+        text = "\n".join(line.rstrip() for line in capture.get().split("\n"))
+        console.file.write(text)
+        console.file.flush()
     finally:
         console.width = saved
+
+
+def keep_first_column_whole(table: Any, width: int) -> None:
+    """Give a table's first column the width of its longest cell (up to 60% of the window), unwrapped:
+    a key folded into 8-character pieces cannot be read, let alone copied into --key or --filter."""
+    from rich.text import Text
+
+    if not table.columns:
+        return
+    column = table.columns[0]
+    cells = [Text.from_markup(c) if isinstance(c, str) else c for c in column._cells]
+    longest = max((c.cell_len for c in cells if isinstance(c, Text)), default=0)
+    longest = max(longest, Text.from_markup(str(column.header)).cell_len)
+    column.min_width = min(longest, int(width * 0.6))
+    column.no_wrap = True
 
 
 def capped(items: list[Any], limit: int) -> tuple[list[Any], str | None]:

@@ -242,7 +242,7 @@ def preview_command(
     if terminal and json_out:
         raise PtoolsError("--terminal and --json both write to stdout; pick one")
 
-    from ptools.data.preview import HalfBlockImage, render_preview
+    from ptools.data.preview import TerminalPreview, render_preview
 
     preview = render_preview(root, n=n, seed=seed, label=label, augmented=augmented, image_size=size, layout=layout)
     if target is not None:
@@ -263,6 +263,6 @@ def preview_command(
         )
         return
     if terminal:
-        stdout_console().print(HalfBlockImage(preview.image))
+        stdout_console().print(TerminalPreview(preview))
     if target is not None:
         info(f"wrote {target} ({preview.image.width}x{preview.image.height}, {len(preview.indices)} samples)")

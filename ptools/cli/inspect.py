@@ -334,9 +334,11 @@ def _table(*columns: str, title: str | None = None) -> Any:
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
     for i, col in enumerate(columns):
-        left = i == 0 or col not in _NUMERIC_COLUMNS
-        # Names wrap rather than being cut: a truncated key is useless to copy into --key or --filter.
-        table.add_column(col, justify="left" if left else "right", overflow="fold" if i == 0 else "ellipsis")
+        numeric = i > 0 and col in _NUMERIC_COLUMNS
+        # Names are kept whole (print_table gives the first column its longest cell), numbers never wrap
+        # ("193.0 / KiB"), shapes fold; the rest gives way with an ellipsis.
+        overflow = "fold" if i == 0 or col == "shape" else "ellipsis"
+        table.add_column(col, justify="right" if numeric else "left", overflow=overflow, no_wrap=numeric)
     return table
 
 
@@ -427,8 +429,10 @@ def _render_tree(p: dict[str, Any]) -> None:
     title = f"\nModules (depth {p['depth']}" + (f"; {p['tree_by']})" if by_names else ")")
     buffers = bool(p["totals"].get("buffers"))  # the column only where there are buffers
     counts = ("params", "buffers") if buffers else ("params",)
-    table = _table("module", "tensors", *counts, "bytes", "dtypes", "shape", title=title)
     rows = list(_walk_tree(p["tree"])) or [({**p["tree"], "name": "(all)"}, 1)]  # --depth 0: one row
+    # One dtype throughout: said once in the totals, not on every row (room for names and shapes).
+    mixed = len({",".join(node["dtypes"]) for node, _ in rows}) > 1
+    table = _table("module", "tensors", *counts, "bytes", *(["dtypes"] if mixed else []), "shape", title=title)
     for node, level in rows:
         name = "  " * (level - 1) + node["name"] + ("/" if node.get("collapsed") else "")
         table.add_row(
@@ -436,8 +440,8 @@ def _render_tree(p: dict[str, Any]) -> None:
             str(node["tensors"]),
             *(human_count(node.get(c, 0)) for c in counts),
             human_bytes(node["bytes"]),
-            ",".join(node["dtypes"]),
-            "×".join(map(str, node["shape"])) if "shape" in node else "",
+            *([",".join(node["dtypes"])] if mixed else []),
+            shape_text(node["shape"]) if "shape" in node else "",
         )
     _print_table(table)
     _render_totals(
@@ -545,6 +549,13 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
         )
 
 
+def shape_text(shape: list[int] | tuple[int, ...] | None) -> str:
+    """The one way a shape is printed everywhere (keys, tree, diff, against): 3×64×7×7, or "scalar"."""
+    if shape is None:
+        return "-"
+    return "×".join(map(str, shape)) or "scalar"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -562,23 +573,25 @@ def _render_keys(p: dict[str, Any]) -> None:
     )
     tagged = any("role" in row for row in p["keys"])
     named = any("name" in row for row in p["keys"])
+    stat_cols = ["min", "max", "mean", "std", "nan", "inf"] if p["mode"] == "stats" else []
     cols = ["key"] + (["name"] if named else []) + (["role"] if tagged else []) + ["shape", "dtype", "numel"]
-    if p["mode"] == "stats":
-        cols += ["min", "max", "mean", "std", "nan", "inf"]
-    table = _table(*cols)
+    rows = []
     for row in p["keys"]:
         cells = [row["key"]] + ([row.get("name", "")] if named else [])
         if tagged:
             cells.append(row["role"] + (f" {row['slot_name']}" if row.get("slot_name") else ""))
-        cells += ["×".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['numel']:,}"]
-        if "stats" in row:
-            s = row["stats"]
-            if "skipped" in s:
-                cells += ["-"] * 6
-            else:
-                cells += [_fmt(s[k]) for k in ("min", "max", "mean", "std", "nan", "inf")]
+        cells += [shape_text(row["shape"]), row["dtype"], f"{row['numel']:,}"]
+        if stat_cols:
+            s = row.get("stats", {})
+            cells += ["-"] * 6 if "skipped" in s else [_fmt(s.get(k)) for k in stat_cols]
+        rows.append(cells)
+    table = _table(*cols, *stat_cols)
+    for cells in rows:
         table.add_row(*cells)
-    _print_table(table)
+    if not _fits(table, console):
+        _print_stacked(cols, stat_cols, rows, console)
+    else:
+        _print_table(table)
     by_role = ""
     if tagged:
         from collections import Counter
@@ -592,6 +605,37 @@ def _render_keys(p: dict[str, Any]) -> None:
     )
     if p.get("filter_note"):
         console.print(f"[yellow]{p['filter_note']}[/yellow]", highlight=False, soft_wrap=True)
+
+
+def _fits(table: Any, console: Any) -> bool:
+    """Whether a table fits the terminal as it is (piped output always does: it is printed at full width)."""
+    if not console.is_terminal:
+        return True
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update(max_width=10_000), table).maximum <= console.width
+
+
+def _print_stacked(cols: list[str], stat_cols: list[str], rows: list[list[str]], console: Any) -> None:
+    """A terminal too narrow for one line per key (80 columns and --stats): each key on its own line, whole,
+    its values on the next, in columns under one header. Nothing is folded or cut."""
+    names = cols[1:] + stat_cols
+    values = [r[1:] for r in rows]
+    # NaN/Inf counts that are 0 everywhere are said once, not given two columns on every line.
+    drop = {c for c in ("nan", "inf") if c in names and all(v[names.index(c)] == "0" for v in values)}
+    keep = [i for i, c in enumerate(names) if c not in drop]
+    widths = {i: max(len(names[i]), *(len(v[i]) for v in values)) for i in keep}
+
+    def line(cells: list[str]) -> str:
+        parts = [cells[i].rjust(widths[i]) if names[i] in _NUMERIC_COLUMNS else cells[i].ljust(widths[i]) for i in keep]
+        return ("  " + "  ".join(parts)).rstrip()
+
+    console.print(line(names), style="bold", highlight=False, soft_wrap=True, markup=False)
+    for key_cell, cells in zip((r[0] for r in rows), values, strict=True):
+        console.print(key_cell, highlight=False, soft_wrap=True)  # escaped already: markup prints it as it is
+        console.print(line(cells), highlight=False, soft_wrap=True, markup=False)
+    if drop:
+        console.print(f"({' and '.join(sorted(drop))}: 0 in every tensor)", highlight=False)
 
 
 def _limited(items: list[Any]) -> tuple[list[Any], str]:
@@ -636,7 +680,7 @@ def _render_diff(p: dict[str, Any]) -> None:
         table = _table("key", "A", "B", title=f"\nShape changed ({len(d['shape_changed'])})")
         rows, more = _limited(d["shape_changed"])
         for r in rows:
-            table.add_row(r["key"], "×".join(map(str, r["a"])), "×".join(map(str, r["b"])))
+            table.add_row(r["key"], shape_text(r["a"]), shape_text(r["b"]))
         _print_table(table)
         _print_more(console, more)
     tolerant = bool(d.get("atol") or d.get("rtol"))
@@ -716,7 +760,7 @@ def _render_against(p: dict[str, Any]) -> None:
     if r["shape_mismatch"]:
         table = _table("key", "model", "file", title=f"\nShape mismatch ({len(r['shape_mismatch'])})")
         for m in _limited(r["shape_mismatch"])[0]:
-            table.add_row(m["key"], "×".join(map(str, m["model"])), "×".join(map(str, m["file"])))
+            table.add_row(m["key"], shape_text(m["model"]), shape_text(m["file"]))
         _print_table(table)
     if r["ok"]:
         console.print("\n[green]load_state_dict(strict=True) would accept this state_dict[/green]")

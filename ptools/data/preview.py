@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ class Preview:
     indices: list[int]
     labels: list[str]
     rows: list[dict[str, object]]
+    tiles: list[torch.Tensor] | None = None  # COLUMNS tiles per sample, for the terminal view
 
 
 def choose_indices(dataset: DefectDataset, n: int, seed: int, label: str | None) -> list[int]:
@@ -167,31 +169,102 @@ def render_preview(
                 "mask": None if s.mask is None else str(s.mask),
             }
         )
-    return Preview(render_grid(tiles, dataset.labels), indices, list(dataset.labels), rows)
+    return Preview(render_grid(tiles, dataset.labels), indices, list(dataset.labels), rows, tiles)
 
 
-class HalfBlockImage:
-    """A rich renderable drawing an image with "▀" cells (fg = upper pixel, bg = lower pixel),
-    scaled to the width rich offers (the terminal width), so it works over SSH and in CI logs."""
+RAMP = " .:-=+*#%@"  # brightness, dark to light, for terminals without 256 colours
 
-    def __init__(self, image: Image.Image, max_width: int | None = None) -> None:
-        self.image = image.convert("RGB")
+
+class TerminalPreview:
+    """The preview for a terminal: column titles, a caption per sample and the colour legend as text (pixel
+    text scaled to 80 columns cannot be read), the tiles as pixels. In a terminal of 256 or more colours
+    the pixels are "▀" cells (fg = upper, bg = lower); with 16 colours (TERM=xterm) or none (a log), where
+    the nearest of 16 colours turns most of an image white, they are characters by brightness, with the
+    saturated ones (masks, overlays, control colours) in their nearest colour."""
+
+    def __init__(self, preview: Preview, max_width: int | None = None) -> None:
+        if not preview.tiles:
+            raise ValueError("a Preview made by render_preview (with its tiles) is needed")
+        self.preview = preview
         self.max_width = max_width
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterable[Segment]:
-        width = min(options.max_width, self.max_width or options.max_width, self.image.width)
-        height = max(2, round(self.image.height * width / self.image.width))
-        height += height % 2
-        pixels = np.asarray(self.image.resize((width, height), Image.Resampling.LANCZOS))
-        styles: dict[tuple[int, ...], Style] = {}
-        for y in range(0, height, 2):
-            top, bottom = pixels[y], pixels[y + 1]
-            for x in range(width):
-                key = (*top[x], *bottom[x])
-                style = styles.get(key)
-                if style is None:
-                    style = styles[key] = Style(
-                        color=Color.from_rgb(key[0], key[1], key[2]), bgcolor=Color.from_rgb(key[3], key[4], key[5])
-                    )
-                yield Segment("▀", style)
-            yield Segment.line()
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterable[Any]:
+        from rich.text import Text
+
+        p = self.preview
+        per_row = len(COLUMNS)
+        rows = [p.tiles[i : i + per_row] for i in range(0, len(p.tiles), per_row)]
+        tile = rows[0][0].shape[-1]
+        row_px = per_row * tile + (per_row + 1) * PAD
+        width = min(options.max_width, self.max_width or options.max_width, row_px)
+        scale = width / row_px
+        titles = [" "] * width
+        spans = []
+        for c, title in enumerate(COLUMNS):
+            x0, span = round((PAD + c * (tile + PAD)) * scale), max(1, round(tile * scale))
+            spans.append((x0, min(width, x0 + span)))
+            for j, ch in enumerate(title[:span]):
+                if x0 + j < width:
+                    titles[x0 + j] = ch
+        yield Text("".join(titles).rstrip(), style="bold")
+        rich_colours = console.color_system in ("256", "truecolor")
+        for r, tiles in enumerate(rows):
+            meta = p.rows[r] if r < len(p.rows) else {}
+            labels = ", ".join(str(x) for x in meta.get("labels", [])) or "normal"  # type: ignore[union-attr]
+            yield Text(f"{r + 1}. {labels}: {Path(str(meta.get('defect', ''))).name}", style="dim")
+            grid = make_grid(torch.stack(tiles), nrow=per_row, padding=PAD, pad_value=0)
+            image = Image.fromarray(grid.permute(1, 2, 0).numpy())
+            yield from _half_blocks(image, width) if rich_colours else _ramp(image, width, spans)
+        legend = Text("control colours:")
+        for name, colour in {"normal": NORMAL_COLOUR, **label_colours(p.labels)}.items():
+            legend.append("  ■ ", style=Style(color=Color.from_rgb(*colour)))
+            legend.append(name)
+        yield legend
+
+
+def _scaled(image: Image.Image, width: int) -> np.ndarray:
+    height = max(2, round(image.height * width / image.width))
+    height += height % 2
+    # BOX (area average) when shrinking: Lanczos rings around a small bright blob and invents colours
+    resample = Image.Resampling.BOX if width < image.width else Image.Resampling.LANCZOS
+    return np.asarray(image.convert("RGB").resize((width, height), resample))
+
+
+def _half_blocks(image: Image.Image, width: int) -> Iterable[Segment]:
+    pixels = _scaled(image, width)
+    styles: dict[tuple[int, ...], Style] = {}
+    for y in range(0, pixels.shape[0], 2):
+        top, bottom = pixels[y], pixels[y + 1]
+        for x in range(pixels.shape[1]):
+            key = (*top[x], *bottom[x])
+            style = styles.get(key)
+            if style is None:
+                style = styles[key] = Style(
+                    color=Color.from_rgb(key[0], key[1], key[2]), bgcolor=Color.from_rgb(key[3], key[4], key[5])
+                )
+            yield Segment("▀", style)
+        yield Segment.line()
+
+
+def _ramp(image: Image.Image, width: int, spans: list[tuple[int, int]]) -> Iterable[Segment]:
+    pixels = _scaled(image, width).astype(np.float32)
+    cells = (pixels[0::2] + pixels[1::2]) / 2  # one character covers two pixel rows
+    light = cells @ np.array([0.299, 0.587, 0.114], np.float32)
+    # Each tile's brightness stretched to the whole ramp: surface textures are low-contrast greys, and a
+    # defect on them is a small step of brightness that 10 characters would otherwise not show.
+    level = np.zeros_like(light)
+    for x0, x1 in spans:
+        inner = light[:, x0 + 1 : x1 - 1]  # the edge cells are blended with the padding between tiles
+        if inner.size:
+            lo, hi = np.percentile(inner, 5), np.percentile(inner, 95)
+            # at least 40 grey levels of range: a flat tile (a uniform control map) stays flat, not noise
+            level[:, x0:x1] = (light[:, x0:x1] - lo) / max(hi - lo, 40.0)
+    spread = cells.max(axis=2) - cells.min(axis=2)
+    for y in range(cells.shape[0]):
+        for x in range(cells.shape[1]):
+            if spread[y, x] > 90:  # a saturated pixel (mask, overlay, control colours): "@" in its nearest colour
+                r, g, b = (int(v) for v in cells[y, x])
+                yield Segment("@", Style(color=Color.from_rgb(r, g, b)))
+            else:
+                yield Segment(RAMP[int(np.clip(level[y, x], 0, 0.999) * len(RAMP))])
+        yield Segment.line()

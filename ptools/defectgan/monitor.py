@@ -142,18 +142,23 @@ class Progress:
         if enabled and self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
+            from rich.table import Column
 
+            # The bar, the step, the rate and the ETA keep their width; the losses take what is left and are
+            # cut (…) on a narrow terminal, instead of pushing the rest off an 80-column line.
+            losses = Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=1)
             self._bar = RichProgress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[losses]}"),
+                TextColumn("train", table_column=Column(no_wrap=True)),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[rate]}", table_column=Column(no_wrap=True)),
+                TimeElapsedColumn(table_column=Column(no_wrap=True)),
+                TextColumn("ETA", table_column=Column(no_wrap=True)),
+                TimeRemainingColumn(table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[losses]}", table_column=losses),
                 console=self.console,
                 transient=False,
+                expand=True,
             )
             self._task = self._bar.add_task("train", total=total, completed=start, rate="", losses="")
             self._bar.start()
@@ -191,15 +196,16 @@ class Progress:
     def _print_estimate(self, rate: float, step: int) -> None:
         """Once, early: how long the whole run will take at the rate measured so far (a warning past a day)."""
         left = (self.total - step) / rate
+        wrap = not self.console.is_terminal  # a log line stays one line; a terminal wraps it between words
         text = (
             f"ptools train: {rate:.2f} step/s on {self.device} over the first steps: the remaining "
             f"{self.total - step:,} steps will take about {format_duration(left)}"
         )
         if left > 86_400:
             hint = "a GPU, --preset small, or fewer --steps" if self.device == "cpu" else "fewer --steps"
-            self.console.print(f"[yellow]{text}[/yellow] (consider {hint})", highlight=False, soft_wrap=True)
+            self.console.print(f"[yellow]{text}[/yellow] (consider {hint})", highlight=False, soft_wrap=wrap)
         else:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(text, highlight=False, soft_wrap=wrap)
 
     def close(self) -> None:
         if self._bar is not None:

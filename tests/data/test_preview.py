@@ -6,15 +6,15 @@ import io
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
+from rich.text import Text
 
 from ptools.data.preview import (
     COLUMNS,
     HEADER_HEIGHT,
     LEGEND_ROW_HEIGHT,
     PAD,
-    HalfBlockImage,
+    TerminalPreview,
     control_view,
     label_colours,
     render_preview,
@@ -57,13 +57,44 @@ def test_control_view_colours():
     assert tuple(view[:, 0, 1].tolist()) == (0, 0, 0)
 
 
-def test_half_block_rendering_fits_the_width():
-    img = Image.new("RGB", (200, 100), (255, 0, 0))
-    img.paste((0, 0, 255), (0, 50, 200, 100))
-    console = Console(width=40, file=io.StringIO(), color_system="truecolor", force_terminal=True)
-    console.print(HalfBlockImage(img))
-    out = console.file.getvalue()
-    lines = [line for line in out.splitlines() if line]
-    assert len(lines) == 10  # 40 columns -> 20 pixel rows -> 10 text rows
-    assert all(line.count("▀") == 40 for line in lines)
-    assert "38;2;255;0;0" in lines[0] and "48;2;0;0;255" in lines[-1]
+def _terminal(preview, color_system: str | None, width: int = 80) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=color_system, force_terminal=True)
+    console.print(TerminalPreview(preview))
+    return console.file.getvalue()
+
+
+def test_terminal_preview_titles_and_legend_are_text(tmp_path):
+    """Titles, captions and the legend are text (pixel text shrunk to 80 columns cannot be read); the
+    pixels fit the width; 256-colour and truecolor terminals get half-block cells."""
+    root = seed_layout(tmp_path, {"crack": ["a", "b"], "stain": ["d"]}, size=20)
+    preview = render_preview(root, n=2, seed=0, image_size=64)
+    for system in ("truecolor", "256"):
+        out = _terminal(preview, system)
+        plain = Text.from_ansi(out).plain.splitlines()
+        assert plain[0].split() == list(COLUMNS)
+        assert plain[1].startswith("1. ") and "crack" in plain[1]
+        assert plain[-1].split()[:2] == ["control", "colours:"] and "stain" in plain[-1]
+        pixel_rows = [line for line in plain if "▀" in line]
+        assert pixel_rows and all(len(line) <= 80 and set(line) == {"▀"} for line in pixel_rows)
+    assert "38;2;" in _terminal(preview, "truecolor")
+
+
+def test_terminal_preview_with_16_colours_shows_the_image_not_white_blocks(tmp_path):
+    """TERM=xterm (16 colours) and logs (no colour): characters by brightness; the mask tile shows the
+    mask's shape (helpers' mask: rows/cols 4..9 of 20) and the textures are not one flat block."""
+    root = seed_layout(tmp_path, {"crack": ["a"]}, size=20)
+    preview = render_preview(root, n=1, seed=0, image_size=64)
+    for system in ("standard", None):
+        out = _terminal(preview, system)
+        lines = Text.from_ansi(out).plain.splitlines()
+        assert "▀" not in out
+        body = lines[2:-1]
+        width = len(lines[0]) if lines[0] else 80
+        mask_x0 = lines[0].index("mask")
+        span = round(64 * 80 / (len(COLUMNS) * (64 + PAD) + PAD))
+        mask = [row[mask_x0 : mask_x0 + span] for row in body]
+        inside = mask[len(mask) * 10 // 32][span * 10 // 32]  # about the middle of the mask (px 4..9 of 20)
+        outside = mask[-1][-2]
+        assert inside == "@" and outside == " ", (inside, outside, width)
+        normal = "".join(row[1 : span - 1] for row in body)
+        assert len(set(normal)) >= 3  # a texture, not white blocks
