@@ -96,5 +96,10 @@ def test_terminal_preview_with_16_colours_shows_the_image_not_white_blocks(tmp_p
         inside = mask[len(mask) * 10 // 32][span * 10 // 32]  # about the middle of the mask (px 4..9 of 20)
         outside = mask[-1][-2]
         assert inside == "@" and outside == " ", (inside, outside, width)
-        normal = "".join(row[1 : span - 1] for row in body)
-        assert len(set(normal)) >= 3  # a texture, not white blocks
+    from ptools.data import synthesize
+
+    textured = render_preview(synthesize(tmp_path / "synth", n=4, size=64, seed=3), n=1, seed=0, image_size=64)
+    for system in ("standard", None):
+        lines = Text.from_ansi(_terminal(textured, system)).plain.splitlines()
+        normal = "".join(row[1 : span - 1] for row in lines[2:-1])
+        assert len(set(normal)) >= 4  # the surface's texture, not one block character
