@@ -15,6 +15,7 @@ from ptools.checkpoint.base import CheckpointReader, TensorInfo
 from ptools.checkpoint.pickle.structure import MODULE_MARK
 from ptools.checkpoint.roles import EMA, NOT_MODEL, optimizer_summary, role_here, tensor_roles
 from ptools.errors import PtoolsError
+from ptools.words import counted
 
 WRAPPER_PREFIXES = {
     "module.": "DataParallel / DistributedDataParallel wrapper",
@@ -547,24 +548,31 @@ def describe(value: Any, limit: int = 80, name: str | None = None) -> str:
         values = sum(leaf.numel for leaf in leaves)
         entries = ", ".join(opt["entries"]) or "no per-parameter state yet"
         params = opt["parameters"]
-        return f"optimizer state: {len(leaves)} tensors, {values:,} values ({entries}) for {params} parameters"
+        return (
+            f"optimizer state: {counted(len(leaves), 'tensor')}, {counted(values, 'value', ',')} ({entries}) for "
+            f"{counted(params, 'parameter')}"
+        )
     if role in ("rng", "scheduler", "scaler"):
         leaves = _tensor_leaves(value)
         what = {"rng": "RNG state", "scheduler": "scheduler state", "scaler": "loss-scaler state"}[role]
         empty = isinstance(value, (dict, list, tuple)) and not value
-        return what + (f": {len(leaves)} tensors (not model weights)" if leaves else " (empty)" if empty else "")
+        return what + (
+            f": {counted(len(leaves), 'tensor')} (not model weights)" if leaves else " (empty)" if empty else ""
+        )
     if role == "ema" and _is_state_dict(value):
         t = totals(list(value.values()))
-        return f"EMA copy (state_dict): {t['tensors']} tensors, {t['params'] + t['buffers']:,} values"
+        values = counted(t["params"] + t["buffers"], "value", ",")
+        return f"EMA copy (state_dict): {counted(t['tensors'], 'tensor')}, {values}"
     if isinstance(value, (list, tuple)) and value and all(optimizer_summary(v) for v in value):
         leaves = _tensor_leaves(value)
-        return f"{len(value)} optimizer state(s): {len(leaves)} tensors, {sum(x.numel for x in leaves):,} values"
+        values = counted(sum(x.numel for x in leaves), "value", ",")
+        return f"{counted(len(value), 'optimizer state')}: {counted(len(leaves), 'tensor')}, {values}"
     if isinstance(value, TensorInfo):
         return f"tensor {value.dtype} {list(value.shape)}"
     if _is_state_dict(value):
         t = totals(list(value.values()))
         buffers = f" + {t['buffers']:,} buffer values" if t["buffers"] else ""
-        return f"state_dict: {t['tensors']} tensors, {t['params']:,} params{buffers}"
+        return f"state_dict: {counted(t['tensors'], 'tensor')}, {counted(t['params'], 'param', ',')}{buffers}"
     if isinstance(value, dict) and value.get("__loaded__") is False:
         return f"{value.get('__class__')}(...): not loaded (global outside the allow-list)"
     if isinstance(value, dict):
@@ -573,11 +581,11 @@ def describe(value: Any, limit: int = 80, name: str | None = None) -> str:
         keys = [str(k) for k in value if k not in ("__class__", "__loaded__")]
         head = f"{cls} " if cls else ""
         shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
-        tail = f", {len(leaves)} tensors" if leaves else ""
-        return f"{head}{{{shown}}} ({len(keys)} keys{tail})"
+        tail = f", {counted(len(leaves), 'tensor')}" if leaves else ""
+        return f"{head}{{{shown}}} ({counted(len(keys), 'key')}{tail})"
     if isinstance(value, (list, tuple)):
         leaves = _tensor_leaves(value)
-        tail = f", {len(leaves)} tensors" if leaves else ""
+        tail = f", {counted(len(leaves), 'tensor')}" if leaves else ""
         return f"{type(value).__name__}[{len(value)}]{tail}"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

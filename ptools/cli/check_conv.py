@@ -434,7 +434,7 @@ def _render_scan(result) -> None:
     table.add_column("k/s/d", no_wrap=True)
     table.add_column("PyTorch", no_wrap=True)
     table.add_column("TF", no_wrap=True)
-    table.add_column("")
+    table.add_column("vs TF")
     for layer in result.layers:
         ksd = "/".join(_short(v) for v in (layer.kernel, layer.stride, layer.dilation))
         status = "[green]ok[/green]" if layer.ok else f"[red]{layer.problem}[/red]"

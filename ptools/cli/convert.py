@@ -9,6 +9,7 @@ import typer
 
 from ptools.cli._common import force_option, json_option
 from ptools.errors import ExitCode, PtoolsError
+from ptools.words import counted
 
 HELP = (
     "Convert a TensorFlow checkpoint (prefix, .index, folder) or Keras file (.h5, .keras, .weights.h5) to a "
@@ -144,7 +145,10 @@ def _render(doc: dict[str, Any]) -> None:
     con = stdout_console()
     src = doc["source"]
     con.print(
-        f"{src['path']} ({src['format']}, {src['tensors']} tensors)", highlight=False, markup=False, soft_wrap=True
+        f"{src['path']} ({src['format']}, {counted(src['tensors'], 'tensor')})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     table = Table()
     for col in ("source", "target", "transform", "before", "after", "match"):
@@ -218,7 +222,7 @@ def _render(doc: dict[str, Any]) -> None:
     print_check_output(con, doc.get("check_output"))
     if doc["written"]:
         con.print(
-            f"wrote {doc['output']} ({sum(1 for r in doc['tensors'] if r['target'])} tensors)",
+            f"wrote {doc['output']} ({counted(sum(1 for r in doc['tensors'] if r['target']), 'tensor')})",
             highlight=False,
             soft_wrap=True,
         )

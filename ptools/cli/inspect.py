@@ -9,6 +9,7 @@ import typer
 
 from ptools.cli._common import json_option
 from ptools.errors import ExitCode, PtoolsError
+from ptools.words import counted
 
 HELP = (
     "Show what a checkpoint holds without running it: a tree of module prefixes with tensor, parameter "
@@ -316,6 +317,10 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _values(n: int) -> str:
+    return f"{human_count(n)} value" + ("" if n == 1 else "s")
+
+
 def human_count(n: int) -> str:
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= div:
@@ -377,8 +382,8 @@ def _clip(value: Any, limit: int = 200) -> str:
 
 def _selection_line(sel: dict[str, Any]) -> str:
     if sel["path"]:
-        return f"state_dict: '{sel['path']}' ({sel['how']}, {sel['tensors']} tensors)"
-    return f"tensors: {sel['how']} ({sel['tensors']} tensors)"
+        return f"state_dict: '{sel['path']}' ({sel['how']}, {counted(sel['tensors'], 'tensor')})"
+    return f"tensors: {sel['how']} ({counted(sel['tensors'], 'tensor')})"
 
 
 def _render_summary(p: dict[str, Any]) -> None:
@@ -407,7 +412,7 @@ def _render_summary(p: dict[str, Any]) -> None:
     if p["selection"].get("note"):
         console.print(f"  [yellow]{p['selection']['note']}[/yellow]", highlight=False, soft_wrap=True)
     for w in p["wrapper_prefixes"]:
-        scope = "every key" if w["all"] else f"{w['keys']} keys"
+        scope = "every key" if w["all"] else counted(w["keys"], "key")
         console.print(
             f"  [yellow]prefix '{w['prefix']}' on {scope}[/yellow] "
             f"({w['meaning']}; strip it to load into the bare model)",
@@ -466,7 +471,7 @@ def _render_state_and_rest(p: dict[str, Any], state: list[dict[str, Any]]) -> No
     if p["selection"]["path"] or p["file_totals"]["tensors"] != p["totals"]["tensors"]:
         t = p["file_totals"]
         console.print(
-            f"whole file: {t['tensors']} tensors, {human_count(t['params'] + t.get('buffers', 0))} values, "
+            f"whole file: {counted(t['tensors'], 'tensor')}, {_values(t['params'] + t.get('buffers', 0))}, "
             f"{human_bytes(t['bytes'])}",
             highlight=False,
             soft_wrap=True,
@@ -542,7 +547,8 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
     _print_table(table)
     if t.get("buffers"):
         _console().print(
-            f"{t['params']:,} parameters; {t['buffers']:,} values in {t['buffer_tensors']} buffers "
+            f"{counted(t['params'], 'parameter', ',')}; {counted(t['buffers'], 'value', ',')} in "
+            f"{counted(t['buffer_tensors'], 'buffer')} "
             f"({t.get('buffers_by', 'by name and dtype: running statistics, counters')}), not trained",
             highlight=False,
             soft_wrap=True,
@@ -599,7 +605,7 @@ def _render_keys(p: dict[str, Any]) -> None:
         counts = Counter(row["role"] for row in p["keys"])
         by_role = " (" + ", ".join(f"{n} {role}" for role, n in counts.items()) + ")"
     console.print(
-        f"{len(p['keys'])} keys" + (f" matching {p['filter']!r}" if p.get("filter") else "") + by_role,
+        counted(len(p["keys"]), "key") + (f" matching {p['filter']!r}" if p.get("filter") else "") + by_role,
         highlight=False,
         soft_wrap=True,
     )
@@ -665,12 +671,12 @@ def _render_diff(p: dict[str, Any]) -> None:
     console = _console()
     d = p["diff"]
     console.print(
-        f"[bold]A[/bold] {d['a']['file']} ({d['a']['format']}, {d['a']['tensors']} tensors)",
+        f"[bold]A[/bold] {d['a']['file']} ({d['a']['format']}, {counted(d['a']['tensors'], 'tensor')})",
         highlight=False,
         soft_wrap=True,
     )
     console.print(
-        f"[bold]B[/bold] {d['b']['file']} ({d['b']['format']}, {d['b']['tensors']} tensors)",
+        f"[bold]B[/bold] {d['b']['file']} ({d['b']['format']}, {counted(d['b']['tensors'], 'tensor')})",
         highlight=False,
         soft_wrap=True,
     )
@@ -742,13 +748,13 @@ def _render_against(p: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"model: {r['model_class']} from {r['spec']} ({r['model_keys']} keys; file: {r['file_keys']})",
+        f"model: {r['model_class']} from {r['spec']} ({counted(r['model_keys'], 'key')}; file: {r['file_keys']})",
         highlight=False,
         soft_wrap=True,
     )
     c = r.get("counts")
     if c:
-        extra = f"; {c['not_in_model']} keys the model does not have" if c["not_in_model"] else ""
+        extra = f"; {counted(c['not_in_model'], 'key')} the model does not have" if c["not_in_model"] else ""
         console.print(
             f"file values as the model names them: {c['params']:,} parameters, {c['buffers']:,} in "
             f"{c['buffer_tensors']} buffers{extra}",
