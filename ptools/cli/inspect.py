@@ -553,6 +553,8 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    elif t["tensors"]:  # the exact figure too (the table rounds: 524.76K)
+        _console().print(counted(t["params"], "parameter", ","), highlight=False, soft_wrap=True)
 
 
 def shape_text(shape: list[int] | tuple[int, ...] | None) -> str:
