@@ -18,6 +18,12 @@
   * CRCs are never checked; a deflated record is the first `size` bytes the stream inflates to (a longer
     stream is cut, a damaged one leaves the rest of the buffer uninitialised); a record with the DOS
     directory attribute or no compressed bytes is never read at all (its buffer stays uninitialised).
+- `other_views`: every other reading of the file's bytes by a common loader, scanned whatever reader opened
+  it: the bytes from offset 0 as pickles (`pickle.load`, and `torch.load` for anything not starting like a
+  zip), a zip after a prefix (zipfile), a tar (torch.load's legacy tar path), an HDF5 superblock after a
+  user block of any size (h5py, Keras); `base.open_checkpoint` attaches them to the reader, and a file no
+  reader opens is still flagged when one of them reaches an unsafe global. Past the stream cap, pickles
+  are swept and the cut reported (`<scan limit>`), never passed.
 - `register_builtin`: every reader's sniffer, most specific first (`base.open_checkpoint` tries them in order).
 """
 

@@ -156,7 +156,8 @@ class TorchView(ArchiveView):
     how = "torch.load's rules (miniz: central directory, case-insensitive names, no CRC check)"
 
     def __init__(self, path: Path, archive: TorchArchive, f: Any) -> None:
-        self._archive, self._file, self._path = archive, f, path
+        self.archive = self._archive = archive
+        self._file, self._path = f, path
         self.prefix = archive.prefix.decode("utf-8", "replace")
         self.uninitialised: list[str] = []  # records torch would read into an uninitialised buffer
 
@@ -335,50 +336,57 @@ def scan_zip_pickles(view: ArchiveView, path: Path, *, torchscript: bool = False
     in every member as any zip reader could find it."""
     main = restricted_load(view.read("data.pkl", path), source="data.pkl", torchscript=torchscript)
     chosen = view.header_offset("data.pkl")
-    others = scan_all_members(path, main, view.prefix, chosen, torchscript=torchscript)
+    archive = view.archive if isinstance(view, TorchView) else None
+    others = scan_all_members(path, main, view.prefix, chosen, torchscript=torchscript, archive=archive)
     return main, others
 
 
-def every_member(buf: FileBytes, path: Path) -> list[Member]:
+def every_member(buf: FileBytes, path: Path, archive: TorchArchive | None = None) -> list[Member]:
     """Members by every reading: zipfile-style central directory and local-header walk (`list_members`),
-    torch's central directory (which may be another one: zip64, search window) and Python's zipfile's."""
+    torch's central directory (which may be another one: zip64, search window) and Python's zipfile's.
+    `archive`: torch's reading when the caller has it already."""
     members = list_members(buf)
     seen = {(m.header_offset, m.method, m.comp_size, m.size) for m in members}
 
-    def add(m: Member) -> None:
-        key = (m.header_offset, m.method, m.comp_size, m.size)
-        if key not in seen and len(members) < _MAX_LISTED:
-            seen.add(key)
-            members.append(m)
+    def new(offset: int, method: int, comp: int, size: int) -> bool:
+        key = (offset, method, comp, size)
+        if key in seen or len(members) >= _MAX_LISTED:
+            return False
+        seen.add(key)
+        return True
 
-    try:
-        archive = TorchArchive(buf)
-    except ZipError:
-        archive = None
-    if archive is not None:
-        for e in archive.entries:
+    if archive is None:
+        try:
+            archive = TorchArchive(buf)
+        except ZipError:
+            archive = None
+    for e in archive.entries if archive is not None else []:
+        if new(e.local_offset, e.method, e.comp_size, e.size):  # the local header is read only for a new one
             try:
-                start = archive.data_offset(e)
+                start: int | None = archive.data_offset(e)
             except ZipError:
                 start = None
             name = e.name.decode("utf-8", "replace")
-            add(Member(name, e.method, e.comp_size, e.size, e.local_offset, start, "torch"))
+            members.append(Member(name, e.method, e.comp_size, e.size, e.local_offset, start, "torch"))
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()[:_MAX_LISTED]
     except Exception:  # zipfile refuses the archive: the other readings stand
         infos = []
     for info in infos:
-        try:
-            start = member_data_offset(buf, info, path)
-        except PtoolsError:
-            start = None
-        sizes = (info.compress_size, info.file_size)
-        add(Member(info.filename, info.compress_type, *sizes, info.header_offset, start, "zipfile"))
+        if new(info.header_offset, info.compress_type, info.compress_size, info.file_size):
+            try:
+                start = member_data_offset(buf, info, path)
+            except PtoolsError:
+                start = None
+            sizes = (info.compress_size, info.file_size)
+            members.append(Member(info.filename, info.compress_type, *sizes, info.header_offset, start, "zipfile"))
     return members
 
 
-def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *, torchscript: bool) -> list[str]:
+def scan_all_members(
+    path: Path, result: ScanResult, prefix: str, loaded: int, *, torchscript: bool, archive: TorchArchive | None = None
+) -> list[str]:
     """Every pickle in every member (central and local entries, duplicates too), added to `result`.
 
     The member at header offset `loaded` went through the restricted loader already; only what follows its
@@ -392,7 +400,7 @@ def scan_all_members(path: Path, result: ScanResult, prefix: str, loaded: int, *
     except (OSError, ValueError):
         return others
     try:
-        members = every_member(mm, path)
+        members = every_member(mm, path, archive)
         counts: dict[str, int] = {}
         for m in members:
             if m.origin != "local":
