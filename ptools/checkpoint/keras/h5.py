@@ -9,6 +9,7 @@ or the group name) and the class's documented variable order.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -525,7 +526,8 @@ class KerasReader(CheckpointReader):
             self._zip.close()
 
 
-PROBE_SECONDS = 10.0  # the promise is 15 s a command; a real file indexes in well under a second
+PROBE_SECONDS = 10.0  # CPU seconds; the promise is 15 s a command; a real file indexes in well under a second
+PROBE_WALL_FACTOR = 12  # wall-clock cap, as a multiple: a busy machine stretches CPU time, a stall burns none
 PROBE_READ_BYTES = 64 * MIB  # below this, the probe also reads every tensor once
 
 
@@ -534,16 +536,25 @@ def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> None:
 
     A damaged HDF5 file can make the C library loop forever or crash, and h5py holds the GIL while it
     does: no thread or signal handler of this process could stop it. The child can be killed; then
-    the file is refused on one line. On platforms without fork the file is read directly.
+    the file is refused on one line. The limit is the child's CPU time (RLIMIT_CPU), so a loaded machine
+    does not turn a sound file into a refusal; a generous wall-clock cap catches a child that stalls
+    without computing. On platforms without fork the file is read directly.
     """
     if not hasattr(os, "fork"):
         return
+    cpu_seconds = max(1, math.ceil(timeout))
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
+            try:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+            except (ImportError, ValueError, OSError):
+                pass  # the parent's wall-clock cap still holds
             with KerasReader(path, probe=False) as reader:
                 if sum(t.nbytes for t in reader.tensors()) <= PROBE_READ_BYTES:
                     for t in reader.tensors():
@@ -551,7 +562,12 @@ def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> None:
         except BaseException:  # noqa: BLE001 - errors are the parent's to report: it meets them again
             pass
         os._exit(0)
-    deadline = time.monotonic() + timeout
+    looping = PtoolsError(
+        f"{path}: its HDF5 structure could not be read in {timeout:g} s of CPU time (a damaged file sends the "
+        "HDF5 library into an endless loop)",
+        hint="the file is corrupt; re-export it",
+    )
+    deadline = time.monotonic() + timeout * PROBE_WALL_FACTOR
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -559,13 +575,11 @@ def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> None:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise PtoolsError(
-                f"{path}: its HDF5 structure could not be read in {timeout:g} s (a damaged file sends the HDF5 "
-                "library into an endless loop)",
-                hint="the file is corrupt; re-export it",
-            )
+            raise looping
         time.sleep(0.005)
     if os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
+            raise looping
         raise PtoolsError(
             f"{path}: the HDF5 library crashed reading this file (signal {os.WTERMSIG(status)})",
             hint="the file is corrupt; re-export it",
