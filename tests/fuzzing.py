@@ -20,6 +20,7 @@ import argparse
 import functools
 import io
 import json
+import math
 import os
 import random
 import re
@@ -40,7 +41,8 @@ from pathlib import Path
 MIB = 1 << 20
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULT_SEED = 20261127
-DEFAULT_TIMEOUT = 15.0  # the promise: no command runs longer than 15 s on a fuzzed input
+DEFAULT_TIMEOUT = 15.0  # the promise: no command runs longer than 15 s on a fuzzed input (CPU seconds, see _child)
+WALL_FACTOR = 6  # wall-clock cap, as a multiple of the timeout: a shared machine stretches time, a stall burns none
 
 
 @dataclass
@@ -767,8 +769,10 @@ def budget_bytes(input_bytes: int) -> int:
     return max(4 * input_bytes, 512 * MIB)
 
 
-def _child(argv: list[str], err_path: Path, budget: int) -> None:
-    """Runs in the forked child: redirect output, cap the address space, run the CLI, exit with its code."""
+def _child(argv: list[str], err_path: Path, budget: int, cpu_seconds: float) -> None:
+    """Runs in the forked child: redirect output, cap the address space and the CPU time, run the CLI, exit with
+    its code. CPU time, not wall time, is what an endless loop burns: on a loaded machine a sound command can take
+    several times its CPU time in wall time, and must not be called a hang."""
     code = 3
     try:
         os.setpgid(0, 0)
@@ -781,6 +785,8 @@ def _child(argv: list[str], err_path: Path, budget: int) -> None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         limit = _vm_bytes() + budget
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cpu = max(1, math.ceil(cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL: judged a hang
         sys.argv = ["ptools", *argv]
         try:
             # What `ptools.cli.main` runs, minus rebuilding the Click tree from the signatures (34 ms a child).
@@ -928,7 +934,7 @@ def _run(
                 err_path = folder / f"stderr{n}.txt"
                 pid = os.fork()
                 if pid == 0:
-                    _child(argv, err_path, budget_bytes(size))
+                    _child(argv, err_path, budget_bytes(size), timeout)
                 running[pid] = (inp, argv, folder, time.monotonic(), err_path, size)
             if not running:
                 continue
@@ -936,7 +942,7 @@ def _run(
             if pid == 0:
                 now = time.monotonic()
                 for cpid, entry in list(running.items()):
-                    if now - entry[3] > timeout:
+                    if now - entry[3] > timeout * WALL_FACTOR:
                         _kill(cpid)
                         _, status, usage = os.wait4(cpid, 0)
                         running.pop(cpid)
@@ -969,6 +975,8 @@ def _outcome(entry: tuple, status: int, usage: resource.struct_rusage, baseline_
     seconds = time.monotonic() - start
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if sig in (signal.SIGXCPU, signal.SIGKILL):  # the CPU limit of _child (SIGKILL: its hard limit)
+        timed_out, sig = True, None
     try:
         stderr = err_path.read_text(errors="replace")
     except OSError:

@@ -67,6 +67,27 @@ def test_judge_names_each_failure_class():
     assert fuzzing.judge(4, None, False, "", names, 1, 512) == "bad_exit"
 
 
+def test_a_child_that_burns_its_cpu_limit_is_a_hang(tmp_path):
+    """The time limit is CPU time (a loaded machine must not turn slow-but-sound commands into hangs)."""
+    import resource
+    import signal
+    import time
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child spins under the limit _child sets
+        resource.setrlimit(resource.RLIMIT_CPU, (1, 2))
+        while True:
+            pass
+    start = time.monotonic()
+    _, status, usage = os.wait4(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU
+    err = tmp_path / "stderr.txt"
+    err.write_text("")
+    inp = fuzzing.FuzzInput(0, fuzzing.Seed("pickle", {"m.pt": b""}, "m.pt", []), "none", {}, "m.pt")
+    out = fuzzing._outcome((inp, ["inspect", "m.pt"], tmp_path, start, err, 0), status, usage, 0.0, timed_out=False)
+    assert out.verdict == "hang"
+
+
 def test_inputs_are_reproducible_from_the_seed(tmp_path):
     seeds = fuzzing._dataset_seeds()
     a = fuzzing.make_input(seeds, 5, 17)
