@@ -13,6 +13,7 @@ each pickle's globals are graded as in any pickle, a packaged class taking the g
 from __future__ import annotations
 
 import ast
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +42,17 @@ _RISKY_BUILTINS = {"eval", "exec", "compile", "__import__", "open", "breakpoint"
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    if not head.startswith(_ZIP):
+    if not head.startswith(_ZIP) or len(head) < 30:
         return False
-    from ptools.checkpoint.torch.zip_members import FileBytes, list_members
+    first = head[30 : 30 + struct.unpack_from("<H", head, 26)[0]]
+    if first.endswith(b"/data.pkl") or b"/data/" in first:
+        return False  # torch.save and TorchScript write data.pkl or a storage first (and cost nothing to tell)
+    import zipfile
 
     try:
-        with open(path, "rb") as f:
-            return any(m.name.endswith(".data/extern_modules") for m in list_members(FileBytes(f.fileno())))
-    except (OSError, ValueError):
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith(".data/extern_modules") for n in zf.namelist())
+    except Exception:  # noqa: BLE001 - a zip zipfile cannot read is not recognised here (the zip readers report it)
         return False
 
 
