@@ -211,16 +211,15 @@ def zip_local_name(rng: random.Random, members: list[tuple[str, bytes]], hidden:
 
 
 def zip_eocd_window(rng: random.Random, members: list[tuple[str, bytes]], hidden: bytes) -> bytes:
-    """The end record where only torch finds it: 64-68 KiB of trailing bytes (zipfile searches 64 KiB), or a
-    stray end signature in the last 21 bytes (zipfile takes it and fails, torch skips it)."""
+    """The end record where only torch finds it: more than 64 KiB of trailing bytes (zipfile searches the last
+    64 KiB + 22) but within the blocks miniz reaches, or a stray end signature in the last 21 bytes (zipfile
+    takes it and fails, miniz skips it)."""
     archive = write_zip(_entries(members, RawEntry(b"archive/data.pkl", hidden)))
-    if rng.random() < 0.5:
-        tail = rng.randint(0xFFFF + 1, 0xFFFF + 3000)
-        # torch steps back 4093 bytes at a time from the last 4 KiB block: the record must lie in a block it
-        # reaches without stepping before the start of the file.
-        body = len(archive)
-        while not _torch_finds(body, tail):
-            tail -= 97
+    # miniz steps back 4093 bytes at a time from the last 4 KiB block; which tails it still reaches depends
+    # on the archive's size.
+    tails = [t for t in range(0xFFFF + 1, 0xFFFF + 4096) if _torch_finds(len(archive), t)]
+    if tails and rng.random() < 0.5:
+        tail = rng.choice(tails)
         return archive + bytes(rng.randrange(1, 256) if rng.random() < 0.1 else 0 for _ in range(tail))
     return archive + b"PK\x05\x06" + bytes(rng.randint(0, 17))
 
