@@ -5,13 +5,18 @@
 #   3. 2 minutes with fp16 autocast + GradScaler (losses finite, exit 130 after SIGTERM),
 #   4. 2-process NCCL DDP under torchrun for a few steps, when 2 or more GPUs are visible,
 #   5. benchmarks/train_speed.py --gpu-only: steps/s of the trainer (bf16 + channels_last) vs plain fp32
-#      eager at 128 px, batch 16, and the largest batch that fits at 128 px.
+#      eager at 128 px, batch 16, and the largest batch that fits at 128 px,
+#   6. QUALITY_S (600) seconds of the default preset (`ptools train --device cuda`: the paper's widths, 128 px,
+#      mask and pair terms, EMA) on the built-in set, then benchmarks/train_quality.py --judge on its
+#      checkpoint: the same independent judge and measures as the CPU quick start (QUALITY_S=0 skips it).
 # Without CUDA it says so and exits 2 before doing anything. Knobs: TRAIN_S (seconds per timed run, 120),
-# PRESET (paper|small, paper), PYTHON (python). Everything is written to a temp folder, removed at the end.
+# PRESET (paper|small, paper), QUALITY_S, PYTHON (python). Everything is written to a temp folder, removed at
+# the end.
 set -uo pipefail
 
 PYTHON=${PYTHON:-python}
 TRAIN_S=${TRAIN_S:-120}
+QUALITY_S=${QUALITY_S:-600}
 PRESET=${PRESET:-paper}
 BATCH=16
 SIZE=128
@@ -94,6 +99,29 @@ echo "[speed] benchmarks/train_speed.py --gpu-only (paper widths unless PRESET=s
 speed_args=(--gpu-only)
 [[ "$PRESET" == paper ]] && speed_args+=(--paper-widths)
 "$PYTHON" benchmarks/train_speed.py "${speed_args[@]}" || bad "train_speed exited $?"
+
+if (( QUALITY_S > 0 )); then
+    echo "[quality] ${QUALITY_S}s of the default preset at 128 px on the built-in set, judged independently"
+    "$PYTHON" -m ptools train --device cuda --out "$work/quality" --steps 100000000 --sample-every 0 \
+        --ckpt-every 0 --json >"$work/quality.json" 2>"$work/quality.err" &
+    qpid=$! waited=0
+    while kill -0 "$qpid" 2>/dev/null && (( waited < 600 )); do
+        [[ -f "$work/quality/metrics.csv" ]] && (( $(wc -l <"$work/quality/metrics.csv") >= 2 )) && break
+        sleep 1
+        waited=$((waited + 1))
+    done
+    sleep "$QUALITY_S"
+    kill -TERM "$qpid" 2>/dev/null
+    wait "$qpid"
+    qrc=$?
+    if [[ $qrc == 130 && -f "$work/quality/checkpoints/interrupted.pt" ]]; then
+        ok "default preset: step $(field "$work/quality.json" step), $(field "$work/quality.json" steps_per_s) step/s"
+        "$PYTHON" benchmarks/train_quality.py --judge "$work/quality/checkpoints/interrupted.pt" \
+            || bad "train_quality exited $?"
+    else
+        bad "quality run: exit $qrc (expected 130 and interrupted.pt); last lines:"; tail -5 "$work/quality.err"
+    fi
+fi
 
 echo "gpu_check: $failures failure(s)"
 (( failures == 0 ))

@@ -16,6 +16,7 @@ INIT_SCHEMES = ("xavier", "kaiming", "normal")
 LOG_MODES = ("csv", "tensorboard")
 MASK_LOSSES = ("dice", "balanced")
 PAIR_LOSSES = ("mean_fg", "mean", "balanced")
+UPSAMPLES = ("transposed", "nearest")
 
 # Fields that only change how a run is driven or recorded, not what it computes: a resumed run may change
 # them. Every other field must match the checkpoint's, or the resumed run would silently be another model.
@@ -67,6 +68,11 @@ class DefectGANConfig:
     w_map_cycle: float = 5.0
     w_sparsity: float = 1.0
     w_gp: float = 10.0
+    # (choice, 0 = off as in the paper) a gradient penalty on D's classifier: the squared norm of the
+    # gradient of its class loss with respect to the input images (real and generated, each with its
+    # labels). WGAN-GP bounds only the real/fake head; without a bound the classifier's input gradient
+    # is free to be large and high-frequency, and G's class term follows it.
+    w_cls_gp: float = 0.0
     # (choice, 0 = off as in the paper) ramp the sparsity weight up linearly over the first N iterations:
     # with full sparsity from step 0 the map can shut (M -> 0, G = identity) before D's classifier has
     # learnt enough to pull it open again, and the sigmoid then leaves almost no gradient.
@@ -99,6 +105,11 @@ class DefectGANConfig:
     d_layers: int = 6
     d_max_width: int = 2048
     spectral_norm: bool = True
+    # Spectral norm on D alone (on top of `spectral_norm`, which covers G and D).
+    d_spectral_norm: bool = False
+    # The decoder's x2 upsampling: "transposed" (the paper's 4x4 stride-2 transposed conv) or "nearest"
+    # (nearest-neighbour x2 then a 3x3 conv: no uneven kernel overlap, so no built-in 2x2 lattice).
+    g_upsample: str = "transposed"
     init: str = "xavier"
     # Initial bias of the spatial-map head (0: M starts at 0.5). Negative values start G nearer the identity.
     map_bias: float = 0.0
@@ -159,6 +170,8 @@ class DefectGANConfig:
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
         need(self.mask_loss in MASK_LOSSES, f"mask_loss must be one of {', '.join(MASK_LOSSES)}")
         need(self.pair_loss in PAIR_LOSSES, f"pair_loss must be one of {', '.join(PAIR_LOSSES)}")
+        need(self.g_upsample in UPSAMPLES, f"g_upsample must be one of {', '.join(UPSAMPLES)}")
+        need(math.isfinite(self.w_cls_gp) and self.w_cls_gp >= 0, "w_cls_gp must be >= 0")
         need(0 <= self.ema < 1, f"ema must be in [0, 1) (got {self.ema})")
         for name in ("lr_g", "lr_d", "lr_end"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")

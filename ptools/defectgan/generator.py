@@ -61,11 +61,18 @@ class NoiseInjection(nn.Module):
 
 
 class UpStage(nn.Module):
-    """x2 upsampling: transposed conv (TF-same), noise, SPADE on the control map, ReLU."""
+    """x2 upsampling (transposed conv, TF-same; or nearest x2 + 3x3 conv), noise, SPADE on the control map, ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, map_channels: int, hidden: int, noise: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, map_channels: int, hidden: int, noise: bool, mode: str = "transposed"
+    ) -> None:
         super().__init__()
-        self.up = ConvTranspose2dSame(in_channels, out_channels, 4, stride=2, bias=False)
+        if mode == "nearest":
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), Conv2dSame(in_channels, out_channels, 3, bias=False)
+            )
+        else:
+            self.up = ConvTranspose2dSame(in_channels, out_channels, 4, stride=2, bias=False)
         self.noise = NoiseInjection(out_channels) if noise else nn.Identity()
         self.spade = SPADE(out_channels, map_channels, hidden)
         self.act = nn.ReLU(inplace=True)
@@ -88,6 +95,7 @@ class Generator(nn.Module):
         spade_hidden: int = 128,
         noise: bool = True,
         skip: bool = False,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         w = width
@@ -105,8 +113,8 @@ class Generator(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.bottleneck = nn.Sequential(*[ResidualBlock(4 * w) for _ in range(res_blocks)])
-        self.up1 = UpStage(4 * w, 2 * w, map_channels, spade_hidden, noise)
-        self.up2 = UpStage(2 * w, w, map_channels, spade_hidden, noise)
+        self.up1 = UpStage(4 * w, 2 * w, map_channels, spade_hidden, noise, upsample)
+        self.up2 = UpStage(2 * w, w, map_channels, spade_hidden, noise, upsample)
         # (choice, off in the paper) `skip` joins the full-resolution stem features to the last decoder
         # stage (a U-Net skip): without it every output pixel comes through the stride-4 bottleneck. It
         # did not sharpen the map in 600-step CPU runs (the halo came from the loss; see config.mask_loss).

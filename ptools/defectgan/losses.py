@@ -51,6 +51,20 @@ def gradient_penalty(
     return ((norm - 1) ** 2).mean()
 
 
+def class_gradient_penalty(
+    critic: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean over samples of ||grad_x BCE(D_cls(x), labels)||^2: keeps the classifier's input gradient small.
+
+    `images` must be detached; the penalty is differentiable in D's weights (create_graph).
+    """
+    x = images.detach().requires_grad_(True)
+    _, logits = critic(x)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()
+
+
 def cycle(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return (reconstruction.float() - original.float()).abs().mean()
 

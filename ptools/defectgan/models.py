@@ -19,6 +19,7 @@ def build_generator(config: DefectGANConfig) -> Generator:
         spade_hidden=config.spade_hidden,
         noise=config.noise,
         skip=config.g_skip,
+        upsample=config.g_upsample,
     )
 
 
@@ -38,7 +39,7 @@ def prepare(model: nn.Module, config: DefectGANConfig, device: torch.device | st
     init_weights(model, scheme=config.init)
     if isinstance(model, Generator):
         nn.init.constant_(model.spatial_map.bias, config.map_bias)
-    if config.spectral_norm:
+    if config.spectral_norm or (config.d_spectral_norm and isinstance(model, Discriminator)):
         add_spectral_norm(model)
     return model.to(device)
 

@@ -212,33 +212,28 @@ class Progress:
             self._bar.stop()
 
 
-# One colour per control-map channel (channel 0, "normal", stays black): for the grid's control column.
-_PALETTE = (
-    (0.0, 0.0, 0.0),
-    (1.0, 0.2, 0.2),
-    (0.2, 1.0, 0.2),
-    (0.3, 0.5, 1.0),
-    (1.0, 1.0, 0.2),
-    (1.0, 0.3, 1.0),
-    (0.2, 1.0, 1.0),
-    (1.0, 0.6, 0.2),
-)
-
-
 def colorize_control(control: torch.Tensor) -> torch.Tensor:
-    """(N,C,H,W) control map -> (N,3,H,W) in [0,1]: each defect channel painted in its own colour."""
+    """(N,C,H,W) control map -> (N,3,H,W) in [0,1], in `ptools dataset preview`'s colours (its legend applies):
+    channel 0 ("normal") dark grey, channel i+1 the colour of label i."""
+    from ptools.data.preview import NORMAL_COLOUR, PALETTE
+
     c = control.shape[1]
-    palette = torch.tensor([_PALETTE[i % len(_PALETTE)] if i else (0.0, 0.0, 0.0) for i in range(c)])
-    palette = palette.to(control.device, control.dtype)
+    palette = torch.tensor([NORMAL_COLOUR] + [PALETTE[i % len(PALETTE)] for i in range(c - 1)], dtype=torch.float32)
+    palette = (palette / 255).to(control.device, control.dtype)
     return torch.einsum("nchw,ck->nkhw", control, palette).clamp(0, 1)
 
 
-SAMPLE_COLUMNS = ("input", "control", "synthetic defect", "map", "restored", "real defect")
+# Each translation stands right of its source: input -> (control, map) -> synthetic defect, real defect -> restored.
+SAMPLE_COLUMNS = ("input", "control", "map", "synthetic defect", "real defect", "restored")
 _MIN_TILE = 128  # tiles are enlarged (nearest) to at least this width, so a 64 px run's titles fit
 
 
 def render_sample_grid(
-    columns: list[torch.Tensor], titles: list[str], row_names: list[str], heading: str
+    columns: list[torch.Tensor],
+    titles: list[str],
+    row_names: list[str],
+    heading: str,
+    row_colours: list[tuple[int, int, int]] | None = None,
 ) -> Image.Image:
     """Rows of [col0 | col1 | ...] tiles (each column (N,3,H,W) in [0,1]) as a titled picture.
 
@@ -260,7 +255,8 @@ def render_sample_grid(
     grid = make_grid(tiles, nrow=ncol, padding=pad, pad_value=1.0)
     body = Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
     font, small = _font(14), _font(12)
-    left = 8 + max(int(small.getlength(name)) for name in row_names)
+    swatch = 14 if row_colours else 0  # a colour key before each row's name: its label's control colour
+    left = 8 + swatch + max(int(small.getlength(name)) for name in row_names)
     head_h, title_h = 22, 18
     out = Image.new("RGB", (left + body.width, head_h + title_h + body.height), (255, 255, 255))
     out.paste(body, (left, head_h + title_h))
@@ -275,15 +271,22 @@ def render_sample_grid(
         draw.text((x + (tile - small.getlength(text)) / 2, head_h + 2), text, fill=(0, 0, 0), font=small)
     for r, name in enumerate(row_names):
         y = head_h + title_h + pad + r * (tile + pad) + tile // 2 - 7
-        draw.text((4, y), name, fill=(0, 0, 0), font=small)
+        if row_colours:
+            draw.rectangle([4, y + 2, 14, y + 12], fill=row_colours[r], outline=(0, 0, 0))
+        draw.text((4 + swatch, y), name, fill=(0, 0, 0), font=small)
     return out
 
 
 def save_sample_grid(
-    path: Path, columns: list[torch.Tensor], titles: list[str], row_names: list[str], heading: str
+    path: Path,
+    columns: list[torch.Tensor],
+    titles: list[str],
+    row_names: list[str],
+    heading: str,
+    row_colours: list[tuple[int, int, int]] | None = None,
 ) -> Path:
     """`render_sample_grid` written as a PNG, atomically."""
-    image = render_sample_grid(columns, titles, row_names, heading)
+    image = render_sample_grid(columns, titles, row_names, heading, row_colours)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, force=True) as tmp:
         image.save(tmp, format="PNG")

@@ -238,6 +238,7 @@ def _train(
     data_checked: bool = False,
 ) -> TrainResult:
     from ptools.data import DefectDataset, denormalize, make_loader
+    from ptools.data.preview import label_colours
 
     ddp = world > 1
     master = rank == 0
@@ -361,9 +362,10 @@ def _train(
     fixed_x = torch.stack([s["normal"] for s in fixed]).to(dev)
     fixed_d = torch.stack([s["defect"] for s in fixed]).to(dev)
     fixed_a = torch.stack([s["control"] for s in fixed]).to(dev)
+    colours = label_colours(config.labels)  # the control column's colours, as `dataset preview` shows them
 
     def write_samples(step: int) -> None:
-        """One row per label: input | control | synthetic defect | map | restored | real defect.
+        """One row per label: input | control | map | synthetic defect | real defect | restored.
 
         "restored" is the real defect image translated to the normal map; the same noise every time.
         """
@@ -380,10 +382,10 @@ def _train(
         columns = [
             denormalize(fixed_x),
             colorize_control(fixed_a),
-            denormalize(fake),
             m.expand(-1, 3, -1, -1),
-            denormalize(restored),
+            denormalize(fake),
             denormalize(fixed_d),
+            denormalize(restored),
         ]
         save_sample_grid(
             run_dir / "samples" / f"step_{step:08d}.png",
@@ -391,6 +393,7 @@ def _train(
             list(SAMPLE_COLUMNS),
             row_names,
             f"step {step}/{config.steps}",
+            [colours[n] for n in row_names],
         )
 
     def save(step: int, batches_done: int, name: str | None) -> Path | None:
@@ -509,6 +512,12 @@ def _train(
                             inv_scale=1.0 / scaler_d.get_scale() if fp16 else 1.0,
                         )
                         d_loss = d_adv + config.w_cls_d * d_cls + config.w_gp * d_gp
+                        if config.w_cls_gp > 0:
+                            # on the images G's class term is taken at (fakes, their target labels) and reals
+                            d_cls_gp = losses.class_gradient_penalty(
+                                d_raw, torch.cat([x_n, x_d, fake_d, fake_n]), torch.cat([y_n, y_d, y_d, y_n])
+                            )
+                            d_loss = d_loss + config.w_cls_gp * d_cls_gp
                     opt_d.zero_grad(set_to_none=True)
                     scaler_d.scale(d_loss).backward()
                     scaler_d.step(opt_d)

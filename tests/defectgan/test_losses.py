@@ -107,3 +107,21 @@ def test_masked_l1_sees_only_the_mask():
     out = torch.full((2, 3, 4, 4), 5.0)
     out[0, :, 0, 0] = 0.5
     assert losses.masked_l1(out, target, mask, torch.ones(2)).item() == pytest.approx(0.5)
+
+
+def test_class_gradient_penalty_of_a_linear_classifier():
+    torch.manual_seed(0)
+    w = torch.randn(2, 3, 4, 4)  # two classes, each logit <w_c, x>
+
+    def critic(x):
+        return None, torch.einsum("nchw,kchw->nk", x, w)
+
+    x = torch.zeros(5, 3, 4, 4)  # logits 0: sigmoid 1/2, so d BCE / d logit = 1/2 - y
+    y = torch.tensor([[1.0, 0.0]] * 5)
+    expected = ((0.5 - 1.0) * w[0] + 0.5 * w[1]).pow(2).sum().item()
+    assert losses.class_gradient_penalty(critic, x, y).item() == pytest.approx(expected, rel=1e-5)
+    # a classifier that ignores its input has no penalty; the penalty has a gradient in the weights
+    assert losses.class_gradient_penalty(lambda x: (None, x.sum() * 0 + torch.ones(5, 2)), x, y).item() == 0
+    wp = w.clone().requires_grad_(True)
+    losses.class_gradient_penalty(lambda x: (None, torch.einsum("nchw,kchw->nk", x, wp)), x, y).backward()
+    assert wp.grad is not None and wp.grad.abs().sum() > 0

@@ -99,3 +99,20 @@ def test_class_logits_are_raw():
     d = Discriminator(64, num_classes=4, width=8, layers=3, max_width=32)
     _, cls = d(torch.randn(16, 3, 64, 64) * 3)
     assert (cls < 0).any() and (cls > 0).any()  # no ReLU / sigmoid / softmax in front of the loss
+
+
+def test_nearest_upsampling_generator_and_spectral_norm_on_d_alone():
+    from torch import nn
+
+    torch.manual_seed(0)
+    config = tiny_config(labels=["a"], g_upsample="nearest", spectral_norm=False, d_spectral_norm=True)
+    g, d = build_models(config)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    assert any(isinstance(m, nn.Upsample) for m in g.modules())
+    x, a = _inputs(2, config.image_size, config.num_classes)
+    out, m = g(x, a)
+    assert out.shape == x.shape and m.shape == (2, 1, config.image_size, config.image_size)
+    assert not any(has_spectral_norm(m) for m in g.modules())
+    assert any(has_spectral_norm(m) for m in d.modules())
+    with pytest.raises(Exception, match="g_upsample"):
+        tiny_config(g_upsample="bilinear")

@@ -40,3 +40,53 @@ def test_training_writes_one_row_per_label(tiny_data, tmp_path):
     n_labels = 4  # crack, scratch, spot, stain in the tiny set
     assert n_labels * 128 < image.height < (n_labels + 1) * 128
     assert len(SAMPLE_COLUMNS) * 128 < image.width < (len(SAMPLE_COLUMNS) + 1) * 128
+
+
+def test_control_colours_are_the_dataset_previews_for_every_label():
+    from ptools.data.preview import NORMAL_COLOUR, control_view, label_colours
+    from ptools.defectgan.monitor import colorize_control
+
+    labels = ["scratch", "crack", "spot", "stain", "dent", "hole"]
+    colours = list(label_colours(labels).values())
+    for channel in range(len(labels) + 1):
+        control = torch.zeros(1, len(labels) + 1, 4, 4)
+        control[0, channel] = 1
+        mine = (colorize_control(control)[0] * 255).round().to(torch.uint8)
+        preview = control_view(control[0], colours)
+        assert torch.equal(mine, preview), channel
+    assert tuple(int(v) for v in (colorize_control(torch.eye(7)[:, :, None, None])[0, :, 0, 0] * 255).round()) == (
+        NORMAL_COLOUR
+    )
+
+
+def test_each_translation_stands_right_of_its_source():
+    cols = list(SAMPLE_COLUMNS)
+    assert cols.index("restored") == cols.index("real defect") + 1
+    assert cols.index("synthetic defect") > cols.index("input")
+    assert cols[0] == "input"
+
+
+def test_sample_grid_pixels_follow_the_titles(tiny_data, tmp_path):
+    """The trainer puts the real defect image in the "real defect" column (compared pixel for pixel)."""
+    from PIL import Image
+
+    from ptools.data import DefectDataset, denormalize
+    from ptools.defectgan.trainer import train
+    from tests.defectgan.conftest import tiny_config
+
+    config = tiny_config(steps=1, d_steps=1)
+    train(config, data_root=tiny_data, run_dir=tmp_path / "run", device="cpu", progress=False)
+    (png,) = (tmp_path / "run" / "samples").iterdir()
+    px = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    data = DefectDataset(tiny_data, image_size=config.image_size, labels=config.labels)
+    first = next(i for i, s in enumerate(data.samples) if config.labels[0] in s.labels)
+    real = (denormalize(data[(first, 0)]["defect"]) * 255).round().permute(1, 2, 0).numpy().astype(int)
+    size = config.image_size
+    scale = max(1, -(-128 // size))
+    tile = size * scale
+    left = px.shape[1] - (len(SAMPLE_COLUMNS) * (tile + 2) + 2)
+    top = px.shape[0] - (len(config.labels) * (tile + 2) + 2)
+    c = SAMPLE_COLUMNS.index("real defect")
+    x0, y0 = left + 2 + c * (tile + 2), top + 2
+    shown = px[y0 : y0 + tile : scale, x0 : x0 + tile : scale]
+    assert np.abs(shown - real).max() <= 1
