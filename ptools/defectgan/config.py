@@ -261,11 +261,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def diff_fields(saved: dict[str, Any], current: DefectGANConfig, ignore: frozenset[str] = RUNTIME_FIELDS) -> list[str]:
     """Fields whose values differ between a checkpoint's config and the current one, as 'name: a != b'."""
     mine = current.to_dict()
+    # A field newer than the checkpoint takes its default (each new field's default keeps the old behaviour).
+    defaults = DefectGANConfig().to_dict()
     out = []
     for name in sorted(set(saved) | set(mine)):
         if name in ignore:
             continue
-        a, b = saved.get(name, "<missing>"), mine.get(name, "<missing>")
+        a, b = saved.get(name, defaults.get(name, "<missing>")), mine.get(name, "<missing>")
         if a != b:
             out.append(f"{name}: checkpoint {a!r} != now {b!r}")
     return out

@@ -27,8 +27,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init": "kaiming",
         # a constant rate: a decay to 1e-6 over a few hundred steps stops learning half-way
         "lr_schedule": "constant",
-        # the averaged G is steadier than the last step's
-        "ema": 0.99,
+        # no weight averaging: in every pair measured at 400-500 steps (6 checkpoints, both sets) the
+        # 0.99-averaged G had more colour spread (1.35-1.47x the real defects' against 1.15-1.35x) and
+        # more far-field change than the last step's own G
+        "ema": 0.0,
+        # Against the colour speckle, the halo and restorations that damage more than they repair (issue 16;
+        # benchmarks/train_quality.py, --data builtin and photos, docs/train.md has the table):
+        # - the class term at 1/10 of the paper's weight: its gradient on G's output is 30-70x the other
+        #   terms', mostly on the 2x2 lattice, and D's unnormalised class head lets G answer it with fixed
+        #   colour textures; the mask and pair terms carry the label where the data has masks and pairs
+        #   (0 measured the same as 0.5 at 500 steps; 0.5 keeps a label signal for data without them)
+        "w_cls_g": 0.5,
+        # - Dice + plain BCE on the map: the class-balanced BCE weighs a 1-px crack's pixels ~50x the
+        #   background's, and its optimum paints a 2-3 px halo around every thin defect
+        "mask_loss": "dice",
+        # - nearest x2 + 3x3 conv instead of the 4x4 stride-2 transposed conv: the restorations' 2x2
+        #   checkerboard energy near the defect fell from 1.94x the real normal's to 1.40x (photos, 500 steps)
+        "g_upsample": "nearest",
         # one torch thread: 3.9 step/s against 0.22 with two, measured back to back on the busy 2-core
         # machine this was tuned on (small convs only lose from threading when the cores are shared)
         "threads": 1,

@@ -72,3 +72,14 @@ def test_diff_ignores_runtime_fields_only():
     assert diff_fields(saved, DefectGANConfig(labels=["a"], steps=7, workers=0, keep=9)) == []
     diffs = diff_fields(saved, DefectGANConfig(labels=["a"], batch_size=8, g_width=32))
     assert [d.split(":")[0] for d in diffs] == ["batch_size", "g_width"]
+
+
+def test_a_checkpoint_from_before_a_new_field_resumes_with_its_default():
+    saved = DefectGANConfig(labels=["a"]).to_dict()
+    for newer in ("g_upsample", "d_spectral_norm", "w_cls_gp"):
+        saved.pop(newer)
+    assert diff_fields(saved, DefectGANConfig(labels=["a"])) == []
+    assert diff_fields(saved, DefectGANConfig(labels=["a"], g_upsample="nearest")) == [
+        "g_upsample: checkpoint 'transposed' != now 'nearest'"
+    ]
+    assert DefectGANConfig.from_dict(saved).g_upsample == "transposed"
