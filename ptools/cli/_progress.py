@@ -11,13 +11,14 @@ PLAIN_EVERY_S = 10.0  # without a TTY: a line at least this often (and at 10% st
 
 
 @contextmanager
-def item_progress(name: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield `update(done)`; renders a bar on a TTY, else 'name done/total (elapsed)' lines on stderr."""
+def item_progress(name: str, total: int, enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """Yield `update(done, total=None)`; renders a bar on a TTY, else 'name done/total (elapsed)' lines on
+    stderr. `total` may be given later (0 until then), when the work is known only once it has started."""
     from ptools.cli._output import stderr_console
 
     console = stderr_console()
     if not enabled:
-        yield lambda done: None
+        yield lambda done, total=None: None
         return
     if console.is_terminal:
         from rich.progress import (
@@ -31,17 +32,19 @@ def item_progress(name: str, total: int, enabled: bool = True) -> Iterator[Calla
 
         columns = (TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(name, total=total)
-            yield lambda done: bar.update(task, completed=done)
+            task = bar.add_task(name, total=total or None)
+            yield lambda done, total=None: bar.update(task, completed=done, total=total)
         return
     t0 = time.monotonic()
-    state = {"last_t": t0, "last_decile": 0}
+    state = {"last_t": t0, "last_decile": 0, "total": total}
 
-    def update(done: int) -> None:
+    def update(done: int, total: int | None = None) -> None:
+        if total is not None:
+            state["total"] = total
         now = time.monotonic()
-        decile = (10 * done) // max(total, 1)
-        if done == total or decile > state["last_decile"] or now - state["last_t"] >= PLAIN_EVERY_S:
+        decile = (10 * done) // max(state["total"], 1)
+        if done == state["total"] or decile > state["last_decile"] or now - state["last_t"] >= PLAIN_EVERY_S:
             state["last_t"], state["last_decile"] = now, decile
-            print(f"{name} {done}/{total} ({now - t0:.1f} s)", file=sys.stderr, flush=True)
+            print(f"{name} {done}/{state['total']} ({now - t0:.1f} s)", file=sys.stderr, flush=True)
 
     yield update

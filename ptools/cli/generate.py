@@ -16,9 +16,9 @@ HELP = (
     "the label's synthetic defect shapes (written as <name>_<k>_mask.png), --mask mask.png for your own, "
     "--whole-image for all of it. --restore turns defect images into normal ones. Writes <name>_<k>.png and its "
     "spatial map <name>_<k>_map.png for k < --n (each sample with its own noise). With --dataset OUT it writes a new "
-    "seed-layout dataset instead: --n samples over the labels (or only --label), each a normal image from "
+    "seed-layout dataset instead: --n samples for every label (or only --label), each a normal image from "
     "--input, a placement mask (--masks, or random synthetic shapes), the synthetic defect and its mask (the "
-    "generator's spatial map > 0.5)."
+    "generator's spatial map > 0.5); the same --seed writes the same files."
 )
 
 
@@ -39,7 +39,7 @@ def generate_command(
     ] = False,
     restore: Annotated[bool, typer.Option("--restore", help="Restoration: defect image -> normal image.")] = False,
     n: Annotated[
-        int, typer.Option("--n", help="Samples per input, each with different noise (with --dataset: in total).")
+        int, typer.Option("--n", help="Samples per input, each with different noise (with --dataset: per label).")
     ] = 1,
     out: Annotated[Path, typer.Option("--out", help="Output folder (created if missing).")] = Path("generated"),
     dataset: Annotated[
@@ -73,7 +73,7 @@ def generate_command(
             raise PtoolsError(
                 "--dataset takes no --restore, --mask or --whole-image", hint="use --masks FOLDER for placement masks"
             )
-        with item_progress("generate", n, enabled=not json_out) as update:
+        with item_progress("generate", 0, enabled=not json_out) as update:  # the total: n x labels, once loaded
             result = generate_dataset(
                 checkpoint,
                 inputs,

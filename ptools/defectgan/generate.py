@@ -23,9 +23,8 @@ from ptools.files import claim_folder, ensure_parent, output_folder, temp_folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DATASET_MARKER = "generated.json"  # written into a generated dataset; lets --force replace only those
 MASK_THRESHOLD = 0.5  # a generated dataset's mask: the pixels where the spatial map M is above this
-BATCH = 16  # images per generator call
 
-Progress = Callable[[int], None]
+Progress = Callable[..., None]  # progress(done) or progress(done, total=N) (the dataset's total, once known)
 
 
 @dataclass
@@ -283,7 +282,8 @@ class DatasetResult:
 
 def _synth_masks(labels: list[str], size: int, seed: int) -> Callable[[str, int], np.ndarray]:
     """Placement masks from ptools' synthetic defect shapes: a label named like a built-in kind (scratch,
-    crack, spot, stain and their aliases) gets that kind's shapes; any other label the kinds in turn."""
+    crack, spot, stain and their aliases) gets that kind's shapes; any other label the kinds in turn.
+    Draw `i` of a label is a pure function of (seed, label channel, i)."""
     from ptools.data.synth import ALIASES, DEFECTS, KINDS
 
     def kind_of(label: str) -> str:
@@ -303,9 +303,12 @@ def _synth_masks(labels: list[str], size: int, seed: int) -> Callable[[str, int]
     return draw
 
 
-def _folder_masks(root: Path, labels: list[str], size: int, seed: int) -> Callable[[str, int], np.ndarray]:
+def _folder_masks(
+    root: Path, labels: list[str], channels: list[str], size: int, seed: int
+) -> Callable[[str, int], np.ndarray]:
     """Placement masks from files: ROOT/{label}/defect_segmentation/* of a seed-layout dataset (per label),
-    or every mask image directly in ROOT (for all labels); taken in a seeded shuffled order, cycled."""
+    or every mask image directly in ROOT (for all labels); taken in a shuffled order seeded by (seed, the
+    label's channel among `channels`), cycled."""
     from ptools.data.imageio import load_mask
 
     per_label: dict[str, list[Path]] = {}
@@ -318,12 +321,15 @@ def _folder_masks(root: Path, labels: list[str], size: int, seed: int) -> Callab
                 f"--masks {root}: no masks for label {label!r}",
                 hint="pass a seed-layout dataset (LABEL/defect_segmentation/) or a folder of mask images",
             )
-        order = np.random.default_rng([seed, 11, labels.index(label)]).permutation(len(files))
+        order = np.random.default_rng([seed, 11, channels.index(label)]).permutation(len(files))
         per_label[label] = [files[j] for j in order]
+    loaded: dict[Path, np.ndarray] = {}
 
     def draw(label: str, i: int) -> np.ndarray:
-        files = per_label[label]
-        return load_mask(files[i % len(files)], size)
+        path = per_label[label][i % len(per_label[label])]
+        if path not in loaded:
+            loaded[path] = load_mask(path, size)
+        return loaded[path]
 
     return draw
 
@@ -341,18 +347,22 @@ def generate_dataset(
     force: bool = False,
     progress: Progress | None = None,
 ) -> DatasetResult:
-    """Write a new seed-layout dataset `{out}/{label}/normal|defect|defect_segmentation/NAME.png`.
+    """Write a new seed-layout dataset `{out}/{label}/normal|defect|defect_segmentation/NAME.png`, `n`
+    samples for every label of the checkpoint (or for `label` only).
 
-    For each of `n` samples (labels in turn, or only `label`): a normal image from `normals` (a seeded
-    shuffled order, cycled), a placement mask (see `_synth_masks` / `_folder_masks`) put into the label's
-    control channel, and G's defacement. The written mask is G's own spatial map thresholded at
-    MASK_THRESHOLD: it marks where the synthetic defect really is, which need not be exactly the placement
-    mask. A draw whose map marks no pixel or every pixel is not a usable sample and is drawn again (with
-    another mask), at most 3n draws. The folder appears only when complete (written beside it, renamed).
+    Sample `k` of a label: a normal image from `normals` (a seeded shuffled order per label, cycled), a
+    placement mask (see `_synth_masks` / `_folder_masks`) put into the label's control channel, and G's
+    defacement with its own noise. The written mask is G's own spatial map thresholded at MASK_THRESHOLD:
+    it marks where the synthetic defect really is, which need not be exactly the placement mask. A draw
+    whose map marks no pixel or every pixel is not a usable sample and is drawn again (another normal and
+    mask), at most 3 draws per sample. Every draw is a pure function of (seed, label channel, k, attempt),
+    so the same seed writes the same files, the first samples of a larger `n` are those of a smaller one,
+    and a label's samples do not depend on which other labels are written. The folder appears only when
+    complete (written beside it, renamed).
     """
     from PIL import Image
 
-    from ptools.data.dataset import numpy_image
+    from ptools.data.dataset import mix_seed, numpy_image
     from ptools.devices import resolve_device
 
     if n < 1:
@@ -368,79 +378,73 @@ def generate_dataset(
         masks = Path(masks)
         if not masks.is_dir():
             raise PtoolsError(f"--masks {masks}: no such folder")
-        draw_mask = _folder_masks(masks, wanted, size, seed)
+        draw_mask = _folder_masks(masks, wanted, list(config.labels), size, seed)
         mask_source = f"files under {masks}"
     else:
         draw_mask = _synth_masks(list(config.labels), size, seed)
         mask_source = "random shapes from ptools' synthetic defect generator"
-    order = np.random.default_rng([seed, 3]).permutation(len(normals))
+    orders = {
+        name: np.random.default_rng([seed, 3, config.labels.index(name) + 1]).permutation(len(normals))
+        for name in wanted
+    }
     cache: dict[Path, torch.Tensor] = {}
 
-    def normal_at(i: int) -> tuple[Path, torch.Tensor]:
-        path = normals[order[i % len(normals)]]
+    def normal_for(name: str, draw: int) -> tuple[Path, torch.Tensor]:
+        path = normals[orders[name][draw % len(normals)]]
         if path not in cache:
             cache[path] = load_input(path, size, notes)
         return path, cache[path]
 
-    targets = {name: len(range(k, n, len(wanted))) for k, name in enumerate(wanted)}
     written = dict.fromkeys(wanted, 0)
     rejected = dict.fromkeys(wanted, 0)
-    draws = dict.fromkeys(wanted, 0)
     records: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, total=n * len(wanted))
     ensure_parent(out_dir)
     staging = temp_folder_beside(out_dir)
     try:
-        for name in wanted:
-            for sub in ("normal", "defect", "defect_segmentation"):
-                (staging / name / sub).mkdir(parents=True)
-        torch.manual_seed(seed)
-        done, n_draw = 0, 0
-        with torch.no_grad():
-            while done < n and n_draw < 3 * n:
-                # One batch of draws over the labels still short of their count.
-                batch = []
-                for name in wanted:
-                    short = targets[name] - written[name] - sum(1 for b in batch if b[0] == name)
-                    batch += [(name, 0)] * max(0, min(short, BATCH - len(batch)))
-                batch = batch[:BATCH]
-                if not batch:
-                    break
-                xs, controls, meta = [], [], []
-                for name, _ in batch:
-                    i = draws[name]
-                    draws[name] += 1
-                    path, x = normal_at(n_draw)
-                    n_draw += 1
-                    place = torch.from_numpy(draw_mask(name, i)).float()[None]
-                    xs.append(x)
-                    controls.append(control_map(config, size, config.labels.index(name) + 1, place, False))
-                    meta.append((name, path))
-                images, maps = g(torch.stack(xs).to(dev), torch.stack(controls).to(dev))
-                for (name, path), x, image, m in zip(meta, xs, images.float().cpu(), maps.float().cpu(), strict=True):
-                    seg = (m[0] > MASK_THRESHOLD).numpy()
-                    if not seg.any() or seg.all() or written[name] >= targets[name]:
-                        rejected[name] += int(written[name] < targets[name])
-                        continue
-                    stem = f"{name}_{written[name]:05d}"
+        done = 0
+        # The caller's RNG state is left as it was; on CUDA the noise is drawn on the device.
+        with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            for name in wanted:
+                channel = config.labels.index(name) + 1
+                (staging / name / "normal").mkdir(parents=True)
+                (staging / name / "defect").mkdir()
+                (staging / name / "defect_segmentation").mkdir()
+                for k in range(n):
+                    for attempt in range(3):
+                        # Later attempts take other normals and masks: draw numbers past the first n.
+                        draw = k + attempt * n
+                        path, x = normal_for(name, draw)
+                        place = torch.from_numpy(draw_mask(name, draw)).float()[None]
+                        control = control_map(config, size, channel, place, False)
+                        torch.manual_seed(mix_seed(seed, channel, draw))  # this sample's noise, whatever the batch
+                        image, m = g(x[None].to(dev), control[None].to(dev))
+                        seg = (m[0, 0].float().cpu() > MASK_THRESHOLD).numpy()
+                        if seg.any() and not seg.all():
+                            break
+                        rejected[name] += 1
+                    else:
+                        raise PtoolsError(
+                            f"{checkpoint}: {name} sample {k}: the spatial map marked no pixel or every pixel in 3 "
+                            f"draws ({sum(rejected.values())} such draws so far)",
+                            hint="the generator barely changes its input yet: train it longer",
+                        )
+                    stem = f"{name}_{k:05d}"
                     base = staging / name
                     Image.fromarray(numpy_image(x)).save(base / "normal" / f"{stem}.png")
-                    Image.fromarray(numpy_image(image)).save(base / "defect" / f"{stem}.png")
+                    Image.fromarray(numpy_image(image[0].float().cpu())).save(base / "defect" / f"{stem}.png")
                     Image.fromarray(seg.astype(np.uint8) * 255).save(base / "defect_segmentation" / f"{stem}.png")
-                    records.append({"name": f"{name}/{stem}", "label": name, "normal_source": str(path)})
+                    records.append({"name": f"{name}/{stem}", "label": name, "draw": draw, "normal_source": str(path)})
                     written[name] += 1
                     done += 1
                     if progress is not None:
                         progress(done)
-        if done < n:
-            raise PtoolsError(
-                f"{checkpoint}: only {done} of {n} samples had a usable spatial map after {n_draw} draws "
-                f"(maps that marked no pixel or every pixel: {sum(rejected.values())})",
-                hint="the generator barely changes its input yet: train it longer",
-            )
         manifest = {
             "schema": "ptools.generated/1",
             "checkpoint": str(checkpoint),
             "seed": seed,
+            "n_per_label": n,
             "image_size": size,
             "mask_source": mask_source,
             "mask_rule": f"generator spatial map > {MASK_THRESHOLD}",

@@ -154,10 +154,11 @@ def test_dataset_is_a_balanced_seed_layout_that_dataset_check_accepts(runner, tm
 
     ckpt, data = checkpoint
     out = tmp_path / "gen"
-    args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--dataset", str(out), "--n", "8"]
+    args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--dataset", str(out), "--n", "2"]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    # --n counts per label: every label gets exactly that many.
     assert doc["mode"] == "dataset" and doc["counts"] == {"crack": 2, "scratch": 2, "spot": 2, "stain": 2}
     report = check_dataset(out)
     assert report.ok, report.problems
@@ -171,6 +172,7 @@ def test_dataset_is_a_balanced_seed_layout_that_dataset_check_accepts(runner, tm
         assert Image.open(label / "normal" / f"{stem}.png").size == (64, 64)
     manifest = json.loads((out / "generated.json").read_text())
     assert len(manifest["samples"]) == 8 and "spatial map" in manifest["mask_rule"]
+    assert manifest["n_per_label"] == 2
     check = runner.invoke(app, ["dataset", "check", str(out)])
     assert check.exit_code == 0, check.output
 
@@ -186,10 +188,58 @@ def test_dataset_is_a_balanced_seed_layout_that_dataset_check_accepts(runner, tm
     assert refused.exit_code == 2 and "refusing" in refused.stderr and (mine / "keep").is_dir()
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    """Every image of a generated set by relative name (the manifest names the output folder: left out)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_dataset_same_seed_same_files_and_samples_do_not_depend_on_n_or_labels(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    base = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--device", "cpu"]
+
+    def make(name: str, *extra: str) -> dict[str, bytes]:
+        result = runner.invoke(app, [*base, "--dataset", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        return _files(tmp_path / name)
+
+    first = make("a", "--n", "3", "--seed", "5")
+    assert len(first) == 4 * 3 * 3  # labels x samples x (normal, defect, mask)
+    assert make("b", "--n", "3", "--seed", "5") == first  # the same seed: the same bytes
+    other = make("c", "--n", "3", "--seed", "6")
+    assert other.keys() == first.keys()
+    changed = [k for k in first if "/defect/" in k and first[k] != other[k]]
+    assert len(changed) == 12  # another seed: every synthetic defect differs
+    # A smaller --n writes the first samples of a larger one; one --label writes that label's samples.
+    assert make("d", "--n", "2", "--seed", "5") == {k: v for k, v in first.items() if not k.endswith("02.png")}
+    spot = make("e", "--n", "3", "--seed", "5", "--label", "spot")
+    assert spot == {k: v for k, v in first.items() if k.startswith("spot/")}
+
+
+def test_dataset_progress_counts_every_label(runner, tmp_path, checkpoint):
+    ckpt, data = checkpoint
+    args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--dataset", str(tmp_path / "g")]
+    result = runner.invoke(app, [*args, "--n", "2"])
+    assert result.exit_code == 0, result.output
+    assert "generate 8/8" in result.stderr  # plain lines without a terminal: 2 per label, 4 labels
+    assert "8 samples (crack 2, scratch 2, spot 2, stain 2)" in result.stdout
+
+
+def test_dataset_refuses_when_the_map_never_marks_a_pixel(runner, tmp_path, checkpoint, monkeypatch):
+    import ptools.defectgan.generate as gen
+
+    ckpt, data = checkpoint
+    monkeypatch.setattr(gen, "MASK_THRESHOLD", 1.5)  # a sigmoid map is never above it: every draw is empty
+    out = tmp_path / "g"
+    args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--dataset", str(out), "--n", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "train it longer" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".g.*"))  # nothing half-written is left
+
+
 def test_dataset_masks_from_an_existing_dataset(runner, tmp_path, checkpoint):
     ckpt, data = checkpoint
     out = tmp_path / "gen"
-    args = ["generate", str(ckpt), "--input", str(data / "spot" / "normal"), "--dataset", str(out), "--n", "4"]
+    args = ["generate", str(ckpt), "--input", str(data / "spot" / "normal"), "--dataset", str(out), "--n", "1"]
     result = runner.invoke(app, [*args, "--masks", str(data), "--json"])
     assert result.exit_code == 0, result.output
     assert str(data) in json.loads(result.stdout)["mask_source"]
