@@ -21,7 +21,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("gen")
     synthesize(root / "data", n=8, size=64, seed=0)
-    result = train(tiny_config(steps=1, d_steps=1), data_root=root / "data", run_dir=root / "run", device="cpu")
+    config = tiny_config(steps=1, d_steps=1, threads=1)
+    result = train(config, data_root=root / "data", run_dir=root / "run", device="cpu")
     return result.checkpoint, root / "data"
 
 
@@ -84,6 +85,20 @@ def test_bad_arguments_exit_2(runner, tmp_path, checkpoint, extra, word):
     args = ["generate", str(ckpt), "--input", str(data / "crack" / "normal"), "--out", str(tmp_path / "o"), *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and word in result.stderr
+
+
+def test_the_runs_cpu_threads_apply_as_in_training(checkpoint):
+    import torch
+
+    from ptools.defectgan.generate import load_generator
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        load_generator(checkpoint[0], "cpu")
+        assert torch.get_num_threads() == 1  # the run's `threads`
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_not_a_checkpoint_exits_2(runner, tmp_path, checkpoint):
