@@ -1,0 +1,94 @@
+"""benchmarks/augment_value.py: the parts that make its figures right (no training here: seconds).
+
+The user's data is drawn without touching held-out images, copy-paste pastes exactly the defect's pixels,
+IoU counts agree with an independent confusion-matrix computation, and a held-out image smuggled into
+any arm stops the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import augment_value as av  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> av.Source:
+    """A small built-in-style source: 40 pool pairs per label, 6 + 6 held-out samples per label."""
+    from ptools.data import synthesize
+
+    root = tmp_path_factory.mktemp("av")
+    labels = ["crack", "scratch", "spot", "stain"]
+    synthesize(root / "pool", n=160, size=av.SIZE, labels=labels, seed=31)
+    synthesize(root / "heldout", n=48, size=av.SIZE, labels=labels, seed=32)
+    old = av.HELDOUT_PER_LABEL
+    av.HELDOUT_PER_LABEL = 6
+    try:
+        return av.split_source("test", labels, root / "pool", root / "heldout")
+    finally:
+        av.HELDOUT_PER_LABEL = old
+
+
+def test_user_data_is_nested_by_k_and_never_a_normal_of_the_pool(source):
+    small, large, other = av.user_data(source, 3, 0), av.user_data(source, 8, 0), av.user_data(source, 3, 1)
+    for label in source.labels:
+        h_small = av.pixel_hashes(small.pairs.defect[label])
+        h_large = av.pixel_hashes(large.pairs.defect[label])
+        assert len(h_small) == 3 and len(h_large) == 8 and h_small <= h_large  # K = 3 pairs among K = 8
+        assert h_small != av.pixel_hashes(other.pairs.defect[label])  # another seed, other pairs
+    pair_normals = av.pixel_hashes(np.concatenate(list(large.pairs.normal.values())))
+    assert not pair_normals & av.pixel_hashes(large.normals)  # the normal pool is other surfaces
+    with pytest.raises(SystemExit, match="only"):
+        av.user_data(source, 40, 0)  # more pairs than the pool has (after the normals it keeps)
+
+
+def test_copy_paste_pastes_the_defect_pixels_inside_the_mask_onto_a_pool_normal(source):
+    data = av.user_data(source, 4, 0)
+    out = av.copy_paste(data, source.labels, 12, seed=3)
+    normals = {av.pixel_hashes([n]).pop(): n for n in data.normals}
+    for label in source.labels:
+        assert len(out.defect[label]) == 12
+        src_areas = sorted(int(m.sum()) for m in data.pairs.mask[label])
+        for img, mask, target in zip(out.defect[label], out.mask[label], out.normal[label], strict=True):
+            assert av.pixel_hashes([target]).pop() in normals  # the background is a pool normal
+            assert np.array_equal(img[~mask], target[~mask])  # untouched outside the mask
+            assert int(mask.sum()) in src_areas  # flips, turns and the shift keep the whole mask
+            # Inside the mask: a real defect's pixels (one of the K, turned and shifted), not the target's.
+            assert not np.array_equal(img[mask], target[mask])
+    assert av.copy_paste(data, source.labels, 12, seed=3).defect["spot"].tobytes() == out.defect["spot"].tobytes()
+
+
+def test_iou_counts_agree_with_a_confusion_matrix():
+    rng = np.random.default_rng(20240)
+    for _ in range(20):
+        classes = int(rng.integers(2, 6))
+        pred = rng.integers(classes, size=(3, 9, 11))
+        truth = rng.integers(classes, size=(3, 9, 11))
+        inter, union = av.iou_counts(pred, truth, classes)
+        confusion = np.bincount(truth.ravel() * classes + pred.ravel(), minlength=classes**2).reshape(classes, -1)
+        tp = confusion.diagonal()
+        assert np.array_equal(inter, tp)
+        assert np.array_equal(union, confusion.sum(0) + confusion.sum(1) - tp)
+
+
+def test_a_held_out_image_in_any_arm_stops_the_run(source):
+    heldout = av.pixel_hashes(np.concatenate([*source.heldout.defect.values(), source.heldout_normals]))
+    data = av.user_data(source, 3, 0)
+    x, y, c = av.stack_pairs(data.pairs, source.labels)
+    task = av.Task("real", 3, 0, source.labels, x, y, c, data.normals)
+    av.check_no_leakage([task], heldout)  # clean: passes
+    for field in ("real_x", "normals", "extra_x"):
+        bad = av.Task("real", 3, 0, source.labels, x, y, c, data.normals)
+        smuggled = source.heldout.defect["stain"][2] if field != "normals" else source.heldout_normals[1]
+        arrays = {"real_x": x, "normals": data.normals, "extra_x": x}
+        setattr(bad, field, np.concatenate([arrays[field], smuggled[None]]))
+        with pytest.raises(av.LeakageError, match="1 held-out"):
+            av.check_no_leakage([bad], heldout)
+    trained = av.Pairs({"spot": source.heldout.defect["spot"][:1]}, {}, {"spot": data.normals[:1]}, {})
+    with pytest.raises(av.LeakageError, match="generator g"):
+        av.check_no_leakage([trained], heldout, "generator g")
