@@ -8,32 +8,17 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ptools.errors import ExitCode, PtoolsError
-from ptools.port import code as pycode
-from ptools.port.graph import Call, Graph, Ref, parse_config
-from ptools.port.layers import SUPPORTED, Ctx, LayerCode, Unsupported, Value, Weights, emit
-
-# Layers that want channels-first input: a rank-3 model input feeding one of them is taken as (N, C, L).
-_CF_CONSUMERS = ("Conv1D", "MaxPooling1D", "AveragePooling1D", "ZeroPadding1D", "Cropping1D", "SpatialDropout1D")
-
-
-@dataclass
-class LayerRow:
-    """One Keras layer call in the report."""
-
-    layer: str
-    class_name: str
-    inputs: list[str]
-    modules: list[str]  # `self.x = ...` lines
-    forward: list[str]
-    settings: list[str]
-    weights: list[str] = field(default_factory=list)  # state_dict keys it fills
+from ptools.port.graph import Graph, parse_config
+from ptools.port.layers import Value, Weights
+from ptools.port.module import ClassBuilder, LayerRow, PortState, class_name_of, render
+from ptools.port.weights import FileWeights, from_reader, from_saved_model
 
 
 @dataclass
@@ -120,11 +105,12 @@ def _sniff(path: Path) -> None:
         )
 
 
-def _saved_model(path: Path) -> tuple[dict[str, Any], dict[str, Weights], str | None]:
+def _saved_model(path: Path) -> tuple[dict[str, Any], FileWeights, str | None]:
     """A tf_keras SavedModel folder: the model config from keras_metadata.pb (the root object's metadata),
-    the weights from variables/ (a TF bundle, read without TensorFlow), grouped by their layer's name scope."""
+    the weights from variables/ (a TF bundle, read without TensorFlow), by layer (see from_saved_model)."""
     from ptools.checkpoint.base import open_checkpoint
     from ptools.checkpoint.tf.proto import iter_fields
+    from ptools.convert.api import config_errors
 
     meta_file = path / "keras_metadata.pb"
     if not meta_file.is_file():
@@ -146,48 +132,36 @@ def _saved_model(path: Path) -> tuple[dict[str, Any], dict[str, Weights], str | 
     cfg = _untuple(root.get("model_config") or {"class_name": root.get("class_name"), "config": root.get("config")})
     reader = open_checkpoint(path)
     try:
-        grouped: dict[str, list[tuple[str, str]]] = {}
-        for info in reader.tensors():
-            name = info.extra.get("name")
-            if info.extra.get("role") != "weight" or not isinstance(name, str) or "/" not in name:
-                continue
-            layer, rest = name.split("/", 1)
-            grouped.setdefault(layer, []).append((rest, info.key))
-        weights: dict[str, Weights] = {}
-        for layer, items in grouped.items():
-            # Bundle keys are sorted by name, not by variable order: restore Keras' order per sub-layer.
-            items.sort(
-                key=lambda it: (
-                    it[0].rsplit("/", 1)[0] if "/" in it[0] else "",
-                    _VAR_ORDER.get(it[0].rsplit("/", 1)[-1], 99),
-                )
-            )
-            weights[layer] = [(rest, np.asarray(reader.read(key))) for rest, key in items]
+        with config_errors(path):
+            weights = from_saved_model(reader, cfg)
+        if weights is None:
+            weights = FileWeights({(layer,): ws for layer, ws in _by_name_scope(reader).items()}, "leaf")
     finally:
         reader.close()
     return cfg, weights, root.get("keras_version")
 
 
-def _layer_weights(reader: Any) -> dict[str, Weights]:
-    """Each Keras layer's arrays in its variable order, keyed by the layer name of the config.
-
-    The association of config layers with stored weights across naming schemes (`kernel:0`, Keras 2.0's
-    `conv2d_1_1/kernel:0`, Keras 3's `vars/0`) is the checkpoint reader's (`checkpoint.keras.h5.model_layers`,
-    shared with `convert`); the path kept with each array tells Bidirectional's forward and backward halves apart.
-    """
-    from ptools.checkpoint.keras.h5 import model_layers
-
-    infos = {t.key: t for t in reader.tensors()}
-    out: dict[str, Weights] = {}
-    for kl in model_layers(reader):
-        var_of = {key: var for var, key in kl.variables.items()}
-        ws = []
-        for key in kl.weights:
-            path = var_of.get(key) or str(infos[key].extra.get("h5_path", key))
-            ws.append((path, np.asarray(reader.read(key))))
-        if ws:
-            out[kl.name] = ws
-    return out
+def _by_name_scope(reader: Any) -> dict[str, Weights]:
+    """Variables grouped by the first scope of their names (`conv/kernel`): SavedModels whose object graph
+    does not list layers."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for info in reader.tensors():
+        name = info.extra.get("name")
+        if info.extra.get("role") != "weight" or not isinstance(name, str) or "/" not in name:
+            continue
+        layer, rest = name.split("/", 1)
+        grouped.setdefault(layer, []).append((rest, info.key))
+    weights: dict[str, Weights] = {}
+    for layer, items in grouped.items():
+        # Bundle keys are sorted by name, not by variable order: restore Keras' order per sub-layer.
+        items.sort(
+            key=lambda it: (
+                it[0].rsplit("/", 1)[0] if "/" in it[0] else "",
+                _VAR_ORDER.get(it[0].rsplit("/", 1)[-1], 99),
+            )
+        )
+        weights[layer] = [(rest, np.asarray(reader.read(key))) for rest, key in items]
+    return weights
 
 
 def build(path: str | Path, class_name: str | None = None) -> Port:
@@ -198,7 +172,7 @@ def build(path: str | Path, class_name: str | None = None) -> Port:
     else:
         reader = _open(path)
         try:
-            config, weights, version = reader.model_config, _layer_weights(reader), reader.keras_version
+            config, weights, version = reader.model_config, from_reader(reader), reader.keras_version
         finally:
             reader.close()
     graph = parse_config(config, str(path))
@@ -211,180 +185,30 @@ def _class_name(graph: Graph, given: str | None) -> str:
         if not re.fullmatch(r"[A-Za-z_]\w*", given):
             raise PtoolsError(f"--name {given!r} is not a Python class name")
         return given
-    words = re.split(r"[^A-Za-z0-9]+", graph.name or "model")
-    name = "".join(w[:1].upper() + w[1:] for w in words if w) or "KerasModel"
-    return name if not name[0].isdigit() else "Model" + name
+    return class_name_of(graph.name)
 
 
 def _generate(
-    path: Path, graph: Graph, file_weights: dict[str, Weights], version: str | None, keras3: bool, cls: str | None
+    path: Path, graph: Graph, weights: FileWeights, version: str | None, keras3: bool, cls: str | None
 ) -> Port:
-    attrs: dict[str, str] = {}
-    attr_taken: set[str] = set()
-    var_taken: set[str] = set()
-    values: dict[Ref, Value] = {}
-    broken: set[Ref] = set()
-    modules: list[tuple[str, str]] = []
-    lines: list[str] = []
-    imports: set[str] = set()
-    rows: list[LayerRow] = []
-    unsupported: list[dict[str, Any]] = []
-    state: dict[str, np.ndarray] = {}
-    inputs: list[Value] = []
-    consumers: dict[str, list[str]] = {}
-    for c in graph.calls:
-        for r in c.inputs:
-            consumers.setdefault(r[0], []).append(c.class_name)
-    for c in graph.calls:
-        if c.class_name == "InputLayer":
-            shape = graph.input_shapes[c.layer]
-            rank = len(shape) + 1
-            cf = rank >= 4 or (rank == 3 and any(k in _CF_CONSUMERS for k in consumers.get(c.layer, [])))
-            v = Value(pycode.identifier(c.layer, var_taken), shape, cf, "int" in graph.input_dtypes.get(c.layer, ""))
-            values[(c.layer, 0, 0)] = v
-            inputs.append(v)
-            continue
-        if any(r in broken for r in c.inputs):
-            # Shapes are unknown past an unsupported layer: only the class itself can still be checked.
-            if c.class_name not in SUPPORTED and c.layer not in {u["layer"] for u in unsupported}:
-                unsupported.append(
-                    _unsupported(c, f"no PyTorch port for Keras layer class {c.class_name}", rows, unsupported)
-                )
-            for i in range(3):
-                broken.add((c.layer, c.index, i))
-            continue
-        missing = [r for r in c.inputs if r not in values]
-        if missing:
-            raise PtoolsError(f"{path}: layer {c.layer} uses {missing[0][0]}[{missing[0][1]}], which has no output")
-        ins = [values[r] for r in c.inputs]
-        if c.layer not in attrs:
-            attrs[c.layer] = pycode.identifier(c.layer, attr_taken)
-        out = pycode.identifier(c.layer if c.index == 0 else f"{c.layer}_{c.index}", var_taken)
-        ctx = Ctx(attrs[c.layer], out, keras3, c.layer, c.index)
-        try:
-            lc = emit(c.class_name, c.config, ins, ctx, c.tensor_kwargs)
-        except Unsupported as e:
-            unsupported.append(_unsupported(c, str(e), rows, unsupported))
-            for i in range(3):
-                broken.add((c.layer, c.index, i))
-            continue
-        for name in _extra_names(lc):
-            var_taken.add(name)
-        for i, v in enumerate(lc.outputs):
-            values[(c.layer, c.index, i)] = v
-        row = LayerRow(c.layer, c.class_name, [r[0] for r in c.inputs], [], list(lc.lines), lc.settings)
-        if c.index == 0:
-            modules += lc.modules
-            row.modules = [f"self.{a} = {ctor}" if a else ctor for a, ctor in lc.modules]
-            if lc.weights is not None:
-                row.weights = _fill(path, c.layer, lc, file_weights, state)
-            elif c.layer in file_weights:
-                raise PtoolsError(f"{path}: layer {c.layer} ({c.class_name}) has weights that the port does not use")
-        imports |= lc.imports
-        lines += lc.lines
-        rows.append(row)
-    outputs = [values[r] for r in graph.outputs if r in values]
+    st = PortState(path, weights, keras3)
     name = _class_name(graph, cls)
-    text = "" if unsupported else _render(path, graph, name, version, modules, lines, imports, inputs, outputs)
-    return Port(path, version, graph.name, name, text, state, rows, unsupported, inputs, outputs)
+    st.class_taken |= {name, *_PTOOLS_NN}
+    top = ClassBuilder(st, graph, (), "", name).build()
+    if not st.unsupported:
+        unused = weights.unused()
+        if unused:
+            raise PtoolsError(
+                f"{path}: weights stored for {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''} are not "
+                "used by any layer of the model config",
+                hint="the file's weights and architecture do not belong together",
+            )
+    text = "" if st.unsupported else render(path, top, st, version)
+    return Port(path, version, graph.name, name, text, st.state, st.rows, st.unsupported, top.inputs, top.outputs)
 
 
-def _unsupported(c: Call, reason: str, rows: list[LayerRow], unsupported: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "layer": c.layer,
-        "class": c.class_name,
-        "reason": reason,
-        "inputs": [r[0] for r in c.inputs],
-        "position": len(rows) + len(unsupported) + 1,  # 1-based among the non-input layers, in graph order
-    }
-
-
-def _extra_names(lc: LayerCode) -> list[str]:
-    return [v.name for v in lc.outputs]
-
-
-def _fill(path: Path, layer: str, lc: LayerCode, file_weights: dict[str, Weights], state: dict) -> list[str]:
-    ws = file_weights.get(layer)
-    if ws is None:
-        raise PtoolsError(f"{path}: layer {layer} has no weights in the file", hint="was the model built and saved?")
-    assert lc.weights is not None
-    try:
-        arrays = lc.weights(ws)
-    except PtoolsError as e:
-        raise PtoolsError(f"{path}: layer {layer}: {e.message}") from None
-    for k, a in arrays.items():
-        state[k] = np.asarray(a, order="C")  # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
-    return list(arrays)
-
-
-def _shape_doc(v: Value) -> str:
-    dims = ["N", *["?" if d is None else str(d) for d in v.shape]]
-    if v.cf and v.rank > 2:
-        dims = [dims[0], dims[-1], *dims[1:-1]]
-    layout = {3: " (N, C, L)", 4: " NCHW", 5: " NCDHW"}.get(v.rank, "") if v.cf else ""
-    return f"({', '.join(dims)}){layout}"
-
-
-def _render(
-    path: Path,
-    graph: Graph,
-    name: str,
-    version: str | None,
-    modules: list[tuple[str, str]],
-    lines: list[str],
-    imports: set[str],
-    inputs: list[Value],
-    outputs: list[Value],
-) -> str:
-    body = "\n".join(lines) + "\n" + "\n".join(c for _, c in modules)
-    head = ['"""PyTorch port of the Keras model in ' + f'{path.name}, written by `ptools port`."""', ""]
-    head.append("import torch")
-    head.append("import torch.nn as nn")
-    if "F." in body:
-        head.append("import torch.nn.functional as F")
-    if imports:
-        head.append(f"from ptools.nn import {', '.join(sorted(imports))}")
-    out = [*head, "", ""]
-    keras = f"Keras {version}" if version else "Keras"
-    out.append(f"class {name}(nn.Module):")
-    doc = [
-        f'    """`{graph.name}` from {path.name} ({keras}), layer for layer.',
-        "",
-        "    Inputs: " + ", ".join(f"{v.name} {_shape_doc(v)}" for v in inputs) + ".",
-        "    Returns: " + ", ".join(f"{v.name} {_shape_doc(v)}" for v in outputs) + ".",
-        "    Weights: weights.safetensors next to this file (load_state_dict, strict).",
-        '    """',
-    ]
-    out += [d if len(d) <= pycode.LINE else d[: pycode.LINE - 3] + "..." for d in doc]
-    out += ["", "    def __init__(self) -> None:", "        super().__init__()"]
-    for attr, ctor in modules:  # attr "": a whole statement (register_buffer)
-        out += pycode.wrap(f"self.{attr} = {ctor}" if attr else ctor, 8)
-    args = ", ".join(f"{v.name}: torch.Tensor" for v in inputs)
-    ret = "torch.Tensor" if len(outputs) == 1 else f"tuple[{', '.join('torch.Tensor' for _ in outputs)}]"
-    out += ["", *pycode.wrap(f"def forward(self, {args}) -> {ret}:", 4)]
-    for line in _drop_unused(lines, [v.name for v in outputs]):
-        out += pycode.wrap(line, 8)
-    out.append(f"        return {', '.join(v.name for v in outputs)}")
-    return "\n".join(out) + "\n"
-
-
-def _drop_unused(lines: list[str], returned: list[str]) -> list[str]:
-    """Leave out `x = ...` lines whose value nothing reads (a Keras output no layer consumes, e.g. the
-    sequence of an encoder whose states alone are used): ruff flags them, and they compute nothing needed."""
-    used = set(returned)
-    kept: list[str] = []
-    for line in reversed(lines):
-        lhs, sep, rhs = line.partition(" = ")
-        if not sep:
-            kept.append(line)
-            continue
-        targets = re.findall(r"[A-Za-z_]\w*", lhs)
-        if len(targets) == 1 and targets[0] not in used:
-            continue
-        used -= set(targets)
-        used |= set(re.findall(r"[A-Za-z_]\w*", rhs))
-        kept.append(line)
-    return kept[::-1]
+# Names `from ptools.nn import ...` may bring into model.py: no emitted class may take them.
+_PTOOLS_NN = ("Conv2dSame", "ConvTranspose2dSame", "MaxPool2dSame", "AvgPool2dSame", "KerasRNN")
 
 
 # -- writing and checking ------------------------------------------------------------------------------

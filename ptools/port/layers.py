@@ -48,6 +48,7 @@ class LayerCode:
     settings: list[str] = field(default_factory=list)
     weights: Callable[[Weights], dict[str, np.ndarray]] | None = None  # -> state_dict entries
     imports: set[str] = field(default_factory=set)  # names from ptools.nn
+    needs_file_weights: bool = True  # False: `weights` can do without stored arrays (constants in the config)
 
 
 @dataclass
@@ -918,6 +919,8 @@ def _common_layout(ins: list[Value]) -> tuple[list[str], bool]:
 
 
 def merge(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    if len(ins) < 2 or (cls == "Subtract" and len(ins) != 2):
+        raise Unsupported(f"{cls} of {len(ins)} input(s)")
     if len({v.rank for v in ins}) != 1:
         raise Unsupported("inputs of different ranks")
     xs, cf = _common_layout(ins)
@@ -1062,10 +1065,59 @@ def normalization(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
         }
 
     code.weights = weights
+    code.needs_file_weights = not all(v is not None for v in given.values())
     return code
 
 
-def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
+# Preprocessing and regularisation layers that pass their input through unchanged at inference (checked on
+# Keras 3.15 and tf_keras 2.21 with training=False). RandomCrop is not among them: tf_keras crops and resizes.
+INFERENCE_IDENTITY = frozenset(
+    {
+        *("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness"),
+        *("RandomHeight", "RandomWidth", "RandomGrayscale", "RandomHue", "RandomSaturation", "RandomSharpness"),
+        *("RandomShear", "RandomColorJitter", "RandomColorDegeneration", "RandomPosterization", "RandomInvert"),
+        *("RandomErasing", "RandomGaussianBlur", "RandomPerspective", "RandomElasticTransform"),
+        *("AugMix", "RandAugment", "MixUp", "CutMix", "ActivityRegularization"),
+    }
+)
+# Layers defined inside keras.applications (not in keras.layers): ported only when the config says so.
+_APPLICATION_MODULES = ("keras.src.applications.", "tf_keras.src.applications.", "keras.applications.")
+_LAYER_SCALE_KEYS = {"name", "trainable", "dtype", "init_values", "projection_dim"}
+
+
+def identity(cls: str, ins: list[Value], ctx: Ctx, why: str) -> LayerCode:
+    """No line of computation: a comment, and the layer's output is its input under the same name."""
+    v = ins[0]
+    code = LayerCode(lines=[f"# {ctx.layer} ({cls}): {why}"], settings=[why])
+    code.outputs.append(Value(v.name, v.shape, cf=v.cf, integer=v.integer))
+    return code
+
+
+def random_crop(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    size = (cfg.get("height"), cfg.get("width"))
+    if tuple(ins[0].shape[:2]) != size:
+        raise Unsupported(f"RandomCrop to {size} of a {ins[0].shape[:2]} input (crops or resizes at inference)")
+    return identity("RandomCrop", ins, ctx, "identity at inference (input already of the crop size)")
+
+
+def layer_scale(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
+    """ConvNeXt's LayerScale: x * gamma, one factor per channel."""
+    v = ins[0]
+    c = channels(v)
+    if int(cfg.get("projection_dim", c)) != c:
+        raise Unsupported(f"projection_dim {cfg.get('projection_dim')} for {c} channels")
+    code = LayerCode(settings=["x * gamma (one factor per channel)"])
+    code.modules.append((ctx.attr, f"nn.Parameter({call('torch.ones', c)})"))
+    gamma = f"self.{ctx.attr}" + (f"[:, {', '.join(['None'] * (v.rank - 2))}]" if v.cf and v.rank > 2 else "")
+    code.lines.append(f"{ctx.out} = {v.name} * {gamma}")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+    code.weights = lambda ws: {ctx.attr: expect(ws, ["gamma"])["gamma"].reshape(c)}
+    return code
+
+
+def emit(
+    cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str], module: str | None = None
+) -> LayerCode:
     """The code for one call of a Keras layer; raises Unsupported when it has no exact torch form here."""
     if cls in ("Conv1D", "Conv2D", "Conv3D"):
         return conv(cfg, ins, ctx, int(cls[4]))
@@ -1129,6 +1181,17 @@ def emit(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwarg
         return normalization(cfg, ins, ctx)
     if cls == "PReLU":
         return prelu(cfg, ins, ctx)
+    if cls in INFERENCE_IDENTITY:
+        return identity(cls, ins, ctx, "identity at inference")
+    if cls == "RandomCrop":
+        return random_crop(cfg, ins, ctx)
+    # tf_keras .h5 configs omit the module: then the config must be exactly the applications' one.
+    from_apps = module.startswith(_APPLICATION_MODULES) if module else set(cfg) == _LAYER_SCALE_KEYS
+    if from_apps:
+        if cls == "LayerScale":
+            return layer_scale(cfg, ins, ctx)
+        if cls == "StochasticDepth":
+            return identity(cls, ins, ctx, "identity at inference")
     raise Unsupported(f"no PyTorch port for Keras layer class {cls}")
 
 
@@ -1145,5 +1208,7 @@ SUPPORTED = frozenset(
         *("Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D"),
         *("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"),
         *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization", "PReLU"),
+        *INFERENCE_IDENTITY,
+        *("RandomCrop", "LayerScale", "StochasticDepth"),  # the last two: keras.applications' own
     }
 )

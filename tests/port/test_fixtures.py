@@ -2,7 +2,8 @@
 
 The fixtures (tests/fixtures/make_port_fixtures.py) are five architectures plus one for the remaining layer
 kinds, each saved by Keras 3 (`.keras`), tf_keras (`_tfk.h5`) and rewritten to Keras 2.0 naming (`_k20.h5`,
-emulated: Keras 2.0 cannot be installed beside TF 2.21).
+emulated: Keras 2.0 cannot be installed beside TF 2.21); and the models people build around them (nested
+base models, arithmetic on tensors, preprocessing, several inputs) in Keras 3 and tf_keras.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
 MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep", "seq2seq"]
+# Nested models, operations on tensors, several inputs, preprocessing: Keras 3 and tf_keras files only.
+GRAPHS = ["arith", "seqops", "twoin", "transfer", "transfer_seq", "siamese", "prep2"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
-FILES += ["xception_savedmodel", "textnet_savedmodel"]  # tf_keras SavedModel folders (keras_metadata.pb)
+FILES += [f"{m}{suffix}" for m in GRAPHS for suffix in (".keras", "_tfk.h5")]
+SAVED = ["xception", "textnet", "transfer", "prep2"]
+FILES += [f"{m}_savedmodel" for m in SAVED]  # tf_keras SavedModel folders (keras_metadata.pb)
 
 
 def io_of(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -113,7 +118,7 @@ def test_three_naming_schemes_give_the_same_module(ported) -> None:
 
 def test_saved_model_gives_the_h5_port(ported) -> None:
     """The same tf_keras model saved as .h5 and as a SavedModel: the same module and the same tensors."""
-    for m in ("xception", "textnet"):
+    for m in SAVED:
         a, b = ported[f"{m}_tfk.h5"][0], ported[f"{m}_savedmodel"][0]
         assert a.code.replace("_tfk.h5", "") == b.code.replace("_savedmodel", "")
         assert a.state.keys() == b.state.keys() and all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
@@ -147,6 +152,20 @@ def test_hard_sigmoid_follows_the_keras_version(ported) -> None:
         ("textnet.keras", "seq_ln.flip(1)", "seq_ln"),  # go_backwards ignored
         ("rnn_k2_tfk.h5", '"hard_sigmoid_k2"', '"hard_sigmoid"'),  # Keras 3's hard_sigmoid on a tf_keras model
         ("rnn_k2.keras", "reset_after=False, bidirectional=True", "bidirectional=True"),  # GRU reset placement
+        # The bug of issue 17: a Keras 3 `x + 3.0` taken for the Add layer, its constant dropped (hard-swish).
+        ("arith.keras", "add_2 = conv + 3.0", "add_2 = conv"),
+        ("arith_tfk.h5", "multiply_2 = multiply_1 * 0.16666667", "multiply_2 = multiply_1"),
+        ("arith.keras", "get_item = image[:, 2]", "get_item = image[:, 0]"),  # caffe preprocessing: BGR
+        ("arith_tfk.h5", "subtract = 3.0 - multiply_2", "subtract = multiply_2 - 3.0"),  # the constant first
+        ("seqops.keras", "torch.softmax(true_divide_3, dim=2)", "torch.softmax(true_divide_3, dim=1)"),
+        ("transfer_tfk.h5", "subtract_2 = truediv_4 - 1.0", "subtract_2 = truediv_4"),  # preprocess_input inside
+        ("prep2.keras", "layer_scale = pointwise * self.layer_scale", "layer_scale = pointwise"),
+        # Inputs in config layer order instead of the model's `inputs` order (issue 17).
+        (
+            "twoin.keras",
+            "self, last_defined: torch.Tensor, image: torch.Tensor, first_defined: torch.Tensor",
+            "self, first_defined: torch.Tensor, image: torch.Tensor, last_defined: torch.Tensor",
+        ),
     ],
 )
 def test_fixtures_catch_the_classic_mistakes(tmp_path: Path, name: str, old: str, new: str) -> None:
