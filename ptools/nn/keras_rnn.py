@@ -77,7 +77,15 @@ class KerasRNN(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)  # torch.nn's RNN init
 
-    def _direction(self, x: torch.Tensor, suffix: str, h0: torch.Tensor, c0: torch.Tensor | None):
+    def _direction(
+        self,
+        x: torch.Tensor,
+        suffix: str,
+        h0: torch.Tensor,
+        c0: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+        zero_output_for_mask: bool = False,
+    ):
         w_ih, w_hh = getattr(self, f"weight_ih_l0{suffix}"), getattr(self, f"weight_hh_l0{suffix}")
         b_ih = getattr(self, f"bias_ih_l0{suffix}") if self.bias else None
         b_hh = getattr(self, f"bias_hh_l0{suffix}") if self.bias else None
@@ -87,7 +95,9 @@ class KerasRNN(nn.Module):
         h, c = h0, c0
         outs = []
         steps = range(x.shape[1] - 1, -1, -1) if suffix else range(x.shape[1])
+        prev_out = x.new_zeros(x.shape[0], u)
         for t in steps:
+            h_prev, c_prev = h, c
             if self.mode == "RNN":
                 h = keras_activation(act, gi[:, t] + F.linear(h, w_hh, b_hh))
             elif self.mode == "LSTM":
@@ -108,13 +118,27 @@ class KerasRNN(nn.Module):
                     z = keras_activation(rec, x_z + F.linear(h, w_z, b_z))
                     n = keras_activation(act, x_n + F.linear(r * h, w_n, b_n))
                 h = (1 - z) * n + z * h
-            outs.append(h)
+            if mask is None:
+                outs.append(h)
+                continue
+            # Keras: a masked step keeps the states and repeats the previous output (or gives zeros).
+            m = mask[:, t, None]
+            out = torch.where(m, h, torch.zeros_like(h) if zero_output_for_mask else prev_out)
+            h = torch.where(m, h, h_prev)
+            if c is not None and c_prev is not None:
+                c = torch.where(m, c, c_prev)
+            outs.append(out)
+            prev_out = out
         if suffix:
             outs.reverse()
         return torch.stack(outs, dim=1), h, c
 
-    def forward(self, x: torch.Tensor, hx=None):
-        """x: (N, T, input_size). Returns (output, h_n) or, for LSTM, (output, (h_n, c_n)), as torch.nn."""
+    def forward(self, x: torch.Tensor, hx=None, mask: torch.Tensor | None = None, zero_output_for_mask: bool = False):
+        """x: (N, T, input_size). Returns (output, h_n) or, for LSTM, (output, (h_n, c_n)), as torch.nn.
+
+        `mask` (N, T), True where a step is real (Keras' mask, e.g. from `Embedding(mask_zero=True)`): masked
+        steps keep the states and output the previous step's output, or zeros with `zero_output_for_mask`
+        (Keras' Bidirectional with return_sequences); the backward direction walks the mask backwards."""
         n_dir = 2 if self.bidirectional else 1
         zeros = x.new_zeros(n_dir, x.shape[0], self.hidden_size)
         if hx is None:
@@ -125,7 +149,7 @@ class KerasRNN(nn.Module):
             h0, c0 = hx, zeros
         outs, hs, cs = [], [], []
         for d, suffix in enumerate(("", "_reverse")[:n_dir]):
-            o, h, c = self._direction(x, suffix, h0[d], c0[d])
+            o, h, c = self._direction(x, suffix, h0[d], c0[d], mask, zero_output_for_mask)
             outs.append(o)
             hs.append(h)
             cs.append(c)

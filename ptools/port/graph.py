@@ -46,6 +46,7 @@ class Call:
     args: list[Any] = field(default_factory=list)  # an op's positional arguments, TensorArg for tensors
     op_kwargs: dict[str, Any] = field(default_factory=dict)  # an op's keyword arguments, TensorArg for tensors
     module: str | None = None  # where Keras finds the class (`keras.src.applications.convnext`), when saved
+    kwarg_inputs: dict[str, list[int]] = field(default_factory=dict)  # tensor kwarg -> its indices in inputs
 
 
 @dataclass
@@ -79,9 +80,21 @@ def _module(layer: dict[str, Any]) -> str | None:
 
 def is_keras_op(layer: dict[str, Any]) -> bool:
     """Keras 3 writes operations on tensors (`x + 3.0`, `ops.mean`) as graph nodes from keras.src.ops.*;
-    their class names (Add, Multiply, Concatenate...) collide with layers, their module does not."""
+    their class names (Add, Multiply, Concatenate...) collide with layers, their module does not. Keras 3's
+    legacy .h5 writes no module: there an operation is told by its config, which has no `trainable` (every
+    layer's has) but only its name and settings, in a Keras 3 (dict) node."""
     module = layer.get("module")
-    return isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops"))
+    if isinstance(module, str):
+        return module.startswith(("keras.src.ops", "keras.ops"))
+    cfg = layer.get("config")
+    nodes = layer.get("inbound_nodes") or []
+    return (
+        isinstance(cfg, dict)
+        and "trainable" not in cfg
+        and bool(nodes)
+        and all(isinstance(n, dict) for n in nodes)
+        and layer.get("class_name") not in MODEL_CLASSES
+    )
 
 
 class _Args:
@@ -180,6 +193,7 @@ def _parse_nodes(layer: dict[str, Any]) -> list[Call]:
                 kwargs[k] = a.k3(v)
                 if len(a.refs) > before:
                     call.tensor_kwargs.append(k)
+                    call.kwarg_inputs[k] = list(range(before, len(a.refs)))
                 elif op is None:
                     call.kwargs[k] = v
             if op is not None:
@@ -202,6 +216,7 @@ def _parse_nodes(layer: dict[str, Any]) -> list[Call]:
                 conv = a.k2(v)
                 if len(a.refs) > before:
                     call.tensor_kwargs.append(k)
+                    call.kwarg_inputs[k] = list(range(before, len(a.refs)))
                 elif op is None:
                     call.kwargs[k] = v
                 if op is not None:

@@ -18,7 +18,7 @@ import numpy as np
 from ptools import padding as tfpad
 from ptools.convert.layouts import conv_kernel, dense_kernel, depthwise_kernel, swap_gates_zr
 from ptools.errors import PtoolsError
-from ptools.port.code import call, lit, one
+from ptools.port.code import call, identifier, lit, one
 
 Shape = tuple[int | None, ...]
 Weights = list[tuple[str, np.ndarray]]  # (path in the file, array) in the layer's variable order
@@ -34,6 +34,7 @@ class Value:
     shape: Shape  # Keras order, without the batch axis
     cf: bool = False  # the torch tensor holds it channels-first (NCHW, NCL, NCDHW)
     integer: bool = False
+    mask: str | None = None  # Keras' mask travelling with it: a (N, T) bool tensor's variable name
 
     @property
     def rank(self) -> int:
@@ -60,6 +61,11 @@ class Ctx:
     keras3: bool  # activation formulas changed between tf_keras and Keras 3 (hard_sigmoid)
     layer: str
     call_index: int = 0  # >0: a shared layer called again, its modules exist already
+    taken: set[str] = field(default_factory=set)  # variable names of the forward so far (with `out`)
+
+    def fresh(self, name: str) -> str:
+        """A variable name for an extra value of this call (`lstm_h`), unique in the forward."""
+        return identifier(name, self.taken)
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -509,14 +515,18 @@ def layernorm(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
 
 
 def embedding(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
-    if cfg.get("mask_zero"):
-        raise Unsupported("mask_zero=True (Keras masks the padded steps downstream)")
     v = ins[0]
     n, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
     code = LayerCode()
     code.modules.append((ctx.attr, call("nn.Embedding", n, dim)))
     code.lines.append(f"{ctx.out} = self.{ctx.attr}({v.name}.long())")
-    code.outputs.append(Value(ctx.out, (*v.shape, dim)))
+    mask = None
+    if cfg.get("mask_zero") and not ctx.keras3:  # tf_keras masks token-0 steps for the layers taking masks
+        # (Keras 3 writes that mask as a graph node of its own, `not_equal`, given to each such layer)
+        mask = ctx.fresh(f"{ctx.out}_mask")
+        code.lines.append(f"{mask} = {v.name} != 0")
+        code.settings.append(f"mask_zero=True: {mask} marks the real steps")
+    code.outputs.append(Value(ctx.out, (*v.shape, dim), mask=mask))
     code.weights = lambda ws: {f"{ctx.attr}.weight": expect(ws, ["embeddings"])["embeddings"]}
     return code
 
@@ -529,8 +539,9 @@ _RNN_TORCH = {"LSTM": "nn.LSTM", "GRU": "nn.GRU", "SimpleRNN": "nn.RNN"}
 _KERAS_RNN_ACTS = ("sigmoid", "tanh", "hard_sigmoid", "relu", "linear")
 
 
-def _rnn_kind(cls: str, cfg: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Any] | None, list[str]]:
-    """None when torch.nn's layer computes Keras' formula, else the KerasRNN arguments that do."""
+def _rnn_kind(cls: str, cfg: dict[str, Any], ctx: Ctx, masked: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
+    """None when torch.nn's layer computes Keras' formula (and no mask is taken: torch.nn cannot skip
+    steps), else the KerasRNN arguments that do."""
     if cfg.get("stateful"):
         raise Unsupported("stateful=True")
     if cfg.get("time_major"):
@@ -548,7 +559,7 @@ def _rnn_kind(cls: str, cfg: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Any] |
         native = act in ("tanh", "relu")
     else:
         native = act == "tanh" and rec == "sigmoid" and reset_after
-    if native:
+    if native and not masked:
         return None, settings
 
     def name(a: str) -> str:
@@ -561,11 +572,14 @@ def _rnn_kind(cls: str, cfg: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Any] |
         kwargs["recurrent_activation"] = lit(name(rec))
     if not reset_after:
         kwargs["reset_after"] = False
-    settings.append(
-        f"activation={act}, recurrent_activation={rec}"
-        + ("" if reset_after else ", reset_after=False")
-        + ": not torch.nn's formula, ptools.nn.KerasRNN"
-    )
+    if native:
+        settings.append("masked steps: ptools.nn.KerasRNN (torch.nn's recurrent layers cannot skip them)")
+    else:
+        settings.append(
+            f"activation={act}, recurrent_activation={rec}"
+            + ("" if reset_after else ", reset_after=False")
+            + ": not torch.nn's formula, ptools.nn.KerasRNN"
+        )
     return kwargs, settings
 
 
@@ -607,12 +621,20 @@ def _rnn_arrays(cls: str, cfg: dict[str, Any], ws: Weights, suffix: str, attr: s
     return out
 
 
+def _mask_args(v: Value, zero_output: bool, backwards: bool = False) -> str:
+    """The KerasRNN arguments that apply Keras' mask of `v` (empty without one)."""
+    if v.mask is None:
+        return ""
+    m = f"{v.mask}.flip(1)" if backwards else v.mask
+    return f", mask={m}" + (", zero_output_for_mask=True" if zero_output else "")
+
+
 def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str]) -> LayerCode:
     n_states = 2 if cls == "LSTM" else 1
     if set(tensor_kwargs) - {"initial_state"} or len(ins) not in (1, 1 + n_states):
-        raise Unsupported("called with a mask, or with initial_state of another length")
+        raise Unsupported("called with a mask tensor, or with initial_state of another length")
     v = ins[0]
-    keras, settings = _rnn_kind(cls, cfg, ctx)
+    keras, settings = _rnn_kind(cls, cfg, ctx, masked=v.mask is not None)
     code = LayerCode(settings=settings)
     n_in, units = v.shape[-1], int(cfg["units"])
     if n_in is None:
@@ -621,28 +643,40 @@ def rnn(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if keras is not None:
         code.imports.add("KerasRNN")
     x = as_keras(v)
-    if cfg.get("go_backwards"):
+    backwards = bool(cfg.get("go_backwards"))
+    if backwards:
         x = f"{x}.flip(1)"
         code.settings.append("go_backwards: input reversed in time (the output stays in that order)")
     if len(ins) > 1:  # initial_state: Keras (N, units) states -> torch (1, N, units)
         states = [f"{s.name}.unsqueeze(0)" for s in ins[1:]]
         x += f", ({', '.join(states)})" if cls == "LSTM" else f", {states[0]}"
         code.settings.append("initial_state from " + ", ".join(s.name for s in ins[1:]))
+    zero_output = bool(cfg.get("zero_output_for_mask", False))
+    if v.mask is not None:
+        x += _mask_args(v, zero_output, backwards)
+        code.settings.append(
+            f"masked by {v.mask}: masked steps keep the state and "
+            + ("output zeros" if zero_output else "repeat the previous output")
+        )
     seq, ret_state = bool(cfg.get("return_sequences")), bool(cfg.get("return_state"))
     o = ctx.out
     last = "" if seq else "[:, -1]"
     out_shape = (v.shape[0], units) if seq else (units,)
+    # The output keeps the mask only as a sequence, unreversed even after go_backwards (as Keras does).
+    out_mask = v.mask if seq else None
     if not ret_state:
         code.lines.append(f"{o}, _ = self.{ctx.attr}({x})" if seq else f"{o} = self.{ctx.attr}({x})[0][:, -1]")
-        code.outputs.append(Value(o, out_shape))
+        code.outputs.append(Value(o, out_shape, mask=out_mask))
     elif cls == "LSTM":
-        code.lines.append(f"{o}, ({o}_h, {o}_c) = self.{ctx.attr}({x})")
-        code.lines.append(f"{o}, {o}_h, {o}_c = {o}{last}, {o}_h[0], {o}_c[0]")
-        code.outputs += [Value(o, out_shape), Value(f"{o}_h", (units,)), Value(f"{o}_c", (units,))]
+        h, c = ctx.fresh(f"{o}_h"), ctx.fresh(f"{o}_c")
+        code.lines.append(f"{o}, ({h}, {c}) = self.{ctx.attr}({x})")
+        code.lines.append(f"{o}, {h}, {c} = {o}{last}, {h}[0], {c}[0]")
+        code.outputs += [Value(o, out_shape, mask=out_mask), Value(h, (units,)), Value(c, (units,))]
     else:
-        code.lines.append(f"{o}, {o}_h = self.{ctx.attr}({x})")
-        code.lines.append(f"{o}, {o}_h = {o}{last}, {o}_h[0]")
-        code.outputs += [Value(o, out_shape), Value(f"{o}_h", (units,))]
+        h = ctx.fresh(f"{o}_h")
+        code.lines.append(f"{o}, {h} = self.{ctx.attr}({x})")
+        code.lines.append(f"{o}, {h} = {o}{last}, {h}[0]")
+        code.outputs += [Value(o, out_shape, mask=out_mask), Value(h, (units,))]
     code.settings.append(f"return_sequences={seq}, return_state={ret_state}")
     code.weights = lambda ws: _rnn_arrays(cls, cfg, ws, "", ctx.attr)
     return code
@@ -656,7 +690,7 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     n_states = 2 if cls == "LSTM" else 1
     init = ins[1:]  # Keras order: the forward layer's states, then the backward layer's
     if set(tensor_kwargs) - {"initial_state"} or len(init) not in (0, 2 * n_states):
-        raise Unsupported("called with a mask, or with initial_state of another length")
+        raise Unsupported("called with a mask tensor, or with initial_state of another length")
     back = cfg.get("backward_layer")
     if back:
         bcfg = back.get("config", {})
@@ -666,7 +700,7 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
     if icfg.get("go_backwards"):
         raise Unsupported("Bidirectional over a go_backwards layer")
     v = ins[0]
-    keras, settings = _rnn_kind(cls, icfg, ctx)
+    keras, settings = _rnn_kind(cls, icfg, ctx, masked=v.mask is not None)
     code = LayerCode(settings=settings)
     n_in, u = v.shape[-1], int(icfg["units"])
     if n_in is None:
@@ -681,18 +715,21 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
         stacked = [f"torch.stack([{init[i].name}, {init[i + n_states].name}])" for i in range(n_states)]
         x += f", ({', '.join(stacked)})" if cls == "LSTM" else f", {stacked[0]}"
         code.settings.append("initial_state from " + ", ".join(s.name for s in init))
+    if v.mask is not None:  # Keras' Bidirectional gives zeros at masked steps of returned sequences
+        x += _mask_args(v, seq)
+        code.settings.append(f"masked by {v.mask}" + (": masked steps output zeros" if seq else ""))
+    h = ctx.fresh(f"{o}_h")
+    c = ctx.fresh(f"{o}_c") if cls == "LSTM" else ""
     if ret_state or init:
-        states = f"({o}_h, {o}_c)" if cls == "LSTM" else f"{o}_h"
+        states = f"({h}, {c})" if cls == "LSTM" else h
         code.lines.append(f"{o}, {states} = self.{ctx.attr}({x})")
-        fwd, bwd = (f"{o}[..., :{u}]", f"{o}[..., {u}:]") if seq else (f"{o}_h[0]", f"{o}_h[1]")
+        fwd, bwd = (f"{o}[..., :{u}]", f"{o}[..., {u}:]") if seq else (f"{h}[0]", f"{h}[1]")
     elif seq:
         code.lines.append(f"{o}, _ = self.{ctx.attr}({x})")
         fwd, bwd = f"{o}[..., :{u}]", f"{o}[..., {u}:]"
     else:
-        code.lines.append(
-            f"_, ({o}_h, _) = self.{ctx.attr}({x})" if cls == "LSTM" else f"_, {o}_h = self.{ctx.attr}({x})"
-        )
-        fwd, bwd = f"{o}_h[0]", f"{o}_h[1]"
+        code.lines.append(f"_, ({h}, _) = self.{ctx.attr}({x})" if cls == "LSTM" else f"_, {h} = self.{ctx.attr}({x})")
+        fwd, bwd = f"{h}[0]", f"{h}[1]"
     merged = {
         "concat": None if seq else f"torch.cat([{fwd}, {bwd}], dim=-1)",
         "sum": f"{fwd} + {bwd}",
@@ -700,18 +737,21 @@ def bidirectional(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs
         "ave": f"({fwd} + {bwd}) / 2",
     }
     steps = (v.shape[0],) if seq else ()
+    out_mask = v.mask if seq else None
     if mode in merged:
         if merged[mode] is not None:
             code.lines.append(f"{o} = {merged[mode]}")
-        code.outputs.append(Value(o, (*steps, 2 * u if mode == "concat" else u)))
+        code.outputs.append(Value(o, (*steps, 2 * u if mode == "concat" else u), mask=out_mask))
     elif mode is None:
-        code.lines.append(f"{o}, {o}_backward = {fwd}, {bwd}")
-        code.outputs += [Value(o, (*steps, u)), Value(f"{o}_backward", (*steps, u))]
+        bw = ctx.fresh(f"{o}_backward")
+        code.lines.append(f"{o}, {bw} = {fwd}, {bwd}")
+        code.outputs += [Value(o, (*steps, u), mask=out_mask), Value(bw, (*steps, u), mask=out_mask)]
     else:
         raise Unsupported(f"merge_mode={mode!r}")
     if ret_state:  # Keras returns [output, *forward states, *backward states]
-        names = [f"{o}_{d}{k}" for d in ("forward", "backward") for k in (("_h", "_c") if cls == "LSTM" else ("_h",))]
-        exprs = [f"{o}_{k}[{i}]" for i in (0, 1) for k in (("h", "c") if cls == "LSTM" else ("h",))]
+        kinds = ("h", "c") if cls == "LSTM" else ("h",)
+        names = [ctx.fresh(f"{o}_{d}_{k}") for d in ("forward", "backward") for k in kinds]
+        exprs = [f"{h if k == 'h' else c}[{i}]" for i in (0, 1) for k in kinds]
         code.lines.append(f"{', '.join(names)} = {', '.join(exprs)}")
         code.outputs += [Value(n, (u,)) for n in names]
     code.settings.append(f"bidirectional, merge_mode={mode}, return_sequences={seq}, return_state={ret_state}")
@@ -788,12 +828,30 @@ def global_pool(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, kind: str) -> L
     v = ins[0]
     keep = bool(cfg.get("keepdims", False))
     dims = cf_axes(v)
+    if v.mask is not None:
+        if kind != "avg":
+            raise Unsupported("a masked global max pooling")
+        return _masked_average(v, keep, ctx)
     fn = "mean" if kind == "avg" else "amax"
     dim = dims[0] if len(dims) == 1 else dims
     extra = ", keepdim=True" if keep else ""
     code = LayerCode(lines=[f"{ctx.out} = {v.name}.{fn}(dim={lit(dim)}{extra})"])
     shape = (*([1] * (v.rank - 2)), v.shape[-1]) if keep else (v.shape[-1],)
     code.outputs.append(Value(ctx.out, tuple(shape), cf=v.cf and keep))
+    return code
+
+
+def _masked_average(v: Value, keep: bool, ctx: Ctx) -> LayerCode:
+    """Keras' GlobalAveragePooling1D with a mask: the mean over the real steps only."""
+    if v.rank != 3:
+        raise Unsupported("a masked global pooling of a rank other than 3")
+    t = 2 if v.cf else 1
+    m = f"{v.mask}.unsqueeze({1 if v.cf else -1})"
+    keepdim = ", keepdim=True" if keep else ""
+    expr = f"torch.where({m}, {v.name}, 0.0).sum(dim={t}{keepdim}) / {m}.sum(dim={t}{keepdim})"
+    code = LayerCode(lines=[f"{ctx.out} = {expr}"], settings=[f"mean over the steps {v.mask} marks"])
+    shape = (1, v.shape[-1]) if keep else (v.shape[-1],)
+    code.outputs.append(Value(ctx.out, shape, cf=v.cf and keep))
     return code
 
 
@@ -1115,8 +1173,110 @@ def layer_scale(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     return code
 
 
+# Layers a Keras mask passes through unchanged (their computation ignores it), and those that use it.
+MASK_PASS = frozenset(
+    {
+        *("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Activation"),
+        *("ReLU", "LeakyReLU", "ELU", "Dense", "TimeDistributed", "LayerNormalization", "BatchNormalization"),
+        *INFERENCE_IDENTITY,
+    }
+)
+MASK_USE = frozenset({"LSTM", "GRU", "SimpleRNN", "Bidirectional", "GlobalAveragePooling1D", "GlobalAvgPool1D"})
+
+
+def multi_head_attention(
+    cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str], kwargs: dict[str, Any]
+) -> LayerCode:
+    """Keras' MultiHeadAttention over the sequence axis of (N, T, E) inputs: query/key/value projections
+    (EinsumDense kernels (E, heads, dim) as nn.Linear), scaled dot-product attention (scale 1/sqrt(key_dim),
+    Keras' causal mask), the output projection."""
+    roles = ["query", "value", "key"][: len(ins) - len(tensor_kwargs)] + list(tensor_kwargs)
+    if set(roles) - {"query", "value", "key"} or len(set(roles)) != len(roles) or "value" not in roles:
+        raise Unsupported(f"called with {', '.join(roles)} (attention_mask and masks are not ported)")
+    if kwargs.get("return_attention_scores"):
+        raise Unsupported("return_attention_scores=True")
+    for key, ok in (("use_gate", False), ("sliding_window", None)):
+        if cfg.get(key, ok) != ok:
+            raise Unsupported(f"{key}={cfg.get(key)!r}")
+    by = dict(zip(roles, ins, strict=True))
+    q, v = by["query"], by["value"]
+    k = by.get("key", v)
+    if any(x.rank != 3 for x in (q, k, v)):
+        raise Unsupported("inputs of a rank other than 3 (batch, steps, features)")
+    axes = cfg.get("attention_axes")
+    if axes not in (None, [1], (1,), 1, [-2]):
+        raise Unsupported(f"attention_axes={axes}")
+    heads, dk = int(cfg["num_heads"]), int(cfg["key_dim"])
+    dv = int(cfg.get("value_dim") or dk)
+    out_dim = cfg.get("output_shape")
+    if isinstance(out_dim, (list, tuple)):
+        if len(out_dim) != 1:
+            raise Unsupported(f"output_shape={out_dim}")
+        out_dim = out_dim[0]
+    eq, ek, ev = channels(q), channels(k), channels(v)
+    eo = int(out_dim) if out_dim is not None else eq
+    bias = bool(cfg.get("use_bias", True))
+    kw = {} if bias else {"bias": False}
+    a = ctx.attr
+    sizes = {"query": (eq, heads * dk), "key": (ek, heads * dk), "value": (ev, heads * dv), "output": (heads * dv, eo)}
+    code = LayerCode(modules=[(f"{a}_{p}", call("nn.Linear", *io, **kw)) for p, io in sizes.items()])
+    names = {p: ctx.fresh(f"{ctx.out}_{p[0]}") for p in ("query", "key", "value")}
+    src = {"query": q, "key": k, "value": v}
+    dims = {"query": dk, "key": dk, "value": dv}
+    for p in ("query", "key", "value"):
+        code.lines.append(
+            f"{names[p]} = self.{a}_{p}({as_keras(src[p])}).unflatten(-1, ({heads}, {dims[p]})).transpose(1, 2)"
+        )
+    causal = bool(kwargs.get("use_causal_mask"))
+    extra = ", is_causal=True" if causal else ""
+    code.lines.append(
+        f"{ctx.out} = F.scaled_dot_product_attention({names['query']}, {names['key']}, {names['value']}{extra})"
+    )
+    code.lines.append(f"{ctx.out} = self.{a}_output({ctx.out}.transpose(1, 2).flatten(2))")
+    code.settings.append(
+        f"{heads} heads, key_dim={dk}, value_dim={dv}: softmax(q k^T / sqrt({dk})) v"
+        + ("; causal mask" if causal else "")
+    )
+    code.outputs.append(Value(ctx.out, (q.shape[0], eo)))
+
+    def weights(ws: Weights) -> dict:
+        out = {}
+        for part, keras_names in (
+            ("query", ("query",)),
+            ("key", ("key",)),
+            ("value", ("value",)),
+            ("output", ("attention_output", "output")),
+        ):
+            mine = [(p_, arr) for p_, arr in ws if _mha_part(p_) in keras_names]
+            got = expect(mine, ["kernel", "bias"] if bias else ["kernel"])
+            kernel = got["kernel"]
+            n_out = kernel.shape[-1] if part == "output" else kernel.shape[-2] * kernel.shape[-1]
+            out[f"{a}_{part}.weight"] = np.ascontiguousarray(kernel.reshape(-1, n_out).T)
+            if bias:
+                out[f"{a}_{part}.bias"] = np.ascontiguousarray(got["bias"].reshape(-1))
+        if len(ws) != (8 if bias else 4):
+            raise PtoolsError(f"expected {8 if bias else 4} MultiHeadAttention weights, the file has {len(ws)}")
+        return out
+
+    code.weights = weights
+    return code
+
+
+def _mha_part(path: str) -> str:
+    """Which projection a stored MultiHeadAttention weight belongs to, from its path in any family:
+    `query/kernel` (tf_keras .h5), `query/vars/0` (Keras 3), `_query_dense/kernel` (SavedModel)."""
+    head = path.split("/", 1)[0].strip("_")
+    return head.removesuffix("_dense") if head.endswith("_dense") else head
+
+
 def emit(
-    cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx, tensor_kwargs: list[str], module: str | None = None
+    cls: str,
+    cfg: dict[str, Any],
+    ins: list[Value],
+    ctx: Ctx,
+    tensor_kwargs: list[str],
+    module: str | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> LayerCode:
     """The code for one call of a Keras layer; raises Unsupported when it has no exact torch form here."""
     if cls in ("Conv1D", "Conv2D", "Conv3D"):
@@ -1181,6 +1341,8 @@ def emit(
         return normalization(cfg, ins, ctx)
     if cls == "PReLU":
         return prelu(cfg, ins, ctx)
+    if cls == "MultiHeadAttention":
+        return multi_head_attention(cfg, ins, ctx, tensor_kwargs, kwargs or {})
     if cls in INFERENCE_IDENTITY:
         return identity(cls, ins, ctx, "identity at inference")
     if cls == "RandomCrop":
@@ -1210,5 +1372,6 @@ SUPPORTED = frozenset(
         *("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization", "PReLU"),
         *INFERENCE_IDENTITY,
         *("RandomCrop", "LayerScale", "StochasticDepth"),  # the last two: keras.applications' own
+        "MultiHeadAttention",
     }
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,18 @@ import numpy as np
 from ptools.errors import PtoolsError
 from ptools.port import code as pycode
 from ptools.port.graph import MODEL_CLASSES, Call, Graph, Ref, nested_input_shapes, parse_config
-from ptools.port.layers import SUPPORTED, Ctx, LayerCode, Unsupported, Value, as_cf, as_keras, emit
+from ptools.port.layers import (
+    MASK_PASS,
+    MASK_USE,
+    SUPPORTED,
+    Ctx,
+    LayerCode,
+    Unsupported,
+    Value,
+    as_cf,
+    as_keras,
+    emit,
+)
 from ptools.port.ops import emit_op
 from ptools.port.weights import FileWeights, keras3_group_names
 
@@ -144,10 +155,14 @@ class ClassBuilder:
         if c.layer not in self.attrs:
             self.attrs[c.layer] = pycode.identifier(base, self.attr_taken)
         out = pycode.identifier(base if c.index == 0 else f"{base}_{c.index}", self.var_taken)
-        ctx = Ctx(self.attrs[c.layer], out, st.keras3, c.layer, c.index)
+        ctx = Ctx(self.attrs[c.layer], out, st.keras3, c.layer, c.index, self.var_taken)
+        tensor_kwargs = c.tensor_kwargs
         try:
             if c.kwargs.get("training") is True:
                 raise Unsupported("called with training=True (Keras then runs it in training mode at inference)")
+            if "mask" in c.kwarg_inputs:  # given in the call (Keras 3 writes every mask this way)
+                ins, tensor_kwargs = _explicit_mask(c, ins)
+            _check_masks(c, ins)
             if c.op is not None:
                 lc = emit_op(c, ins, ctx)
             elif c.class_name in MODEL_CLASSES:
@@ -156,7 +171,13 @@ class ClassBuilder:
                     self._break(c)
                     return
             else:
-                lc = emit(c.class_name, c.config, ins, ctx, c.tensor_kwargs, c.module)
+                lc = emit(c.class_name, c.config, ins, ctx, tensor_kwargs, c.module, c.kwargs)
+                # tf_keras passes masks along implicitly; Keras 3 names them in each call that takes one.
+                if st.keras3:
+                    for o in lc.outputs:
+                        o.mask = None
+                elif c.class_name in MASK_PASS and lc.outputs and ins[0].mask and lc.outputs[0].mask is None:
+                    lc.outputs[0].mask = ins[0].mask
         except Unsupported as e:
             self._refuse(c, str(e))
             self._break(c)
@@ -193,11 +214,13 @@ class ClassBuilder:
     def _fill(self, c: Call, lc: LayerCode) -> list[str]:
         """The layer's state_dict entries from its stored weights (or from its config: constants)."""
         st = self.st
+        if c.class_name in MODEL_CLASSES:  # its layers take their own weights, in its class
+            return []
         path = (*self.path, c.layer)
         group = self.group_names.get(c.layer)
         groups = (*self.groups, group) if group and len(path) > 1 else None
         if lc.weights is None:
-            if c.class_name not in MODEL_CLASSES and c.op is None and st.weights.get(path, groups) is not None:
+            if c.op is None and st.weights.get(path, groups) is not None:
                 raise PtoolsError(
                     f"{st.source}: layer {self.qualified(c.layer)} ({c.class_name}) has weights that the port "
                     "does not use"
@@ -260,6 +283,31 @@ class ClassBuilder:
         code.weights = lambda ws: {}
         code.needs_file_weights = False
         return code
+
+
+def _explicit_mask(c: Call, ins: list[Value]) -> tuple[list[Value], list[str]]:
+    """A `mask=` argument (one (N, T) boolean tensor) moved onto the first input, as Keras applies it."""
+    idx = c.kwarg_inputs["mask"]
+    if len(idx) != 1 or idx[0] == 0:
+        raise Unsupported("called with a mask per input")
+    m = ins[idx[0]]
+    rest = [v for i, v in enumerate(ins) if i != idx[0]]
+    rest[0] = replace(rest[0], mask=m.name)
+    return rest, [k for k in c.tensor_kwargs if k != "mask"]
+
+
+def _check_masks(c: Call, ins: list[Value]) -> None:
+    """A Keras mask (from Embedding(mask_zero=True)) may only reach layers that pass it on unchanged or whose
+    use of it is ported; anywhere else Keras would compute something this port does not."""
+    masked = [v for v in ins if v.mask]
+    if not masked:
+        return
+    ok = c.op is None and (c.class_name in MASK_PASS or c.class_name in MASK_USE) and masked == ins[:1]
+    if not ok:
+        raise Unsupported(
+            f"takes the mask {masked[0].mask} (Embedding mask_zero=True); masks are ported through dropout, "
+            "activations, Dense and normalisation into recurrent layers and GlobalAveragePooling1D only"
+        )
 
 
 def _op_name(c: Call) -> str:

@@ -26,6 +26,12 @@ _KERAS_OPS = {
     **{k: k.lower() for k in ("Softplus", "Softsign", "Elu", "Selu", "Softmax", "Erf", "Rsqrt", "Reciprocal")},
     **{k: k.lower() for k in ("Floor", "Ceil", "Sign", "Clip", "Mean", "Sum", "Max", "Min", "Reshape")},
     **{k: k.lower() for k in ("Transpose", "Squeeze", "Stack", "Matmul", "Cast")},
+    "NotEqual": "not_equal",
+    "Equal": "equal",
+    "Greater": "greater",
+    "GreaterEqual": "greater_equal",
+    "Less": "less",
+    "LessEqual": "less_equal",
     "TrueDivide": "divide",
     "Divide": "divide",
     "Absolute": "abs",
@@ -52,6 +58,12 @@ _TF_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "math.pow": ("power", ("x", "y")),
     "math.maximum": ("maximum", ("x", "y")),
     "math.minimum": ("minimum", ("x", "y")),
+    "math.not_equal": ("not_equal", ("x", "y")),
+    "math.equal": ("equal", ("x", "y")),
+    "math.greater": ("greater", ("x", "y")),
+    "math.greater_equal": ("greater_equal", ("x", "y")),
+    "math.less": ("less", ("x", "y")),
+    "math.less_equal": ("less_equal", ("x", "y")),
     "math.negative": ("negative", ("x",)),
     "math.abs": ("abs", ("x",)),
     "math.sqrt": ("sqrt", ("x",)),
@@ -126,6 +138,7 @@ _UNARY = {
     "hard_silu": "F.hardswish({})",
 }
 _BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**"}
+_COMPARE = {"not_equal": "!=", "equal": "==", "greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<="}
 _REDUCE = {"mean": "mean", "sum": "sum", "max": "amax", "min": "amin"}
 _MAX_LITERAL = 64  # constants up to this many elements are written into model.py; larger ones are buffers
 
@@ -170,7 +183,7 @@ def emit_op(c: Call, ins: list[Value], ctx: Any) -> LayerCode:
 def _keras(name: str, cls: str, args: list[Any], kwargs: dict[str, Any], cfg: dict[str, Any], ctx: Any) -> LayerCode:
     if kwargs:
         raise Unsupported(f"keras.ops {cls} with keyword argument(s) {', '.join(sorted(kwargs))}")
-    if name in _BINARY or name in ("maximum", "minimum"):
+    if name in _BINARY or name in _COMPARE or name in ("maximum", "minimum"):
         if len(args) != 2:
             raise Unsupported(f"keras.ops {cls} with {len(args)} arguments")
         return binary(name, args[0], args[1], ctx)
@@ -212,7 +225,7 @@ def _keras(name: str, cls: str, args: list[Any], kwargs: dict[str, Any], cfg: di
 
 
 def _tf(name: str, fn: str, a: list[Any], ctx: Any) -> LayerCode:
-    if name in _BINARY or name in ("maximum", "minimum"):
+    if name in _BINARY or name in _COMPARE or name in ("maximum", "minimum"):
         return binary(name, a[0], a[1], ctx)
     if name in ("concat", "stack"):
         return _join(name, a[0], int(a[1] if a[1] is not None else 0), ctx)
@@ -377,8 +390,8 @@ def binary(name: str, a: Any, b: Any, ctx: Any) -> LayerCode:
             arr = arr[0]
         exprs.append(consts_code.add(arr))
     x, y = exprs
-    if name in _BINARY:
-        op = _BINARY[name]
+    if name in _BINARY or name in _COMPARE:
+        op = _BINARY.get(name) or _COMPARE[name]
         if op in "+-" and literal[1] and y.startswith("-"):  # x + -1.0 reads as x - 1.0
             op, y = ("-" if op == "+" else "+"), y[1:]
         if op == "**" and literal[0] and x.startswith("-"):
@@ -392,7 +405,8 @@ def binary(name: str, a: Any, b: Any, ctx: Any) -> LayerCode:
         expr = f"{'torch.maximum' if name == 'maximum' else 'torch.minimum'}({x}, {y})"
     code.lines.append(f"{ctx.out} = {expr}")
     integer = all(v.integer for v in values) and all(consts[i].dtype.kind in "iub" for i in consts)
-    code.outputs.append(Value(ctx.out, out_shape[1:], cf, integer and name != "divide"))
+    # A comparison gives booleans (Keras' masks): integers for the port's purposes (no float layout work).
+    code.outputs.append(Value(ctx.out, out_shape[1:], cf, (integer and name != "divide") or name in _COMPARE))
     code.settings.append(
         f"{name} of " + " and ".join("a tensor" if isinstance(o, Value) else "a constant" for o in ops)
     )

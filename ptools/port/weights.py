@@ -28,6 +28,7 @@ class FileWeights:
         self.arrays = arrays
         self.scheme = scheme  # "path" (Keras 3), "top_leaf" (legacy h5), "leaf" (SavedModel)
         self.taken: dict[Path, Path] = {}  # stored key -> the layer path that took it
+        self.partly: dict[Path, set[int]] = {}  # stored key -> entries taken by inner layers (Keras 3 .h5)
 
     def candidates(self, path: Path, groups: Path | None = None) -> list[Path]:
         if self.scheme == "path":
@@ -50,10 +51,33 @@ class FileWeights:
                     )
                 self.taken[key] = path
                 return self.arrays[key]
+        if self.scheme == "top_leaf" and len(path) > 1 and path[:1] in self.arrays:
+            return self._inner(path)
         return None
 
+    def _inner(self, path: Path) -> Weights | None:
+        """Keras 3's legacy .h5 keeps a nested model's weights in its group under their whole path
+        (`stem/stem_conv/kernel`): the entries of the top-level group whose path holds the layer's name."""
+        entries = self.arrays[path[:1]]
+        leaf = path[-1]
+        picked = [i for i, (var, _) in enumerate(entries) if var.startswith(leaf + "/") or f"/{leaf}/" in var]
+        if not picked:
+            return None
+        taken = self.partly.setdefault(path[:1], set())
+        if taken & set(picked):
+            raise PtoolsError(f"weights of {'/'.join(path[:1])} match {'/'.join(path)} and another layer")
+        taken |= set(picked)
+        return [(entries[i][0].split(f"{leaf}/", 1)[1], entries[i][1]) for i in picked]
+
     def unused(self) -> list[str]:
-        return ["/".join(k) for k in self.arrays if k not in self.taken]
+        out = []
+        for k, entries in self.arrays.items():
+            if k in self.taken:
+                continue
+            if k in self.partly and len(self.partly[k]) == len(entries):
+                continue
+            out.append("/".join(k))
+        return out
 
 
 def from_reader(reader: Any) -> FileWeights:

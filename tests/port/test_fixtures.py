@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "port"
 MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep", "seq2seq"]
 # Nested models, operations on tensors, several inputs, preprocessing: Keras 3 and tf_keras files only.
-GRAPHS = ["arith", "seqops", "twoin", "transfer", "transfer_seq", "siamese", "prep2"]
+GRAPHS = ["arith", "seqops", "twoin", "transfer", "transfer_seq", "siamese", "prep2", "textmask", "attention"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 FILES += [f"{m}{suffix}" for m in GRAPHS for suffix in (".keras", "_tfk.h5")]
-SAVED = ["xception", "textnet", "transfer", "prep2"]
+SAVED = ["xception", "textnet", "transfer", "prep2", "attention"]
 FILES += [f"{m}_savedmodel" for m in SAVED]  # tf_keras SavedModel folders (keras_metadata.pb)
+K3_H5 = ["arith", "transfer", "attention"]
+FILES += [f"{m}_k3.h5" for m in K3_H5]  # Keras 3's legacy .h5: no `module` in the config
 
 
 def io_of(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -116,6 +118,14 @@ def test_three_naming_schemes_give_the_same_module(ported) -> None:
         assert set(ported[f"{m}.keras"][0].state) == set(a.state)
 
 
+def test_keras3_h5_gives_the_keras_port(ported) -> None:
+    """The same Keras 3 model saved as .keras and as a legacy .h5: the same module and the same tensors."""
+    for m in K3_H5:
+        a, b = ported[f"{m}.keras"][0], ported[f"{m}_k3.h5"][0]
+        assert a.code.replace(".keras", "") == b.code.replace("_k3.h5", ""), m
+        assert a.state.keys() == b.state.keys() and all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
+
+
 def test_saved_model_gives_the_h5_port(ported) -> None:
     """The same tf_keras model saved as .h5 and as a SavedModel: the same module and the same tensors."""
     for m in SAVED:
@@ -158,8 +168,13 @@ def test_hard_sigmoid_follows_the_keras_version(ported) -> None:
         ("arith.keras", "get_item = image[:, 2]", "get_item = image[:, 0]"),  # caffe preprocessing: BGR
         ("arith_tfk.h5", "subtract = 3.0 - multiply_2", "subtract = multiply_2 - 3.0"),  # the constant first
         ("seqops.keras", "torch.softmax(true_divide_3, dim=2)", "torch.softmax(true_divide_3, dim=1)"),
-        ("transfer_tfk.h5", "subtract_2 = truediv_4 - 1.0", "subtract_2 = truediv_4"),  # preprocess_input inside
+        ("transfer_tfk.h5", "subtract_1 = truediv_3 - 1.0", "subtract_1 = truediv_3"),  # preprocess_input inside
         ("prep2.keras", "layer_scale = pointwise * self.layer_scale", "layer_scale = pointwise"),
+        ("arith_k3.h5", "add_2 = conv + 3.0", "add_2 = conv"),  # no `module` to tell operations from layers
+        # Keras' masks: ignored, or Bidirectional's zeros at masked steps of its sequences not given.
+        ("textmask_tfk.h5", "lstm, _ = self.lstm(drop, mask=embed_mask)", "lstm, _ = self.lstm(drop)"),
+        ("textmask.keras", "mask=not_equal, zero_output_for_mask=True", "mask=not_equal"),
+        ("attention.keras", "cross_attn_v, is_causal=True)", "cross_attn_v)"),
         # Inputs in config layer order instead of the model's `inputs` order (issue 17).
         (
             "twoin.keras",

@@ -45,7 +45,7 @@ def test_check_output_with_several_inputs(runner, tmp_path: Path) -> None:
 def test_nested_models_become_classes() -> None:
     p = api.build(PORT / "transfer.keras")
     assert "class Base(nn.Module):" in p.code and "class DataAugmentation(nn.Module):" in p.code
-    assert "self.base = Base()" in p.code and "base = self.base(subtract_2)" in p.code
+    assert "self.base = Base()" in p.code and "base = self.base(subtract_1)" in p.code
     assert p.code.index("class Base(") < p.code.index("class Transfer(")  # defined before use
     assert "base.block_1_depthwise.weight" in p.state and "base.bn_Conv1.running_var" in p.state
     rows = {r.layer: r for r in p.rows}
