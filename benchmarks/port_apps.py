@@ -10,7 +10,10 @@ batch statistics of one training-mode pass over the calibration images (momentum
 layer sees activations of the scale it was built for. Each model is saved as a Keras 3 `.keras`, a Keras 3
 `.h5`, a tf_keras `.h5` and a tf_keras SavedModel, with Keras' `predict` outputs for 4 other images (0-255).
 Then every file is ported (`ptools.port.api.build` + `write` with the output check) and the table printed:
-max abs error of the logits against Keras, the size of the emitted model.py, port time.
+max abs error of the logits against Keras, the size of the emitted model.py, port time. An independent
+judge of whether an error is float32 round-off: the same module run in float64 (`f64`): when the port is
+right, Keras' float32 outputs and the port's both lie within round-off of it (columns `keras-f64`,
+`port-f64`); a wrong port is far from it while Keras is not.
 Files are 2-115 MB each (ConvNeXtTiny), so this runs outside CI.
 """
 
@@ -164,20 +167,38 @@ def check(out: Path, only: list[str]) -> list[dict]:
             if not p.ok:
                 row["result"] = "refused: " + "; ".join(f"{u['layer']}: {u['reason']}" for u in p.unsupported[:3])
             else:
+                x_in, y_out = out / f"{stem}_in.npy", out / f"{stem}_out.npy"
                 with tempfile.TemporaryDirectory() as d:
-                    res = api.write(p, Path(d), check=(out / f"{stem}_in.npy", out / f"{stem}_out.npy"), tolerance=1e9)
-                assert res is not None
+                    res = api.write(p, Path(d), check=(x_in, y_out), tolerance=1e9)
+                    assert res is not None
+                    row |= _float64_judge(p, Path(d), np.load(x_in), np.load(y_out))
                 row["max_abs_error"] = res["max_abs_error"]
                 row["lines"] = p.code.count("\n")
                 row["result"] = "ok"
         except PtoolsError as e:
             row["result"] = f"exit {int(e.exit_code)}: {e.message}"
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:  # the CLI says "damaged", exit 2
+            row["result"] = f"exit 2: the config does not have the structure Keras writes ({type(e).__name__}: {e})"
         row["seconds"] = round(time.perf_counter() - t0, 1)
         ref = np.load(out / f"{stem}_out.npy")
         row["output_scale"] = float(np.abs(ref).max())
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     return rows
+
+
+def _float64_judge(p, folder: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    """The emitted module in float64 on the same inputs: max |Keras - f64| and |port float32 - f64|."""
+    import torch
+
+    from ptools.port import api
+
+    model = api.instantiate(p, folder)
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1) if p.inputs[0].cf else x))
+    with torch.no_grad():
+        o32 = model(t).numpy()
+        o64 = model.double()(t.double()).numpy()
+    return {"keras_f64": float(np.abs(y - o64).max()), "port_f64": float(np.abs(o32 - o64).max())}
 
 
 def main() -> None:
@@ -197,12 +218,13 @@ def main() -> None:
         only = ["--only", *args.only] if args.only else []
         subprocess.run([args.tf_python, __file__, "--make", "--out", str(args.out), *only], check=True)
     rows = check(args.out, args.only)
-    print(f"{'model':20} {'format':22} {'max abs error':>14} {'|logit| max':>12} {'lines':>6} {'s':>6}  result")
+    head = f"{'model':20} {'format':22} {'keras-port':>10} {'keras-f64':>10} {'port-f64':>10} {'|logit|':>8}"
+    print(f"{head} {'lines':>6} {'s':>6}  result")
     for r in rows:
-        err = f"{r['max_abs_error']:.1e}" if "max_abs_error" in r else "-"
+        errs = [f"{r[k]:.1e}" if k in r else "-" for k in ("max_abs_error", "keras_f64", "port_f64")]
         print(
-            f"{r['model']:20} {r['format']:22} {err:>14} {r['output_scale']:12.2f} {r.get('lines', '-'):>6} "
-            f"{r['seconds']:6.1f}  {r['result']}"
+            f"{r['model']:20} {r['format']:22} {errs[0]:>10} {errs[1]:>10} {errs[2]:>10} {r['output_scale']:8.2f} "
+            f"{r.get('lines', '-'):>6} {r['seconds']:6.1f}  {r['result']}"
         )
 
 

@@ -9,6 +9,7 @@ line (`x.permute(0, 2, 3, 1)`), so Flatten sees TF's (H, W, C) order and no Dens
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,7 @@ class Ctx:
 
     def fresh(self, name: str) -> str:
         """A variable name for an extra value of this call (`lstm_h`), unique in the forward."""
-        return identifier(name, self.taken)
+        return identifier(re.sub("__+", "_", name), self.taken)
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -1029,7 +1030,7 @@ def activation_layer(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) 
     elif cls == "ReLU":
         mv, slope, thr = cfg.get("max_value"), float(cfg.get("negative_slope", 0.0)), float(cfg.get("threshold", 0.0))
         if thr != 0.0 or (slope != 0.0 and mv is not None):
-            raise Unsupported("ReLU with threshold, or with both max_value and negative_slope")
+            return _general_relu(v, mv, slope, thr, ctx)
         if slope:
             expr = f"F.leaky_relu({x}, {lit(slope)})"
         elif mv is None:
@@ -1060,6 +1061,28 @@ def activation_layer(cls: str, cfg: dict[str, Any], ins: list[Value], ctx: Ctx) 
     return code
 
 
+def _general_relu(v: Value, max_value: Any, slope: float, threshold: float, ctx: Ctx) -> LayerCode:
+    """Keras' relu(x, negative_slope, max_value, threshold) step by step, as Keras computes it: x where
+    x > threshold (else 0), clipped to [0, max_value], minus negative_slope * relu(threshold - x)."""
+    x, o = v.name, ctx.out
+    code = LayerCode(settings=[f"max_value={max_value}, negative_slope={slope:g}, threshold={threshold:g}"])
+    thr = lit(f32(threshold))
+    if threshold != 0.0:
+        code.lines.append(f"{o} = {x} * ({x} > {thr})")
+    elif max_value is not None and float(max_value) == 6.0:
+        code.lines.append(f"{o} = F.relu6({x})")
+        max_value = None
+    else:
+        code.lines.append(f"{o} = torch.relu({x})")
+    if max_value is not None:
+        code.lines.append(f"{o} = torch.clamp({o}, 0.0, {lit(f32(float(max_value)))})")
+    if slope != 0.0:
+        neg = f"torch.relu({thr} - {x})" if threshold != 0.0 else f"torch.relu(-{x})"
+        code.lines.append(f"{o} = {o} - {lit(f32(slope))} * {neg}")
+    code.outputs.append(Value(o, v.shape, cf=v.cf))
+    return code
+
+
 def rescaling(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     v = ins[0]
     scale, offset = cfg.get("scale", 1.0), cfg.get("offset", 0.0)
@@ -1079,7 +1102,7 @@ def prelu(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     shared_cfg = cfg.get("shared_axes") or []
     shared = {keras_axis(a, v.rank) for a in (shared_cfg if isinstance(shared_cfg, list) else [shared_cfg])}
     if not set(range(1, v.rank - 1)) <= shared:
-        raise Unsupported(f"PReLU with a slope per position (shared_axes={shared_cfg}; nn.PReLU has one per channel)")
+        return _prelu_per_position(v, shared, ctx)
     n = 1 if v.rank - 1 in shared else v.shape[-1]
     if n is None:
         raise Unsupported("unknown number of channels")
@@ -1088,6 +1111,27 @@ def prelu(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
     code.lines.append(f"{ctx.out} = self.{ctx.attr}({as_cf(v)})")
     code.outputs.append(Value(ctx.out, v.shape, cf=v.rank > 2))
     code.weights = lambda ws: {f"{ctx.attr}.weight": np.ascontiguousarray(expect(ws, ["alpha"])["alpha"].reshape(-1))}
+    return code
+
+
+def _prelu_per_position(v: Value, shared: set[int], ctx: Ctx) -> LayerCode:
+    """Keras' PReLU with slopes along non-shared spatial axes: relu(x) - alpha * relu(-x), alpha a parameter
+    of Keras' shape (1 on shared axes), held in the tensor's layout."""
+    kshape = tuple(1 if a + 1 in shared else d for a, d in enumerate(v.shape))
+    if any(d is None for d in kshape):
+        raise Unsupported("PReLU with a slope per position along an axis of unknown size")
+    cf = v.cf and v.rank > 2
+    tshape = (kshape[-1], *kshape[:-1]) if cf else kshape
+    code = LayerCode(settings=[f"a slope per position: alpha {kshape} (Keras order)"])
+    code.modules.append((ctx.attr, f"nn.Parameter({call('torch.zeros', *tshape)})"))
+    code.lines.append(f"{ctx.out} = torch.relu({v.name}) - self.{ctx.attr} * torch.relu(-{v.name})")
+    code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
+
+    def weights(ws: Weights) -> dict:
+        alpha = expect(ws, ["alpha"])["alpha"].reshape(kshape)
+        return {ctx.attr: np.ascontiguousarray(np.moveaxis(alpha, -1, 0) if cf else alpha)}
+
+    code.weights = weights
     return code
 
 
@@ -1182,6 +1226,8 @@ MASK_PASS = frozenset(
     }
 )
 MASK_USE = frozenset({"LSTM", "GRU", "SimpleRNN", "Bidirectional", "GlobalAveragePooling1D", "GlobalAvgPool1D"})
+# Merges: tf_keras' output mask is the AND of the inputs' masks (Keras 3 writes its own, an OR, as operations).
+MASK_MERGE = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
 
 
 def multi_head_attention(

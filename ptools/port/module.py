@@ -13,6 +13,7 @@ from ptools.errors import PtoolsError
 from ptools.port import code as pycode
 from ptools.port.graph import MODEL_CLASSES, Call, Graph, Ref, nested_input_shapes, parse_config
 from ptools.port.layers import (
+    MASK_MERGE,
     MASK_PASS,
     MASK_USE,
     SUPPORTED,
@@ -157,6 +158,7 @@ class ClassBuilder:
         out = pycode.identifier(base if c.index == 0 else f"{base}_{c.index}", self.var_taken)
         ctx = Ctx(self.attrs[c.layer], out, st.keras3, c.layer, c.index, self.var_taken)
         tensor_kwargs = c.tensor_kwargs
+        first_row = len(st.rows)  # a nested model's row goes before its layers' rows
         try:
             if c.kwargs.get("training") is True:
                 raise Unsupported("called with training=True (Keras then runs it in training mode at inference)")
@@ -178,6 +180,8 @@ class ClassBuilder:
                         o.mask = None
                 elif c.class_name in MASK_PASS and lc.outputs and ins[0].mask and lc.outputs[0].mask is None:
                     lc.outputs[0].mask = ins[0].mask
+                elif c.class_name in MASK_MERGE and any(v.mask for v in ins):
+                    _merge_masks(lc, ins, ctx)
         except Unsupported as e:
             self._refuse(c, str(e))
             self._break(c)
@@ -186,14 +190,15 @@ class ClassBuilder:
             self.var_taken.add(v.name)
         for i, v in enumerate(lc.outputs):
             self.values[(c.layer, c.index, i)] = v
-        row = LayerRow(self.qualified(c.layer), c.class_name, [r[0] for r in c.inputs], [], list(lc.lines), lc.settings)
+        cls = c.class_name if c.op is None else _op_name(c)
+        row = LayerRow(self.qualified(c.layer), cls, [r[0] for r in c.inputs], [], list(lc.lines), lc.settings)
         if c.index == 0:
             cc.modules += lc.modules
             row.modules = [f"self.{a} = {ctor}" if a else ctor for a, ctor in lc.modules]
             row.weights = self._fill(c, lc)
         st.imports |= lc.imports
         cc.lines += lc.lines
-        st.rows.append(row)
+        st.rows.insert(first_row, row)
 
     def _break(self, c: Call) -> None:
         for i in range(8):
@@ -296,6 +301,20 @@ def _explicit_mask(c: Call, ins: list[Value]) -> tuple[list[Value], list[str]]:
     return rest, [k for k in c.tensor_kwargs if k != "mask"]
 
 
+def _merge_masks(lc: LayerCode, ins: list[Value], ctx: Ctx) -> None:
+    """tf_keras: a merge's output mask is the AND of its inputs' masks (unmasked inputs count as all-true)."""
+    names = list(dict.fromkeys(v.mask for v in ins if v.mask))
+    if len(names) == 1:
+        lc.outputs[0].mask = names[0]
+        return
+    mask = ctx.fresh(f"{ctx.out}_mask")
+    expr = names[0]
+    for m in names[1:]:
+        expr = f"torch.logical_and({expr}, {m})"
+    lc.lines.append(f"{mask} = {expr}")
+    lc.outputs[0].mask = mask
+
+
 def _check_masks(c: Call, ins: list[Value]) -> None:
     """A Keras mask (from Embedding(mask_zero=True)) may only reach layers that pass it on unchanged or whose
     use of it is ported; anywhere else Keras would compute something this port does not."""
@@ -303,10 +322,13 @@ def _check_masks(c: Call, ins: list[Value]) -> None:
     if not masked:
         return
     ok = c.op is None and (c.class_name in MASK_PASS or c.class_name in MASK_USE) and masked == ins[:1]
+    if c.op is None and c.class_name in MASK_MERGE:
+        axis = c.config.get("axis", -1)
+        ok = c.class_name != "Concatenate" or axis == -1 or (isinstance(axis, int) and axis == ins[0].rank - 1)
     if not ok:
         raise Unsupported(
             f"takes the mask {masked[0].mask} (Embedding mask_zero=True); masks are ported through dropout, "
-            "activations, Dense and normalisation into recurrent layers and GlobalAveragePooling1D only"
+            "activations, Dense, normalisation and merges into recurrent layers and GlobalAveragePooling1D only"
         )
 
 

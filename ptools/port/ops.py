@@ -26,6 +26,14 @@ _KERAS_OPS = {
     **{k: k.lower() for k in ("Softplus", "Softsign", "Elu", "Selu", "Softmax", "Erf", "Rsqrt", "Reciprocal")},
     **{k: k.lower() for k in ("Floor", "Ceil", "Sign", "Clip", "Mean", "Sum", "Max", "Min", "Reshape")},
     **{k: k.lower() for k in ("Transpose", "Squeeze", "Stack", "Matmul", "Cast")},
+    "LogicalAnd": "logical_and",
+    "LogicalOr": "logical_or",
+    "LogicalXor": "logical_xor",
+    "LogicalNot": "logical_not",
+    "Any": "any",
+    "ZerosLike": "zeros_like",
+    "OnesLike": "ones_like",
+    "All": "all",
     "NotEqual": "not_equal",
     "Equal": "equal",
     "Greater": "greater",
@@ -58,6 +66,14 @@ _TF_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "math.pow": ("power", ("x", "y")),
     "math.maximum": ("maximum", ("x", "y")),
     "math.minimum": ("minimum", ("x", "y")),
+    "math.logical_and": ("logical_and", ("x", "y")),
+    "math.logical_or": ("logical_or", ("x", "y")),
+    "math.logical_xor": ("logical_xor", ("x", "y")),
+    "math.logical_not": ("logical_not", ("x",)),
+    "math.reduce_any": ("any", ("input_tensor", "axis", "keepdims")),
+    "zeros_like": ("zeros_like", ("input", "dtype")),
+    "ones_like": ("ones_like", ("input", "dtype")),
+    "math.reduce_all": ("all", ("input_tensor", "axis", "keepdims")),
     "math.not_equal": ("not_equal", ("x", "y")),
     "math.equal": ("equal", ("x", "y")),
     "math.greater": ("greater", ("x", "y")),
@@ -136,10 +152,12 @@ _UNARY = {
     "softsign": "F.softsign({})",
     "hard_sigmoid": "F.hardsigmoid({})",  # keras.ops.hard_sigmoid: relu6(x + 3) / 6, torch's formula
     "hard_silu": "F.hardswish({})",
+    "logical_not": "torch.logical_not({})",
 }
 _BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**"}
 _COMPARE = {"not_equal": "!=", "equal": "==", "greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<="}
-_REDUCE = {"mean": "mean", "sum": "sum", "max": "amax", "min": "amin"}
+_LOGICAL = ("logical_and", "logical_or", "logical_xor")  # Keras 3 combines masks with these
+_REDUCE = {"mean": "mean", "sum": "sum", "max": "amax", "min": "amin", "any": "any", "all": "all"}
 _MAX_LITERAL = 64  # constants up to this many elements are written into model.py; larger ones are buffers
 
 
@@ -183,7 +201,7 @@ def emit_op(c: Call, ins: list[Value], ctx: Any) -> LayerCode:
 def _keras(name: str, cls: str, args: list[Any], kwargs: dict[str, Any], cfg: dict[str, Any], ctx: Any) -> LayerCode:
     if kwargs:
         raise Unsupported(f"keras.ops {cls} with keyword argument(s) {', '.join(sorted(kwargs))}")
-    if name in _BINARY or name in _COMPARE or name in ("maximum", "minimum"):
+    if name in _BINARY or name in _COMPARE or name in _LOGICAL or name in ("maximum", "minimum"):
         if len(args) != 2:
             raise Unsupported(f"keras.ops {cls} with {len(args)} arguments")
         return binary(name, args[0], args[1], ctx)
@@ -221,11 +239,13 @@ def _keras(name: str, cls: str, args: list[Any], kwargs: dict[str, Any], cfg: di
         return _matmul(x, args[1] if len(args) > 1 else None, ctx)
     if name == "cast":
         return _cast(x, cfg.get("dtype"), ctx)
+    if name in ("zeros_like", "ones_like"):
+        return _filled_like(name, x, cfg.get("dtype"), ctx)
     raise Unsupported(f"keras.ops {cls}")
 
 
 def _tf(name: str, fn: str, a: list[Any], ctx: Any) -> LayerCode:
-    if name in _BINARY or name in _COMPARE or name in ("maximum", "minimum"):
+    if name in _BINARY or name in _COMPARE or name in _LOGICAL or name in ("maximum", "minimum"):
         return binary(name, a[0], a[1], ctx)
     if name in ("concat", "stack"):
         return _join(name, a[0], int(a[1] if a[1] is not None else 0), ctx)
@@ -262,6 +282,8 @@ def _tf(name: str, fn: str, a: list[Any], ctx: Any) -> LayerCode:
         return _matmul(x, a[1], ctx)
     if name == "cast":
         return _cast(x, a[1], ctx)
+    if name in ("zeros_like", "ones_like"):
+        return _filled_like(name, x, a[1], ctx)
     if name == "bias_add":
         if a[2] not in (None, "NHWC", "NWC", "NDHWC", "N...C"):
             raise Unsupported(f"tf.{fn} with data_format={a[2]!r}")
@@ -398,6 +420,10 @@ def binary(name: str, a: Any, b: Any, ctx: Any) -> LayerCode:
             x = f"({x})"
         # ruff format hugs `**` between simple operands (names, numbers, attribute chains): `x**2`.
         expr = f"{x}**{y}" if op == "**" and _simple_power_operand(x) and _simple_power_operand(y) else f"{x} {op} {y}"
+    elif name in _LOGICAL:
+        if any(literal):
+            raise Unsupported(f"{name} with a constant")
+        expr = f"torch.{name}({x}, {y})"
     elif any(literal):  # one side a number: clamp takes it as a bound
         t, s = (y, x) if literal[0] else (x, y)
         expr = f"torch.clamp({t}, {'min' if name == 'maximum' else 'max'}={s})"
@@ -406,7 +432,8 @@ def binary(name: str, a: Any, b: Any, ctx: Any) -> LayerCode:
     code.lines.append(f"{ctx.out} = {expr}")
     integer = all(v.integer for v in values) and all(consts[i].dtype.kind in "iub" for i in consts)
     # A comparison gives booleans (Keras' masks): integers for the port's purposes (no float layout work).
-    code.outputs.append(Value(ctx.out, out_shape[1:], cf, (integer and name != "divide") or name in _COMPARE))
+    boolean = name in _COMPARE or name in _LOGICAL
+    code.outputs.append(Value(ctx.out, out_shape[1:], cf, (integer and name != "divide") or boolean))
     code.settings.append(
         f"{name} of " + " and ".join("a tensor" if isinstance(o, Value) else "a constant" for o in ops)
     )
@@ -421,7 +448,8 @@ def _simple_power_operand(expr: str) -> bool:
 def _unary(template: str, x: Value, ctx: Any) -> LayerCode:
     expr = template.format(x.name)
     code = LayerCode(lines=[f"{ctx.out} = {expr}"])
-    code.outputs.append(Value(ctx.out, x.shape, x.cf, x.integer and template in ("-{}", "torch.abs({})")))
+    keeps_integer = x.integer and template in ("-{}", "torch.abs({})")
+    code.outputs.append(Value(ctx.out, x.shape, x.cf, keeps_integer or template.startswith("torch.logical_not")))
     return code
 
 
@@ -469,12 +497,12 @@ def reduce(name: str, x: Value, axis: Any, keepdims: bool, ctx: Any) -> LayerCod
     code = LayerCode(lines=[f"{ctx.out} = {x.name}.{_REDUCE[name]}(dim={lit(dim)}{extra})"])
     if keepdims:
         shape = tuple(1 if i + 1 in axes else d for i, d in enumerate(x.shape))
-        code.outputs.append(Value(ctx.out, shape, x.cf, x.integer))
+        code.outputs.append(Value(ctx.out, shape, x.cf, x.integer or name in ("any", "all")))
         return code
     shape = tuple(d for i, d in enumerate(x.shape) if i + 1 not in axes)
     # Channels-first survives when the channel axis and at least one spatial axis remain.
     cf = x.cf and x.rank > 2 and (x.rank - 1) not in axes and len(shape) > 1
-    code.outputs.append(Value(ctx.out, shape, cf, x.integer and name != "mean"))
+    code.outputs.append(Value(ctx.out, shape, cf, (x.integer and name != "mean") or name in ("any", "all")))
     return code
 
 
@@ -688,3 +716,17 @@ def _cast(x: Value, dtype: Any, ctx: Any) -> LayerCode:
         code.outputs.append(Value(ctx.out, x.shape, x.cf, True))
         return code
     raise Unsupported(f"cast to {dtype} (only float32 and integer casts are ported)")
+
+
+def _filled_like(name: str, x: Value, dtype: Any, ctx: Any) -> LayerCode:
+    """zeros_like / ones_like, in the tensor's layout (Keras 3 builds masks of unmasked inputs with these)."""
+    if isinstance(dtype, dict):
+        dtype = dtype.get("config", {}).get("name", dtype)
+    torch_dtype = {None: "", "bool": ", dtype=torch.bool", "float32": ", dtype=torch.float32"}
+    torch_dtype |= {"int32": ", dtype=torch.long", "int64": ", dtype=torch.long"}
+    if dtype not in torch_dtype:
+        raise Unsupported(f"{name} of type {dtype}")
+    code = LayerCode(lines=[f"{ctx.out} = torch.{name}({x.name}{torch_dtype[dtype]})"])
+    integer = x.integer if dtype is None else dtype != "float32"
+    code.outputs.append(Value(ctx.out, x.shape, x.cf, integer))
+    return code

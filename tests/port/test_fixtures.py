@@ -25,6 +25,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "port"
 MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep", "seq2seq"]
 # Nested models, operations on tensors, several inputs, preprocessing: Keras 3 and tf_keras files only.
 GRAPHS = ["arith", "seqops", "twoin", "transfer", "transfer_seq", "siamese", "prep2", "textmask", "attention"]
+GRAPHS += ["acts", "maskmerge"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 FILES += [f"{m}{suffix}" for m in GRAPHS for suffix in (".keras", "_tfk.h5")]
 SAVED = ["xception", "textnet", "transfer", "prep2", "attention"]
@@ -175,6 +176,9 @@ def test_hard_sigmoid_follows_the_keras_version(ported) -> None:
         ("textmask_tfk.h5", "lstm, _ = self.lstm(drop, mask=embed_mask)", "lstm, _ = self.lstm(drop)"),
         ("textmask.keras", "mask=not_equal, zero_output_for_mask=True", "mask=not_equal"),
         ("attention.keras", "cross_attn_v, is_causal=True)", "cross_attn_v)"),
+        ("maskmerge_tfk.h5", "torch.logical_and(embed_a_mask, embed_b_mask)", "embed_a_mask"),  # tf_keras ANDs
+        ("maskmerge.keras", "torch.logical_or(not_equal, not_equal_1)", "not_equal"),  # Keras 3 ORs
+        ("acts_tfk.h5", "relu_all = conv * (conv > 0.5)", "relu_all = torch.relu(conv)"),  # ReLU threshold
         # Inputs in config layer order instead of the model's `inputs` order (issue 17).
         (
             "twoin.keras",
