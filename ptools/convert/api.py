@@ -123,6 +123,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
                 if it.transform.startswith("dense_after_flatten"):
                     it.flatten_source = flat_source.get(layer)
                     it.decided_by = flat_source.get(layer)
+                    it.flatten_shape = tuple(flat[layer])
             items += its
             notes += ns
         notes = _with_config_settings(notes, canon)
@@ -230,6 +231,9 @@ def _apply_rules(items: list[Item], rules: list[rules_mod.Rule]) -> tuple[dict[i
             it.chunks = None
             it.undetermined = None  # an explicit rule settles any layout question
             it.decided_by = "--map"
+            if rule.transform == "dense_after_flatten":
+                it.flatten_source = "rule"  # a target that is traced still decides the row order
+                it.flatten_shape = tuple(rule.flatten_shape) if rule.flatten_shape else None
     for it in items:
         if id(it) in targets:
             continue

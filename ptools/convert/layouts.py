@@ -183,14 +183,10 @@ def dense_after_flatten(k: np.ndarray, pre_shape: tuple[int, ...]) -> np.ndarray
     return np.ascontiguousarray(r.reshape(-1, out).T)
 
 
-def dense_rows_reordered(k: np.ndarray, order: np.ndarray, channels: int) -> np.ndarray:
-    """A Dense kernel (H*W*C, out) for an nn.Linear whose j-th input is element `order[j]` (a C-major index
-    c*H*W + s) of the NCHW map TF flattened as (H, W, C): row s*C + c. Covers torch.flatten of NCHW
-    (order = arange) and ports that permute to NHWC before flattening (order = TF's own order)."""
-    order = np.asarray(order, dtype=np.int64)
-    hw = k.shape[0] // channels
-    rows = (order % hw) * channels + order // hw
-    return np.ascontiguousarray(k[rows].T)
+def dense_rows(k: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A Dense kernel (n_in, out) for an nn.Linear whose j-th input must get Keras row `rows[j]`
+    (ptools.convert.trace.keras_rows works them out from the traced target)."""
+    return np.ascontiguousarray(k[np.asarray(rows, dtype=np.int64)].T)
 
 
 def swap_gates_zr(w: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -253,6 +249,7 @@ class Item:
     undetermined: Undetermined | None = None  # set: the layout depends on something the file does not say
     decided_by: str | None = None  # what settled a layout question: "config", "target shape", "--model trace"
     flatten_source: str | None = None  # "config" | "rule": a Dense permuted for a Flatten, and who said so
+    flatten_shape: tuple[int, ...] | None = None  # the Keras (..., C) shape that Flatten flattened, when known
 
     def choose(self, choice: Choice, decided_by: str) -> None:
         """Settle an undetermined layout with one of its choices."""

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ptools.convert import layouts, shapes
 from ptools.convert.layouts import Item, Undetermined
+from ptools.errors import PtoolsError
 
 if TYPE_CHECKING:
     from ptools.convert.api import Plan
@@ -141,47 +144,110 @@ def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[s
 
 
 def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None:
-    """With --model: run it once and give each Dense after a Flatten the row order its Linear consumes."""
+    """With --model: run it once and give each Dense after a Flatten the row order its Linear consumes.
+
+    The target decides: a port that flattens NHWC wants TF's rows as they are, one that flattens NCHW wants
+    them reordered, whatever the file's config or a --map rule assumed. The trace input is --input-size, the
+    model's example_input_array, or else the Keras config's own input shapes. Where no trace is possible,
+    a Dense the config or a rule reordered for an NCHW flatten keeps that order only when a rule said so;
+    one the config alone placed after a Flatten becomes an open question (exit 1), as does one whose traced
+    map the trace cannot orient.
+    """
     from ptools.convert import trace
 
     asks = [
         it
         for it in p.written
-        if (it.undetermined is not None and it.undetermined.kind == "flatten") or it.flatten_source == "config"
+        if (it.undetermined is not None and it.undetermined.kind == "flatten") or it.flatten_source is not None
     ]
     if not asks:
         return
     example = trace.example_input(p.model, input_size)
-    if example is None:
+    feeds: dict[str, trace.LinearFeed] | None = None
+    if example is not None:
+        feeds = trace.trace_linear_inputs(p.model, example)
+    else:
+        for candidate in trace.config_examples(p.source.model_config):
+            try:
+                feeds = trace.trace_linear_inputs(p.model, candidate)
+                break
+            except PtoolsError:
+                continue
+    if feeds is None:
         for it in asks:
-            if it.undetermined is not None:
-                it.undetermined.settle = (
-                    "--input-size CxHxW, so that --model can be traced (or an example_input_array attribute "
-                    f"on the model), or a --map rule {it.undetermined.rule}"
-                )
+            _open_flatten_question(
+                it,
+                "--model could not be traced (give --input-size CxHxW, or an example_input_array attribute on the "
+                "model)",
+            )
         return
-    feeds = trace.trace_linear_inputs(p.model, example)
     for it in asks:
         key = p.targets.get(id(it), "")
         module = key.rsplit(".", 1)[0] if key.endswith(".weight") else None
         feed = feeds.get(module or "")
-        if feed is None:
-            continue
         n_in, n_out = it.shape_before
+        if feed is None or feed.in_features != n_in:
+            _open_flatten_question(it, f"the traced --model does not call `{module or key}` as an nn.Linear")
+            continue
+        if not feed.flattened_map:
+            if it.undetermined is not None or it.flatten_source == "config":
+                if it.flatten_source == "config":
+                    _open_flatten_question(
+                        it,
+                        f"the config says a Flatten feeds it, but the traced --model feeds `{module}` a tensor the "
+                        "trace cannot follow back to a map",
+                    )
+                    continue
+                it.undetermined = None  # the Linear is fed a vector: a plain transpose is right
+                it.decided_by = "--model trace"
+            continue
+        pre = it.flatten_shape
+        channels = pre[-1] if pre else (it.undetermined.channels if it.undetermined is not None else None)
+        rows = trace.keras_rows(feed, channels, pre)
+        if rows is None:
+            origin = "x".join(str(d) for d in feed.origin or ())
+            _open_flatten_question(
+                it,
+                f"the traced --model flattens a {origin} map into `{module}`, and whether that map is "
+                f"channels-first or channels-last (C = {channels}) cannot be told from it",
+            )
+            continue
         raw = it.raw
         assert raw is not None
-        if feed.flattened_map and feed.order is not None and feed.in_features == n_in:
-            c = feed.origin[0]  # type: ignore[index]
-            order = feed.order
-            if n_in % c:
-                continue
-            origin = "x".join(str(d) for d in feed.origin)  # type: ignore[union-attr]
-            it.make = lambda raw=raw, order=order, c=c: layouts.dense_rows_reordered(raw(), order, c)
-            it.chunks = None
-            it.transform = f"rows reordered for the traced input of {module} (flattened {origin} map)"
-            it.shape_after = (n_out, n_in)
-            it.undetermined = None
-            it.decided_by = "--model trace"
-        elif not feed.flattened_map and it.undetermined is not None:
-            it.undetermined = None  # the Linear is fed a vector: a plain transpose is right
-            it.decided_by = "--model trace"
+        origin = "x".join(str(d) for d in feed.origin or ())
+        identity = bool(np.array_equal(rows, np.arange(n_in)))
+        it.make = lambda raw=raw, rows=rows: layouts.dense_rows(raw(), rows)
+        it.chunks = None
+        it.transform = (
+            f"transpose (the traced {module} flattens a {origin} map in TF's order)"
+            if identity
+            else f"rows reordered for the traced input of {module} (flattened {origin} map)"
+        )
+        if it.flatten_source == "rule":
+            it.transform += "; the --map transform is overridden by the target"
+        it.shape_after = (n_out, n_in)
+        it.undetermined = None
+        it.decided_by = "--model trace"
+
+
+def _open_flatten_question(it: Item, why: str) -> None:
+    """A Dense whose row order the target should settle but did not: written only by an explicit --map rule."""
+    if it.flatten_source == "rule":
+        return
+    n_in = it.shape_before[0]
+    rule = (
+        f'{{"pattern": "{it.sources[0]}", "transform": "dense_after_flatten", "flatten_shape": [H, W, C]}}'
+        " (for a target that flattens NCHW)"
+    )
+    settle = f"--input-size CxHxW, so that --model can be traced, or a --map rule {rule}"
+    if it.undetermined is not None:
+        it.undetermined.why = f"{it.undetermined.why}; {why}"
+        it.undetermined.settle = settle
+        return
+    it.undetermined = Undetermined(
+        "flatten",
+        f"a Flatten feeds it ({n_in} inputs in TF's (H, W, C) order) and the target decides the order it wants: {why}",
+        settle,
+        channels=it.flatten_shape[-1] if it.flatten_shape else None,
+        rule=rule,
+    )

@@ -41,6 +41,14 @@ class K20StyleScopes(K20Style):
         return super().__getattr__(name)
 
 
+class K20StyleNHWCInput(K20Style):
+    """The same model taking NHWC input (it permutes first) and flattening NCHW: called with the config's
+    input shape as NCHW it fails, so only --input-size HxWxC lets it be traced."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 3, 1, 2))
+
+
 class Flatten(nn.Module):
     """tf2_flatten / k2_flatten*: Conv(2->3, 3, valid) -> Flatten -> Dense(4) -> Dense(2), input 2x7x5."""
 

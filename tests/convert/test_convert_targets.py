@@ -1,0 +1,132 @@
+"""`convert --model` with the module `ptools port` emitted as the target: the target decides the layout.
+
+Files from tests/fixtures/make_convert_fixtures.py and make_port_fixtures.py (real Keras 3 / tf_keras). The
+port flattens in TF's (H, W, C) order, a hand-written port may flatten NCHW; either way the converted
+weights must reproduce Keras, whatever the file's config or a --map rule assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ptools.cli import app
+from ptools.port import api as port_api
+from tests.convert import ports_convert as ports
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _io(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a fixture: convert fixtures keep x/y, port fixtures in0/out0."""
+    name = path.name.replace(".", "_") + "_io.npz"
+    if not (path.parent / name).exists():  # older convert fixtures: <stem>_io.npz
+        name = path.name.split(".")[0] + "_io.npz"
+    data = np.load(path.parent / name)
+    if "x" in data:
+        return data["x"], data["y"]
+    return data["in0"], data["out0"]
+
+
+def _port(src: Path, out: Path) -> port_api.Port:
+    p = port_api.build(src)
+    assert p.ok, p.unsupported
+    port_api.write(p, out)
+    return p
+
+
+def _run(model: torch.nn.Module, weights: Path, p: port_api.Port, x: np.ndarray) -> np.ndarray:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(weights), strict=True)
+    v = p.inputs[0]
+    t = torch.from_numpy(np.moveaxis(x, -1, 1).copy() if v.cf else x)
+    with torch.no_grad():
+        y = model.eval()(t)
+    return np.moveaxis(y.numpy(), 1, -1) if p.outputs[0].cf else y.numpy()
+
+
+FLATTEN = [
+    "convert/k20_style.h5",  # Keras 2.0-style file, Conv -> MaxPool -> Conv -> Flatten -> Dense
+    "convert/flatten_seq.keras",  # Dense on a sequence -> Flatten: a channels-last map in the port too
+    "convert/flatten_seq_tfk.h5",
+    "convert/flatten_cube.keras",  # a 4x4x4 map: its shape cannot tell NCHW from NHWC
+    "convert/flatten_cube_tfk.h5",
+    "port/mobilenet.keras",
+    "port/mobilenet_tfk.h5",
+    "port/mobilenet_k20.h5",
+]
+
+
+@pytest.mark.parametrize("rel", FLATTEN)
+def test_the_ported_module_as_target_gets_its_own_flatten_order(runner, tmp_path: Path, rel: str) -> None:
+    # Before: rows reordered for an NCHW flatten although the port flattens NHWC (max error 8.8 on k20_style).
+    src = FIX / rel
+    p = _port(src, tmp_path / "port")
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [row for row in json.loads(r.stdout)["tensors"] if row["decided_by"] == "--model trace"]
+    assert rows, "the Dense after the Flatten is settled by tracing the target"
+    x, y = _io(src)
+    model = port_api._import_module(tmp_path / "port" / "model.py", p.class_name)
+    assert np.abs(_run(model, out, p, x) - y).max() <= 1e-5
+
+
+def test_a_map_rule_for_an_nchw_flatten_gives_way_to_the_traced_target(runner, tmp_path: Path) -> None:
+    src = FIX / "convert" / "k20_style.h5"
+    p = _port(src, tmp_path / "port")
+    rules = tmp_path / "rules.json"
+    rule = {"pattern": "dense_1/kernel", "transform": "dense_after_flatten", "flatten_shape": [3, 2, 6]}
+    rules.write_text(json.dumps({"rules": [rule]}))
+    out = tmp_path / "w.safetensors"
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--map", str(rules), "--json"])
+    assert r.exit_code == 0, r.output
+    dense = next(row for row in json.loads(r.stdout)["tensors"] if row["source"] == ["dense_1/kernel"])
+    assert "overridden by the target" in dense["transform"]
+    x, y = _io(src)
+    model = port_api._import_module(tmp_path / "port" / "model.py", p.class_name)
+    assert np.abs(_run(model, out, p, x) - y).max() <= 1e-5
+    # The same rule without a target keeps the NCHW order it states (right for an NCHW-flattening port).
+    out2 = tmp_path / "w2.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out2), "--map", str(rules)])
+    assert r.exit_code == 0, r.output
+    assert np.abs(_run(ports.K20Style(), out2, p, x) - y).max() <= 1e-5
+
+
+def test_an_nchw_flattening_target_still_gets_nchw_rows(runner, tmp_path: Path) -> None:
+    src = FIX / "convert" / "k20_style.h5"
+    p = port_api.build(src)
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", "tests.convert.ports_convert:K20Style"])
+    assert r.exit_code == 0, r.output
+    x, y = _io(src)
+    assert np.abs(_run(ports.K20Style(), out, p, x) - y).max() <= 1e-5
+
+
+def test_a_target_that_cannot_be_traced_leaves_the_flatten_order_open(runner, tmp_path: Path) -> None:
+    # The config says a Flatten feeds dense_1, but the target takes NHWC input, so the config's input
+    # shape (as NCHW) does not run it: nothing is written until --input-size says how to call it.
+    src = FIX / "convert" / "k20_style.h5"
+    out = tmp_path / "w.safetensors"
+    model = "tests.convert.ports_convert:K20StyleNHWCInput"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", model])
+    assert r.exit_code == 1 and not out.exists()
+    text = " ".join(r.stdout.split())
+    assert "dense_1/kernel" in text and "--input-size" in text
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", model, "--input-size", "10x8x3"])
+    assert r.exit_code == 0, r.output
+    x, y = _io(src)
+    m = ports.K20StyleNHWCInput()
+    from safetensors.torch import load_file
+
+    m.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        got = m.eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(got - y).max() <= 1e-5
