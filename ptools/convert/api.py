@@ -98,8 +98,10 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         by_layer.setdefault(t.layer, {})[rel] = t
     # Layer configs come from the file: a damaged or hand-edited one must end in one line naming it.
     with config_errors(canon.path):
-        recorded = {m.name: m.input_shape for m in canon.layers.values()}
-        flat = shapes.flatten_shapes(canon.model_config, recorded)
+        recorded = {m.config_key: m.input_shape for m in canon.layers.values()}
+        by_config = shapes.flatten_shapes(canon.model_config, recorded)
+        # keyed by the canonical layer (a nested model's inner layers are `base/dense`, `dense` in the config)
+        flat = {name: by_config[m.config_key] for name, m in canon.layers.items() if m.config_key in by_config}
         flat_source = {layer: "config" for layer in flat}
         for r in rules:
             if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names

@@ -361,6 +361,8 @@ def infer_class(layer: str, vars_: dict[str, SourceTensor]) -> str | None:
         return "BatchNormalization"
     if names and names <= {"gamma", "beta"}:
         return "LayerNormalization"
+    if {"mean", "variance"} <= names <= {"mean", "variance", "count"}:
+        return "Normalization"
     if "embeddings" in names:
         return "Embedding"
     if "alpha" in names:
@@ -430,16 +432,97 @@ def convert_layer(
 ) -> tuple[list[Item], list[Note]]:
     """Items (PyTorch tensors) and notes for one layer. `vars_` maps var path inside the layer -> tensor."""
     cls = meta.class_name
+    if cls == "Bidirectional" or (cls is None and is_bidirectional(vars_)):
+        if cls is None:
+            meta.class_name, meta.class_inferred = "Bidirectional", True
+        return _bidirectional(meta, vars_, prefix, opts)
+    if cls == "TimeDistributed":
+        return _time_distributed(meta, vars_, prefix, opts)
     if cls is None or cls not in KNOWN_CLASSES:
         inferred = infer_class(meta.name, {v.rsplit("/", 1)[-1]: t for v, t in vars_.items()})
-        if inferred and (cls is None or cls not in KNOWN_CLASSES):
+        if inferred and cls is None:
             cls = inferred
-            meta.class_inferred = meta.class_name is None
-            if meta.class_name is None:
-                meta.class_name = inferred
+            meta.class_name, meta.class_inferred = inferred, True
     leaf = {v.rsplit("/", 1)[-1]: t for v, t in vars_.items()}
-    fn = _RULES.get(cls or "", _generic)
-    return fn(meta, leaf, prefix, opts)
+    sub = [v for v in vars_ if "/" in v and not _CELL_SCOPE.match(v)]
+    if len(leaf) < len(vars_) or (sub and (cls is None or meta.class_inferred)):
+        # Variables in sub-layer scopes (`query/kernel`, `key/kernel`) of a layer no rule knows: not guessed.
+        why = "its variables sit in sub-layers (" + ", ".join(sorted({v.rsplit("/", 1)[0] for v in sub})[:4]) + ")"
+        return [_unmapped(meta, t, prefix, why) for t in vars_.values()], []
+    if cls is not None and cls not in KNOWN_CLASSES:
+        return _unknown_class(meta, leaf, prefix, opts)
+    return _RULES.get(cls or "", _generic)(meta, leaf, prefix, opts)
+
+
+_DIRECTION = re.compile(r"^(forward|backward)_[^/]+/")
+_CELL_SCOPE = re.compile(r"^(lstm_cell|gru_cell|simple_rnn_cell|cell|basic_lstm_cell)(_\d+)?/[^/]+$")
+
+
+def is_bidirectional(vars_: dict[str, SourceTensor]) -> bool:
+    """Variables of one layer under `forward_<rnn>/...` and `backward_<rnn>/...` scopes (Keras Bidirectional)."""
+    heads = {m.group(1) for v in vars_ if (m := _DIRECTION.match(v))}
+    return heads == {"forward", "backward"} and all(_DIRECTION.match(v) for v in vars_)
+
+
+def _inner_meta(meta: LayerMeta, key: str, fallback: str | None) -> LayerMeta:
+    inner = meta.config.get(key)
+    if isinstance(inner, dict) and isinstance(inner.get("class_name"), str):
+        cfg = inner.get("config")
+        return LayerMeta(meta.name, inner["class_name"], dict(cfg) if isinstance(cfg, dict) else {})
+    return LayerMeta(meta.name, fallback, {}, class_inferred=fallback is not None)
+
+
+def _bidirectional(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    """Keras Bidirectional(RNN) -> one nn.LSTM/GRU/RNN(bidirectional=True): the backward layer's weights get
+    torch's `_reverse` suffix, so forward and backward never land on the same names."""
+    items: list[Item] = []
+    notes: list[Note] = []
+    halves: dict[str, dict[str, SourceTensor]] = {"forward": {}, "backward": {}}
+    for path, t in v.items():
+        m = _DIRECTION.match(path)
+        if m is None:
+            items.append(_unmapped(meta, t, prefix, "a Bidirectional variable outside its forward/backward layer"))
+            continue
+        halves[m.group(1)][path.rsplit("/", 1)[-1]] = t
+    for direction, leaf in halves.items():
+        if not leaf:
+            continue
+        inferred = infer_class(meta.name, leaf)
+        key = "backward_layer" if direction == "backward" and meta.config.get("backward_layer") else "layer"
+        inner = _inner_meta(meta, key, inferred)
+        rule = _RULES.get(inner.class_name or "")
+        if inner.class_name not in ("LSTM", "GRU", "SimpleRNN") or rule is None:
+            why = f"Bidirectional({inner.class_name}) has no rule"
+            items += [_unmapped(meta, t, prefix, why) for t in leaf.values()]
+            continue
+        its, ns = rule(inner, leaf, prefix, opts)
+        if len(leaf) != len({s for it in its for s in it.sources}):
+            its = [_unmapped(meta, t, prefix, "unexpected variables in a Bidirectional RNN") for t in leaf.values()]
+        if direction == "backward":
+            for it in its:
+                if it.undetermined is None:
+                    it.role += "_reverse"
+                    it.target += "_reverse"
+        items += its
+        if direction == "forward":
+            notes += ns
+    notes.append(
+        Note(meta.name, "structure", "Bidirectional", "one torch RNN, bidirectional=True: backward weights *_reverse")
+    )
+    return items, notes
+
+
+def _time_distributed(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    """TimeDistributed(X): X's own rule, under the wrapper's name (the torch module applies to each step)."""
+    leaf = {p.rsplit("/", 1)[-1]: t for p, t in v.items()}
+    inner = _inner_meta(meta, "layer", infer_class(meta.name, leaf))
+    if inner.class_name not in KNOWN_CLASSES or len(leaf) < len(v):
+        return [_unmapped(meta, t, prefix, f"TimeDistributed({inner.class_name}) has no rule") for t in v.values()], []
+    return convert_layer(inner, leaf, prefix, opts)
 
 
 def _settings_notes(meta: LayerMeta, torch_cls: str) -> list[Note]:
@@ -825,6 +908,62 @@ def _gru(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOp
     return items + _leftovers(meta, v, prefix, {"kernel", "recurrent_kernel", "bias"}), notes
 
 
+def _simple_rnn(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items: list[Item] = []
+    k, rk, b = v.get("kernel"), v.get("recurrent_kernel"), v.get("bias")
+    if k is not None:
+        items.append(_item(prefix, "weight_ih_l0", k, dense_kernel, "transpose", (k.shape[1], k.shape[0]), meta.name))
+    if rk is not None:
+        items.append(
+            _item(prefix, "weight_hh_l0", rk, dense_kernel, "transpose", (rk.shape[1], rk.shape[0]), meta.name)
+        )
+    if b is not None:
+        items.append(_item(prefix, "bias_ih_l0", b, _copy, "copy", b.shape, meta.name))
+        items.append(_rnn_bias_zeros(prefix, b.shape[0], meta.name, "bias_hh_l0"))
+    act = meta.config.get("activation", "tanh")
+    notes = [Note(meta.name, "structure", "SimpleRNN", f"nn.RNN(batch_first=True, nonlinearity={act!r})")]
+    if act not in ("tanh", "relu"):
+        notes.append(Note(meta.name, "activation", act, "nn.RNN has only tanh and relu: use ptools.nn.KerasRNN"))
+    if meta.config.get("use_bias") is False:
+        notes.append(Note(meta.name, "bias", False, "nn.RNN(bias=False)"))
+    if meta.config.get("go_backwards"):
+        notes.append(Note(meta.name, "go_backwards", True, "flip the sequence before the PyTorch RNN"))
+    return items + _leftovers(meta, v, prefix, {"kernel", "recurrent_kernel", "bias"}), notes
+
+
+def _normalization(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    """Keras Normalization: mean and variance become buffers `<layer>_mean`, `<layer>_variance` (as `ptools
+    port` writes them); `count` (samples seen by adapt()) is not needed at inference and is not written."""
+    items: list[Item] = []
+    for var in ("mean", "variance"):
+        t = v.get(var)
+        if t is None:
+            continue
+        big = [d for d in t.shape if d != 1]
+        if len(big) > 1:
+            items.append(_unmapped(meta, t, prefix, f"a {var} over several axes {list(t.shape)}"))
+            continue
+        n = big[0] if big else 1
+        it = _item(prefix, var, t, lambda a, n=n: np.ascontiguousarray(a.reshape(n)), "copy", (n,), meta.name)
+        it.target = f"{prefix}_{var}" if prefix else var
+        items.append(it)
+    notes = [
+        Note(
+            meta.name,
+            "structure",
+            "Normalization",
+            "(x - mean) / max(sqrt(variance), 1e-7) over the channel axis, mean/variance as buffers",
+        )
+    ]
+    if "count" in v:
+        notes.append(Note(meta.name, "count", list(v["count"].shape), "adapt() sample count: not needed, not written"))
+    return items + _leftovers(meta, v, prefix, {"mean", "variance", "count"}), notes
+
+
 def _tf1_lstm_cell(
     meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
 ) -> tuple[list[Item], list[Note]]:
@@ -909,17 +1048,55 @@ def _tf1_gru_part(
 
 
 def _leftovers(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, handled: set[str]) -> list[Item]:
-    """Variables no rule claimed: name heuristics, kernel transposes by rank, everything else copied."""
+    """Variables no rule claimed. A kernel of a layer whose class was inferred from its variables is transposed
+    by rank (the documented heuristics); vectors and scalars are copied (they have one layout), and so are
+    variables no layer class is known for (a bare `tf.Variable` is what it is); a variable a known Keras class
+    has no rule for, and Keras 3's ordinal `vars/N` names, are not guessed: they stay open (exit 1)."""
     items = []
     for var, t in v.items():
         if var in handled:
             continue
         role = NAME_HEURISTICS.get(var, var)
-        if var == "kernel":
+        if _ORDINAL.search(t.key):
+            items.append(_unmapped(meta, t, prefix, "Keras 3 stores it as an ordinal variable of a layer with no rule"))
+        elif var == "kernel" and (meta.class_inferred or meta.class_name is None) and len(t.shape) <= 5:
             items.append(_kernel_item(prefix, t, meta.name))
-        else:
+        elif len(t.shape) <= 1 or meta.class_name is None:
             items.append(_item(prefix, role, t, _copy, "copy", t.shape, meta.name))
+        else:
+            items.append(_unmapped(meta, t, prefix, f"no layout rule for a {meta.class_name} variable `{var}`"))
     return items
+
+
+_ORDINAL = re.compile(r"(^|/)vars/\d+$")
+
+
+def _unmapped(meta: LayerMeta, t: SourceTensor, prefix: str, why: str) -> Item:
+    """A tensor written only if a --map rule says how: its layout (or name) is not determined by the file."""
+    role = re.sub(r"(^|/)vars/(\d+)$", r"\1vars_\2", t.key).rsplit("/", 1)[-1] or "var"
+    it = _item(prefix, role, t, _copy, "copy", t.shape, meta.name)
+    cls = meta.class_name or "unknown class"
+    it.undetermined = Undetermined(
+        "unmapped",
+        f"layer `{meta.name}` ({cls}): {why}, so its PyTorch name and layout are unknown",
+        f'a --map rule {{"pattern": "{t.key}", "replace": "<torch key>", "transform": "copy|transpose|conv|..."}}'
+        ' or {"pattern": ..., "skip": true}',
+        rule=f'{{"pattern": "{t.key}", "replace": "<torch key>", "transform": "copy"}}',
+    )
+    return it
+
+
+def _unknown_class(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    """A layer class with no rule here (MultiHeadAttention, custom layers...): vectors copied, the rest open."""
+    items = []
+    for var, t in v.items():
+        if len(t.shape) <= 1 and not _ORDINAL.search(t.key):
+            items.append(_item(prefix, NAME_HEURISTICS.get(var, var), t, _copy, "copy", t.shape, meta.name))
+        else:
+            items.append(_unmapped(meta, t, prefix, f"no conversion rule for Keras {meta.class_name} weights"))
+    return items, []
 
 
 _RULES: dict[str, Callable[..., tuple[list[Item], list[Note]]]] = {
@@ -937,6 +1114,8 @@ _RULES: dict[str, Callable[..., tuple[list[Item], list[Note]]]] = {
     "PReLU": _prelu,
     "LSTM": _lstm,
     "GRU": _gru,
+    "SimpleRNN": _simple_rnn,
+    "Normalization": _normalization,
     "TF1LSTMCell": _tf1_lstm_cell,
     "TF1GRUCellPart": _tf1_gru_part,
 }

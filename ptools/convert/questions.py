@@ -116,8 +116,8 @@ def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[s
             "--model (its forward is traced to see what feeds the Linear; add --input-size CxHxW unless the "
             f"model has an example_input_array), or a --map rule {rule}"
         )
-        if it.layer in in_config:
-            flat = after_flatten.get(it.layer)
+        if meta.config_key in in_config:
+            flat = after_flatten.get(meta.config_key)
             if flat is not None:  # the config says a Flatten feeds it but not the size of what it flattens
                 it.undetermined = Undetermined(
                     "flatten",

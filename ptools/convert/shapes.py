@@ -163,34 +163,81 @@ def inbound_names(layer_cfg: dict[str, Any]) -> list[str]:
 
 
 _Graph = tuple[dict[str, Any], dict[str, list[str]], dict[str, Shape | None]]
+_MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+
+
+def _layers_of(model_config: dict[str, Any]) -> list[dict[str, Any]] | None:
+    cfg = model_config.get("config", {})
+    layers = cfg.get("layers", []) if isinstance(cfg, dict) else cfg
+    return [lc for lc in layers if isinstance(lc, dict)] if isinstance(layers, list) else None
+
+
+def _output_names(model_config: dict[str, Any], layers: list[dict[str, Any]]) -> list[str]:
+    cfg = model_config.get("config", {})
+    outs = cfg.get("output_layers") if isinstance(cfg, dict) else None
+    if isinstance(outs, list) and outs:
+        if isinstance(outs[0], str):
+            return [outs[0]]
+        return [str(o[0]) for o in outs if isinstance(o, list) and o]
+    last = layers[-1] if layers else {}
+    return [last.get("name") or last.get("config", {}).get("name")] if layers else []
 
 
 def _graph(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> _Graph | None:
-    """(class by layer, inbound layers by layer, output shape by layer) of a model config's top level."""
+    """(class by layer, inbound layers by layer, output shape by layer) of a model config, nested models
+    inlined: their inner layers join the graph (fed by what feeds the nested model), and a layer that
+    consumes a nested model is fed by its output layer, so a Flatten inside one is seen."""
     if not model_config:
         return None
-    cfg = model_config.get("config", {})
-    layers = cfg.get("layers", []) if isinstance(cfg, dict) else cfg
-    if not isinstance(layers, list):
-        return None
-    sequential = model_config.get("class_name") == "Sequential" or not any(lc.get("inbound_nodes") for lc in layers)
-    out_shapes: dict[str, Shape | None] = {}
+    classes: dict[str, Any] = {}
     feeds: dict[str, list[str]] = {}
-    prev: str | None = None
-    for lc in layers:
-        lcfg = lc.get("config", {})
-        name = lc.get("name") or lcfg.get("name")
-        cls = lc.get("class_name", "")
-        srcs = ([prev] if prev else []) if sequential else inbound_names(lc)
-        feeds[name] = srcs
-        ins = [out_shapes.get(s) for s in srcs]
-        if recorded.get(name) is not None:
-            ins = [tuple(recorded[name][1:])]  # type: ignore[index]
-        elif not srcs and cls != "InputLayer" and (lcfg.get("batch_input_shape") or lcfg.get("batch_shape")):
-            ins = [tuple((lcfg.get("batch_input_shape") or lcfg.get("batch_shape"))[1:])]
-        out_shapes[name] = output_shape(cls, lcfg, ins)
-        prev = name
-    classes = {(lc.get("name") or lc.get("config", {}).get("name")): lc.get("class_name") for lc in layers}
+    out_shapes: dict[str, Shape | None] = {}
+
+    def walk(mc: dict[str, Any], outer_srcs: list[str] | None) -> list[str] | None:
+        """Add one model's layers; returns its output layer names (None when it cannot be followed)."""
+        layers = _layers_of(mc)
+        if layers is None:
+            return None
+        sequential = mc.get("class_name") == "Sequential" or not any(lc.get("inbound_nodes") for lc in layers)
+        alias: dict[str, str] = {}
+        prev: list[str] = list(outer_srcs or [])
+        for lc in layers:
+            lcfg = lc.get("config", {})
+            name = lc.get("name") or lcfg.get("name")
+            cls = lc.get("class_name", "")
+            if sequential:
+                srcs = prev if (prev or cls != "InputLayer") else []
+                if cls == "InputLayer" and outer_srcs is not None:  # a nested Sequential's own input
+                    alias[name] = outer_srcs[0] if outer_srcs else name
+                    continue
+            else:
+                srcs = inbound_names(lc)
+                if cls == "InputLayer" and outer_srcs is not None:
+                    alias[name] = outer_srcs[min(len(alias), len(outer_srcs) - 1)] if outer_srcs else name
+                    continue
+            srcs = [alias.get(x, x) for x in srcs]
+            if cls in _MODEL_CLASSES and isinstance(lcfg, (dict, list)):
+                inner_out = walk(lc, srcs)
+                if inner_out and len(inner_out) == 1:
+                    alias[name] = inner_out[0]
+                    prev = [inner_out[0]]
+                    continue
+            if name in classes:  # a shared layer called again, or a name two nested models share
+                prev = [name]
+                continue
+            classes[name] = cls
+            feeds[name] = srcs
+            ins = [out_shapes.get(x) for x in srcs]
+            if recorded.get(name) is not None:
+                ins = [tuple(recorded[name][1:])]  # type: ignore[index]
+            elif not srcs and cls != "InputLayer" and (lcfg.get("batch_input_shape") or lcfg.get("batch_shape")):
+                ins = [tuple((lcfg.get("batch_input_shape") or lcfg.get("batch_shape"))[1:])]
+            out_shapes[name] = output_shape(cls, lcfg, ins)
+            prev = [name]
+        return [alias.get(n, n) for n in _output_names(mc, layers)]
+
+    if walk(model_config, None) is None and not classes:
+        return None
     return classes, feeds, out_shapes
 
 

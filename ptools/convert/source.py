@@ -42,6 +42,9 @@ _ATTRIBUTES = re.compile(r"/\.ATTRIBUTES/[^/]+$")
 _KERAS3_PATH = re.compile(r"(^|/)(_operations|_functional|_trainable_variables)/|(^|/)_kernel/\.ATTRIBUTES/")
 _ROLE_ALIASES = {"slot": "optimizer"}  # the TF bundle reader's names for roles
 _RNN_CELL = re.compile(r"^(.*)/(lstm_cell|gru_cell|simple_rnn_cell|cell)$")
+_MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+_WRAPPERS = {"Bidirectional", "TimeDistributed", "LSTM", "GRU", "SimpleRNN"}  # weights in sub-layer scopes
+_DIRECTION_SCOPE = re.compile(r"^(.+)/(forward|backward)_[^/]+$")
 
 
 @dataclass
@@ -71,6 +74,11 @@ class LayerMeta:
     input_shape: tuple[int | None, ...] | None = None
     class_inferred: bool = False
     stored_as: str | None = None  # the file's scope for this layer's weights when it is not the name
+    config_name: str | None = None  # its name in the model config when `name` is a path (nested models)
+
+    @property
+    def config_key(self) -> str:
+        return self.config_name or self.name
 
 
 @dataclass
@@ -135,6 +143,7 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         )
     tensors: dict[str, SourceTensor] = {}
     skipped: list[SourceTensor] = []
+    moved: set[str] = set()
     names = [_name_of(i) for i in infos]
     counts: dict[str, int] = {}
     for n in names:
@@ -155,9 +164,17 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
             name = info.key if name == ema_of else name
         layer = info.extra.get("layer") if isinstance(info.extra.get("layer"), str) else layer_of(name)
         scope = layer_of(name)
-        if scope != layer and not _RNN_CELL.match(scope):
-            # A nested model (a Sequential inside a Functional): its inner layers are the real layers.
-            layer = scope
+        wrapper = layer in layers and layers[layer].class_name in _WRAPPERS
+        nested = _nested_name(name, layer, info, layers)
+        if nested is not None:
+            # A nested model (a base model inside a Functional): its inner layers are the real layers, named
+            # by their path (`base/conv`), the way a PyTorch port nests modules.
+            name, layer, inner = nested
+            if layer not in layers:
+                layers[layer] = _nested_meta(layer, inner, layers, getattr(reader, "model_config", None))
+            moved.add(inner)
+        elif scope != layer and not _RNN_CELL.match(scope) and not wrapper and _is_model(layers.get(layer)):
+            layer = scope  # a nested model the reader could not split: its inner scopes are its layers
         dtype = info.dtype
         if dtype.startswith("float8"):
             dtype = "float32"  # read() widens float8 exactly; written as float32
@@ -185,6 +202,8 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
             skipped.append(st)
     _apply_ema(tensors, skipped, ema)
     _fold_rnn_layers(tensors)
+    for inner in moved - {t.layer for t in tensors.values()}:
+        layers.pop(inner, None)  # a nested layer the legacy reader listed by its inner name alone
     for t in tensors.values():
         if t.layer not in layers:
             layers[t.layer] = LayerMeta(t.layer, None)
@@ -203,6 +222,46 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         or any(_KERAS3_PATH.search(k) for k in object_keys),
         model_order=reader.format != "tf-bundle" or bool(object_keys),
     )
+
+
+_K3_NESTED = re.compile(r"^(.*/layers/[^/]+)/(.+)$")
+
+
+def _nested_name(name: str, layer: str, info: TensorInfo, layers: dict[str, LayerMeta]) -> tuple[str, str, str] | None:
+    """(canonical name, layer path, inner layer name) of a weight of a layer inside a nested model, or None.
+
+    Keras 3 files keep the path (`base/layers/conv/kernel`); legacy `.h5` files keep the inner layer's name
+    under the nested model's group (`model_weights/base/conv/kernel:0`)."""
+    m = _K3_NESTED.match(name)
+    if m and "/layers/" in name:
+        head, rest = m.group(1), m.group(2)
+        # An RNN cell or wrapper below the inner layer stays in the variable path (`lstm/lstm_cell/kernel`).
+        path = head.replace("/layers/", "/")
+        return f"{path}/{rest}", path, path.rsplit("/", 1)[-1]
+    h5_path = info.extra.get("h5_path")
+    if isinstance(h5_path, str):
+        parts = h5_path.strip("/").split("/")
+        parts = parts[1:] if parts and parts[0] == "model_weights" else parts
+        group = parts[0] if len(parts) > 2 else None
+        meta = layers.get(group or "")
+        if group and group != layer and meta is not None and meta.class_name in _MODEL_CLASSES:
+            return f"{group}/{name}", f"{group}/{layer}", layer
+    return None
+
+
+def _is_model(meta: LayerMeta | None) -> bool:
+    return meta is not None and meta.class_name in _MODEL_CLASSES
+
+
+def _nested_meta(path: str, inner: str, layers: dict[str, LayerMeta], model_config: Any) -> LayerMeta:
+    from ptools.checkpoint.keras.h5 import config_layers_by_name
+
+    known = layers.get(inner)
+    if known is not None and known.class_name is not None:
+        return LayerMeta(path, known.class_name, known.config, known.input_shape, config_name=inner)
+    lc = config_layers_by_name(model_config if isinstance(model_config, dict) else None).get(inner, {})
+    cfg = lc.get("config") if isinstance(lc.get("config"), dict) else {}
+    return LayerMeta(path, lc.get("class_name"), dict(cfg), config_name=inner)
 
 
 def _apply_ema(tensors: dict[str, SourceTensor], skipped: list[SourceTensor], ema: bool) -> None:
@@ -229,6 +288,17 @@ def _fold_rnn_layers(tensors: dict[str, SourceTensor]) -> None:
         if m and any(t.var == "recurrent_kernel" for t in ts):
             for t in ts:
                 t.layer = m.group(1)
+    # Bidirectional RNNs in TF2 checkpoints: `bilstm/forward_lstm` and `bilstm/backward_lstm` are one layer,
+    # `bilstm` (as in .h5 files), whose rule gives the backward weights torch's `_reverse` names.
+    halves: dict[str, set[str]] = {}
+    for t in tensors.values():
+        m = _DIRECTION_SCOPE.match(t.layer)
+        if m and t.var in ("kernel", "recurrent_kernel", "bias"):
+            halves.setdefault(m.group(1), set()).add(m.group(2))
+    for t in tensors.values():
+        m = _DIRECTION_SCOPE.match(t.layer)
+        if m and halves.get(m.group(1)) == {"forward", "backward"}:
+            t.layer = m.group(1)
 
 
 def _loader(reader: CheckpointReader, key: str) -> Callable[[], np.ndarray]:

@@ -131,3 +131,38 @@ class MetricsModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.d2(torch.relu(self.d1(x)))
+
+
+class Wrappers(nn.Module):
+    """wrappers*: Normalization -> Bidirectional(LSTM 4, sequences) -> TimeDistributed(Dense 3) -> SimpleRNN(2)
+    and Bidirectional(GRU 2, sum) -> Concatenate -> Dense(2); input (6, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("norm_mean", torch.zeros(3))
+        self.register_buffer("norm_variance", torch.ones(3))
+        self.bilstm = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+        self.td = nn.Linear(8, 3)
+        self.srnn = nn.RNN(3, 2, batch_first=True)
+        self.bigru = nn.GRU(3, 2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.norm_mean) / torch.clamp(self.norm_variance.sqrt(), min=1e-7)
+        x = self.td(self.bilstm(x)[0])
+        a = self.srnn(x)[0][:, -1]
+        h = self.bigru(x)[1]
+        return self.head(torch.cat([a, h[0] + h[1]], dim=-1))
+
+
+class Transfer(nn.Module):
+    """nested*: a base model (Conv 3->4 same, BN, ReLU) -> global average pooling -> Dense(3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = nn.ModuleDict({"b_conv": nn.Conv2d(3, 4, 3, padding="same"), "b_bn": nn.BatchNorm2d(4, eps=1e-3)})
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.base["b_bn"](self.base["b_conv"](x)))
+        return self.head(x.mean((2, 3)))

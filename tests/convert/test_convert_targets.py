@@ -130,3 +130,68 @@ def test_a_target_that_cannot_be_traced_leaves_the_flatten_order_open(runner, tm
     with torch.no_grad():
         got = m.eval()(torch.from_numpy(x)).numpy()
     assert np.abs(got - y).max() <= 1e-5
+
+
+def _sd_error(weights: Path, model: torch.nn.Module, x: np.ndarray, y: np.ndarray, nhwc: bool) -> float:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(weights), strict=True)
+    t = torch.from_numpy(np.moveaxis(x, -1, 1).copy() if nhwc else x)
+    with torch.no_grad():
+        return float(np.abs(model.eval()(t).numpy() - y).max())
+
+
+WRAPPERS = [
+    ("wrappers.keras", "wrappers_keras_io.npz"),
+    ("wrappers.weights.h5", "wrappers_keras_io.npz"),  # Keras 3 weights only: classes from group names
+    ("wrappers_tfk.h5", "wrappers_tfk_h5_io.npz"),
+    ("wrappers_tfk_weights.h5", "wrappers_tfk_h5_io.npz"),
+    ("wrappers_tfk_ckpt", "wrappers_tfk_h5_io.npz"),  # TF2 checkpoint: forward_/backward_ scopes folded
+]
+
+
+@pytest.mark.parametrize(("name", "io"), WRAPPERS)
+def test_weights_inside_wrappers_convert_without_a_target(runner, tmp_path: Path, name: str, io: str) -> None:
+    # Before: tf_keras Bidirectional wrote the backward LSTM under the forward names and dropped the forward
+    # one; Keras 3 wrote `vars.0` tensors untransposed; SimpleRNN's recurrent kernel was not transposed.
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    keys = {row["target"] for row in json.loads(r.stdout)["tensors"]}
+    assert {"bilstm.weight_ih_l0", "bilstm.weight_ih_l0_reverse", "td.weight", "norm_mean"} <= keys
+    data = np.load(FIX / "convert" / io)
+    assert _sd_error(out, ports.Wrappers(), data["x"], data["y"], nhwc=False) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["nested.keras", "nested_tfk.h5"])
+def test_a_nested_base_model_keeps_its_path_and_its_config(runner, tmp_path: Path, name: str) -> None:
+    # Before (Keras 3): `base.layers.b_bn.*` without the nested config, so BN's epsilon was "not recorded"
+    # and the conv kernel an open Conv-or-depthwise question (exit 1).
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    data = np.load(FIX / "convert" / (name.replace(".", "_") + "_io.npz"))
+    assert _sd_error(out, ports.Transfer(), data["x"], data["y"], nhwc=True) <= 1e-5
+    out2 = tmp_path / "w2.safetensors"
+    r = runner.invoke(
+        app, ["convert", str(FIX / "convert" / name), str(out2), "--model", "tests.convert.ports_convert:Transfer"]
+    )
+    assert r.exit_code == 0, r.output
+    assert _sd_error(out2, ports.Transfer(), data["x"], data["y"], nhwc=True) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["mha.keras", "mha_tfk.h5"])
+def test_weights_of_a_class_without_a_rule_are_not_guessed(runner, tmp_path: Path, name: str) -> None:
+    # Before: MultiHeadAttention's rank-3 kernels were permuted like Conv1D kernels, exit 0.
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--json"])
+    assert r.exit_code == 1 and not out.exists()
+    doc = json.loads(r.stdout)
+    open_ = {s for u in doc["undetermined"] for s in u["source"]}
+    assert any(s.startswith("mha/query/") for s in open_)  # kernel (tf_keras) or vars/0 (Keras 3)
+    assert all(u["kind"] == "unmapped" and "MultiHeadAttention" in u["why"] for u in doc["undetermined"])
+    assert not any("head" in s for s in open_)  # the Dense after it is converted as usual
+    rules = tmp_path / "skip.json"
+    rules.write_text(json.dumps({"rules": [{"pattern": "mha/.*", "skip": True}]}))
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--map", str(rules)])
+    assert r.exit_code == 0, r.output

@@ -51,6 +51,7 @@ VAR_NAMES: dict[str, list[str]] = {
     "GroupNormalization": ["gamma", "beta"],
     "Embedding": ["embeddings"],
     "PReLU": ["alpha"],
+    "Normalization": ["mean", "variance", "count"],
     "LSTMCell": ["kernel", "recurrent_kernel", "bias"],
     "GRUCell": ["kernel", "recurrent_kernel", "bias"],
     "SimpleRNNCell": ["kernel", "recurrent_kernel", "bias"],
@@ -65,7 +66,7 @@ def to_snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-_SNAKE_TO_CLASS = {to_snake_case(c): c for c in [*VAR_NAMES, *_RNN_LAYERS]}
+_SNAKE_TO_CLASS = {to_snake_case(c): c for c in [*VAR_NAMES, *_RNN_LAYERS, "Bidirectional", "TimeDistributed"]}
 
 
 @dataclass
@@ -436,10 +437,12 @@ class KerasReader(CheckpointReader):
                 continue
             sub_vars = child.get("vars")
             sub_name = _attr_str(sub_vars, "name") if sub_vars is not None else None
-            sub_cls = _RNN_CELLS.get(cls or "") if sub == "cell" else _snake_class(sub)
+            sub_cls, sub_cfg = _sub_layer(cls, cfg, sub)
+            if sub_cls is None and sub_name:  # no config: the `name` attribute (`lstm_cell`, `dense`) says it
+                sub_cls = _snake_class(sub_name)
             # Keep the legacy/TF naming for RNN cells (`lstm/lstm_cell/kernel`).
             sub_prefix = f"{prefix}/{sub_name or sub}"
-            self._index_v3_vars(child, lname, sub_cls, cfg, layer, prefix=sub_prefix)
+            self._index_v3_vars(child, lname, sub_cls, sub_cfg, layer, prefix=sub_prefix)
 
     # -- CheckpointReader ---------------------------------------------------------------------------
     def tensors(self) -> list[TensorInfo]:
@@ -769,6 +772,23 @@ def _first_offset(group: Any) -> int:
 
     group.visititems(visit)
     return min(offsets, default=2**62)
+
+
+def _sub_layer(cls: str | None, cfg: dict[str, Any], sub: str) -> tuple[str | None, dict[str, Any]]:
+    """Class and config of a Keras 3 sub-layer group: an RNN's `cell`, a Bidirectional's `forward_layer` /
+    `backward_layer`, a TimeDistributed's `layer` (named from the wrapper's config, so their variables get
+    their names instead of `vars/N`), else the class its snake_case group name says."""
+    if sub == "cell":
+        return _RNN_CELLS.get(cls or ""), cfg
+    inner: Any = None
+    if cls == "Bidirectional" and sub in ("forward_layer", "backward_layer"):
+        inner = (cfg.get("backward_layer") if sub == "backward_layer" else None) or cfg.get("layer")
+    elif cls == "TimeDistributed" and sub == "layer":
+        inner = cfg.get("layer")
+    if isinstance(inner, dict) and isinstance(inner.get("class_name"), str):
+        inner_cfg = inner.get("config")
+        return inner["class_name"], inner_cfg if isinstance(inner_cfg, dict) else {}
+    return _snake_class(sub), {}
 
 
 def _var_names(cls: str | None, cfg: dict[str, Any], count: int) -> list[str] | None:
