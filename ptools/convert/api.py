@@ -148,6 +148,12 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             choice = it.choice_for(t.shape)
             if choice is not None:
                 it.choose(choice, f"target shape {tuple(t.shape)}")
+            elif match.vector_fits(it, t.shape):
+                make, shape = it.make, tuple(t.shape)
+                it.make = lambda make=make, shape=shape: make().reshape(shape)
+                it.chunks = None
+                it.transform += f", reshape{shape}"
+                it.shape_after = shape
         p.targets = {id(it): t.key for it, t, _ in res.pairs}
         p.how = {id(it): h for it, t, h in res.pairs}
         p.unmatched_items, p.unfilled, p.mismatched, p.ambiguous = (

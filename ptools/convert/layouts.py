@@ -697,6 +697,16 @@ def _dense(
                     f"first Linear after Flatten of {tuple(pre)} (H,W,C): rows permuted to torch.flatten order of NCHW",
                 )
             )
+        elif pre is not None and len(pre) >= 2:
+            it = _kernel_item(prefix, k, meta.name)
+            it.undetermined = Undetermined(
+                "flatten",
+                f"the config says a Flatten of {tuple(pre)} feeds it, which is {int(np.prod(pre))} values, but the "
+                f"kernel has {k.shape[0]} rows: the (H, W, C) row order cannot be worked out",
+                '--model (traced), or a --map rule {"pattern": "' + k.key + '", "transform": "dense_after_flatten", '
+                '"flatten_shape": [H, W, C]}',
+            )
+            items.append(it)
         else:
             items.append(_kernel_item(prefix, k, meta.name))
     if "bias" in v:

@@ -168,7 +168,16 @@ def item_shape(it: Item) -> Any:
 
 
 def fits(it: Item, shape: tuple[int, ...]) -> bool:
-    return item_shape(it) == tuple(shape)
+    return item_shape(it) == tuple(shape) or vector_fits(it, shape)
+
+
+def vector_fits(it: Item, shape: tuple[int, ...]) -> bool:
+    """A vector (C,) and a target (1, C, 1, 1) (a per-channel buffer in the target's layout) are the same
+    values in the one possible order: the target's shape is taken by a reshape."""
+    mine = tuple(it.shape_after)
+    if it.undetermined is not None or tuple(shape) == mine or sum(d != 1 for d in mine) > 1:
+        return False
+    return [d for d in mine if d != 1] == [d for d in shape if d != 1] and len(shape) > 0
 
 
 def _group(objs: list[Any], key_of: Any) -> list[_Group]:

@@ -46,9 +46,11 @@ def _window(n: int | None, k: int, s: int, d: int, padding: str) -> int | None:
     if n is None:
         return None
     k_eff = (k - 1) * d + 1
-    if padding == "same":
+    if padding in ("same", "causal"):  # causal: (k - 1) * d zeros before, then VALID: ceil(n / s) too
         return math.ceil(n / s)
-    return (n - k_eff + s) // s  # valid
+    if padding != "valid":
+        return None
+    return (n - k_eff + s) // s
 
 
 def _transpose_len(n: int | None, k: int, s: int, d: int, padding: str, op: int | None) -> int | None:

@@ -204,9 +204,13 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
     _fold_rnn_layers(tensors)
     for inner in moved - {t.layer for t in tensors.values()}:
         layers.pop(inner, None)  # a nested layer the legacy reader listed by its inner name alone
+    config = getattr(reader, "model_config", None)
+    by_name = _config_by_name(config) if config and not layers else {}
     for t in tensors.values():
         if t.layer not in layers:
-            layers[t.layer] = LayerMeta(t.layer, None)
+            lc = by_name.get(t.layer, {})  # a SavedModel's keras_metadata: classes for the bundle's layers
+            cfg = lc.get("config") if isinstance(lc.get("config"), dict) else {}
+            layers[t.layer] = LayerMeta(t.layer, lc.get("class_name"), dict(cfg))
     ordered = _order_layers(layers, tensors)
     object_keys = [i.key for i in infos if _ATTRIBUTES.search(i.key)]
     version = str(getattr(reader, "keras_version", None) or "")
@@ -247,6 +251,12 @@ def _nested_name(name: str, layer: str, info: TensorInfo, layers: dict[str, Laye
         if group and group != layer and meta is not None and meta.class_name in _MODEL_CLASSES:
             return f"{group}/{name}", f"{group}/{layer}", layer
     return None
+
+
+def _config_by_name(config: Any) -> dict[str, dict[str, Any]]:
+    from ptools.checkpoint.keras.h5 import config_layers_by_name
+
+    return config_layers_by_name(config) if isinstance(config, dict) else {}
 
 
 def _is_model(meta: LayerMeta | None) -> bool:
@@ -356,4 +366,11 @@ def load_source(
         reader.verify = True  # TF bundles: check each tensor's CRC32C as it is read
     if reader.format in ("torch-zip", "torch-legacy", "safetensors"):
         raise PtoolsError(f"{path}: already a PyTorch checkpoint ({reader.format}); convert reads TF/Keras files")
+    folder = Path(path)
+    if reader.format == "tf-bundle" and folder.is_dir() and getattr(reader, "model_config", None) is None:
+        from ptools.checkpoint.keras.saved_model import keras_metadata
+
+        meta = keras_metadata(folder)  # a tf_keras SavedModel: its architecture settles layouts as a .h5's does
+        if meta is not None:
+            reader.model_config, reader.keras_version = meta  # type: ignore[attr-defined]
     return from_reader(reader, include_optimizer=include_optimizer, ema=ema)

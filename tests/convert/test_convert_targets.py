@@ -8,6 +8,7 @@ weights must reproduce Keras, whatever the file's config or a --map rule assumed
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,37 @@ def test_weights_of_a_class_without_a_rule_are_not_guessed(runner, tmp_path: Pat
     rules.write_text(json.dumps({"rules": [{"pattern": "mha/.*", "skip": True}]}))
     r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--map", str(rules)])
     assert r.exit_code == 0, r.output
+
+
+PORT_FILES = ["prep.keras", "prep_tfk.h5", "textnet_savedmodel", "xception_savedmodel", "seq2seq_tfk.h5", "misc.keras"]
+
+
+@pytest.mark.parametrize("name", PORT_FILES)
+def test_port_fixtures_convert_into_their_own_port(runner, tmp_path: Path, name: str) -> None:
+    # Normalization buffers (1, C, 1, 1) in the port take the file's (C,) vector by a reshape; a SavedModel's
+    # keras_metadata.pb gives convert the layer classes and settings (before: BN eps "not recorded").
+    from tests.port.test_fixtures import io_of, load_module, run_keras_layout
+
+    src = FIX / "port" / name
+    p = _port(src, tmp_path / "port")
+    out = tmp_path / "w.safetensors"
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--json"])
+    assert r.exit_code == 0, r.output
+    shutil.copy(out, tmp_path / "port" / "weights.safetensors")
+    model = load_module(tmp_path / "port", p.class_name)
+    xs, ys = io_of(name)
+    for got, want in zip(run_keras_layout(p, model, xs), ys, strict=True):
+        assert np.abs(got - want).max() <= 1e-5
+
+
+def test_a_saved_model_brings_its_keras_config() -> None:
+    from ptools.convert.api import ConvertOptions, plan
+
+    p = plan(FIX / "port" / "xception_savedmodel", ConvertOptions())
+    assert p.ok
+    assert (
+        p.source.layers["sep1_bn"].class_name == "BatchNormalization" and not p.source.layers["sep1_bn"].class_inferred
+    )
+    eps = {n.layer: n.value for n in p.notes if n.setting == "eps"}
+    assert eps["sep1_bn"] == pytest.approx(1e-5) and eps["stem_bn"] == pytest.approx(1e-3)
