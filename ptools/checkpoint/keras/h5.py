@@ -9,7 +9,6 @@ or the group name) and the class's documented variable order.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import signal
@@ -225,15 +224,33 @@ class KerasReader(CheckpointReader):
 
     def __init__(self, path: Path, *, probe: bool = True) -> None:
         super().__init__(path)
-        h5py = _require_h5py(path)
-        if probe:
-            probe_hdf5(path)
+        _require_h5py(path)
         self._zip: zipfile.ZipFile | None = None
+        self._h5: Any = None
         self.model_config: dict[str, Any] | None = None
         self.keras_version: str | None = None
+        self._file_size = _file_size(path)
+        self._datasets: dict[str, Any] = {}  # key -> h5py dataset (once the file is open here)
+        self._infos: list[TensorInfo] = []
+        self._layers: list[KerasLayer] = []
+        # key -> (file, byte offset, nbytes) of a contiguous, unfiltered dataset: read without HDF5
+        self._locations: dict[str, tuple[str, int, int] | None] = {}
+        self._container = "hdf5"
+        state = probe_hdf5(path) if probe else None
+        if state is not None:
+            self._restore(state)  # the child indexed the file: this process never parses its HDF5 structure
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        """Open the HDF5 structure here and index it (the probe child does this, or a platform without fork)."""
+        h5py = _require_h5py(self.path)
+        path = self.path
+        self._infos, self._layers, self._datasets = [], [], {}
         try:
             if zipfile.is_zipfile(path):
                 self._zip = zipfile.ZipFile(path)
+                self._container = "zip"
                 names = set(self._zip.namelist())
                 if "model.weights.h5" not in names:
                     hint = "saved with weights_format='npz'?" if "model.weights.npz" in names else None
@@ -245,6 +262,7 @@ class KerasReader(CheckpointReader):
                     version = meta.get("keras_version") if isinstance(meta, dict) else None
                     self.keras_version = version if isinstance(version, str) else None
                 weights = _weights_member(path, self._zip)  # size checked before anything is inflated
+                self._member = weights
                 _check_member_crc(path, self._zip, "model.weights.h5")
                 self._h5 = h5py.File(weights, "r")
                 self.format = "keras-v3"
@@ -262,7 +280,6 @@ class KerasReader(CheckpointReader):
         except Exception as e:  # noqa: BLE001 - h5py raises RuntimeError, KeyError, ... on damaged files
             self.close()
             raise PtoolsError(f"{path}: corrupt or unreadable Keras file ({oneline(e)})") from None
-        self._file_size = _file_size(path)
         try:
             from ptools.checkpoint.keras.hdf5_pickles import scan_hdf5
 
@@ -271,9 +288,6 @@ class KerasReader(CheckpointReader):
         except Exception as e:  # noqa: BLE001 - h5py raises anything on damaged metadata
             self.close()
             raise PtoolsError(f"{path}: corrupt or unreadable HDF5 file ({oneline(e)})") from None
-        self._datasets: dict[str, Any] = {}  # key -> h5py dataset
-        self._infos: list[TensorInfo] = []
-        self._layers: list[KerasLayer] = []
         try:
             self._index()
         except PtoolsError:
@@ -285,6 +299,101 @@ class KerasReader(CheckpointReader):
         except Exception as e:  # noqa: BLE001 - damaged HDF5 metadata surfaces as any h5py/json/type error
             self.close()
             raise PtoolsError(f"{path}: corrupt Keras file ({oneline(e)})") from None
+
+    # -- the probe child's index, handed to the parent ----------------------------------------------------
+    def _export(self) -> dict[str, Any]:
+        """Everything the index holds, as JSON, plus where each plain dataset's bytes lie in its file."""
+        base: int | None = 0
+        if self._zip is not None:
+            try:
+                base = _member_data_offset(self.path, self._zip, "model.weights.h5")
+            except PtoolsError:
+                base = None  # a deflated member: its bytes are not in the archive as they are
+        locations: dict[str, Any] = {}
+        for info in self._infos:
+            locations[info.key] = self._locate(info.key, base) if base is not None else None
+        return {
+            "format": self.format,
+            "container": self._container,
+            "model_config": self.model_config,
+            "keras_version": self.keras_version,
+            "infos": [[t.key, t.dtype, list(t.shape), t.nbytes, t.extra] for t in self._infos],
+            "layers": [
+                [
+                    k.name,
+                    k.class_name,
+                    k.config,
+                    k.weights,
+                    list(k.input_shape) if k.input_shape else None,
+                    k.variables,
+                    k.stored_as,
+                ]
+                for k in self._layers
+            ],
+            "locations": locations,
+            "pickles": [g.as_dict() for g in self.pickles.globals.values()] if self.pickles else [],
+            "pickle_notes": list(self.pickles.notes) if self.pickles else [],
+        }
+
+    def _locate(self, key: str, base: int) -> list[Any] | None:
+        """[file, offset, nbytes] of a dataset stored as one run of raw bytes (no chunks, no filters, a plain
+        numeric dtype), checked against what HDF5 reads for its first and last element; None otherwise."""
+        import numpy as np
+
+        ds = self._datasets[key]
+        try:
+            self._check_size(key, ds)
+            offset = ds.id.get_offset()
+            dt = ds.dtype
+            if offset is None or ds.chunks is not None or ds.compression or dt.kind not in "fiub" or dt.fields:
+                return None
+            nbytes = int(dt.itemsize) * int(ds.size)
+            file = (
+                str(self.path) if self._zip is not None or not isinstance(self._h5, _MergedGroup) else ds.file.filename
+            )
+            at = base + int(offset)
+            if nbytes == 0 or at + nbytes > _file_size(Path(file)):
+                return None
+            flat = np.asarray(ds[()]).reshape(-1) if ds.size <= 16 else None
+            with open(file, "rb") as f:
+                for i in (0, int(ds.size) - 1):
+                    f.seek(at + i * dt.itemsize)
+                    raw = np.frombuffer(f.read(dt.itemsize), dtype=dt)
+                    want = flat[i] if flat is not None else ds[np.unravel_index(i, ds.shape)]
+                    if raw.tobytes() != np.asarray(want, dtype=dt).tobytes():
+                        return None
+            return [file, at, nbytes, dt.str]
+        except Exception:  # noqa: BLE001 - anything unusual: the parent reads it through HDF5
+            return None
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.format = state["format"]
+        self._container = state["container"]
+        self.model_config = state["model_config"]
+        self.keras_version = state["keras_version"]
+        self._infos = [
+            TensorInfo(key=k, dtype=d, shape=tuple(sh), nbytes=n, extra=e) for k, d, sh, n, e in state["infos"]
+        ]
+        self._layers = [
+            KerasLayer(name, cls, cfg or {}, list(ws), tuple(ish) if ish else None, dict(vs), sa)
+            for name, cls, cfg, ws, ish, vs, sa in state["layers"]
+        ]
+        self._locations = {k: tuple(v) if v else None for k, v in state["locations"].items()}
+        from ptools.checkpoint.pickle.restricted import GlobalRef, ScanResult
+
+        self.pickles = ScanResult(notes=list(state["pickle_notes"]))
+        for g in state["pickles"]:
+            self.pickles.globals[(g["module"], g["name"])] = GlobalRef(**g)
+
+    def _dataset(self, key: str) -> Any:
+        """The h5py dataset of `key`, opening the file here the first time one is needed."""
+        if key not in self._datasets and self._h5 is None:
+            infos, layers = self._infos, self._layers
+            self._open()
+            self._infos, self._layers = infos, layers
+        if key not in self._datasets:
+            raise PtoolsError(f"{self.path}: no tensor {key!r}")
+        return self._datasets[key]
 
     # -- indexing ---------------------------------------------------------------------------------
     def _index(self) -> None:
@@ -462,7 +571,7 @@ class KerasReader(CheckpointReader):
         return self.pickle_globals()
 
     def metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"container": "zip" if self._zip else "hdf5"}
+        meta: dict[str, Any] = {"container": self._container}
         if self.keras_version:
             meta["keras_version"] = self.keras_version
         if self.model_config:
@@ -474,9 +583,12 @@ class KerasReader(CheckpointReader):
         """Stored values; bfloat16 datasets (attr dtype='bfloat16') come back as their uint16 bits."""
         import numpy as np
 
-        if key not in self._datasets:
+        loc = self._locations.get(key)
+        if loc is not None:
+            return self._read_located(key, loc)
+        if key not in self._datasets and not any(t.key == key for t in self._infos):
             raise PtoolsError(f"{self.path}: no tensor {key!r}")
-        ds = self._datasets[key]
+        ds = self._dataset(key)
         self._check_size(key, ds)
         try:
             arr = np.asarray(ds[()])
@@ -492,6 +604,27 @@ class KerasReader(CheckpointReader):
                 )
             return arr.view(np.uint16), "bfloat16"
         return arr, str(arr.dtype)
+
+    def _read_located(self, key: str, loc: tuple[Any, ...]) -> tuple[np.ndarray, str]:
+        import numpy as np
+
+        file, offset, nbytes, dtype = loc
+        info = next(t for t in self._infos if t.key == key)
+        arr = np.empty(nbytes, dtype=np.uint8)
+        try:
+            with open(file, "rb", buffering=0) as f:
+                f.seek(offset)
+                got = f.readinto(memoryview(arr))
+        except OSError as e:
+            raise PtoolsError(f"{self.path}: cannot read {key} ({oneline(e)})") from None
+        if got != nbytes:
+            raise PtoolsError(f"{self.path}: cannot read {key} (the file ends inside it)")
+        values = arr.view(np.dtype(dtype)).reshape(info.shape)
+        if info.dtype == "bfloat16":
+            return values.view(np.uint16), "bfloat16"
+        if values.dtype.byteorder == ">":
+            values = values.astype(values.dtype.newbyteorder("="))
+        return values, str(values.dtype)
 
     def _check_size(self, key: str, ds: Any) -> None:
         """Refuse, before reading, a dataset the file cannot really hold: HDF5 can declare any shape and
@@ -525,68 +658,122 @@ class KerasReader(CheckpointReader):
                 h5.close()
             except Exception:  # noqa: BLE001 - closing a half-open file must not mask the real error
                 pass
-        if self._zip is not None:
+            self._h5 = None
+        if getattr(self, "_zip", None) is not None:
             self._zip.close()
+            self._zip = None
+        member = getattr(self, "_member", None)
+        if member is not None:
+            member.close()
+            self._member = None
 
 
-PROBE_SECONDS = 10.0  # CPU seconds; the promise is 15 s a command; a real file indexes in well under a second
-PROBE_WALL_FACTOR = 12  # wall-clock cap, as a multiple: a busy machine stretches CPU time, a stall burns none
+PROBE_SECONDS = 10.0  # CPU seconds: a real file indexes in well under one; an endless HDF5 loop burns them
+PROBE_WALL_SECONDS = 300.0  # a backstop for a child that hangs without using CPU (a stalled disk)
 PROBE_READ_BYTES = 64 * MIB  # below this, the probe also reads every tensor once
+MAX_INDEX_BYTES = 512 * MIB  # the child's index (JSON): far above any real model's
 
 
-def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> None:
-    """Index (and, when small, read) the file once in a forked child before this process touches it.
+def probe_hdf5(path: Path, timeout: float = PROBE_SECONDS) -> dict[str, Any] | None:
+    """Index (and, when small, read) the file in a forked child before this process touches it; return
+    the child's index, so the parent need not parse the HDF5 structure again (None: read it here).
 
     A damaged HDF5 file can make the C library loop forever or crash, and h5py holds the GIL while it
-    does: no thread or signal handler of this process could stop it. The child can be killed; then
-    the file is refused on one line. The limit is the child's CPU time (RLIMIT_CPU), so a loaded machine
-    does not turn a sound file into a refusal; a generous wall-clock cap catches a child that stalls
-    without computing. On platforms without fork the file is read directly.
+    does: no thread or signal handler of this process could stop it. The child runs under a CPU-time
+    limit (`timeout` seconds of CPU, so a busy machine does not make a sound file look like a loop) and
+    can be killed; then the file is refused on one line. On platforms without fork the file is read
+    directly. The child also finds where each plain dataset's bytes lie, so tensors are read with one
+    `readinto` each instead of through HDF5 (and, in a `.keras`, through zipfile).
     """
     if not hasattr(os, "fork"):
-        return
-    cpu_seconds = max(1, math.ceil(timeout))
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            try:
-                import resource
+        return None
+    import resource
+    import tempfile
 
-                resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-            except (ImportError, ValueError, OSError):
-                pass  # the parent's wall-clock cap still holds
-            with KerasReader(path, probe=False) as reader:
-                if sum(t.nbytes for t in reader.tensors()) <= PROBE_READ_BYTES:
-                    for t in reader.tensors():
-                        reader.read_raw(t.key)
-        except BaseException:  # noqa: BLE001 - errors are the parent's to report: it meets them again
+    fd, out = tempfile.mkstemp(prefix="ptools-h5-index-")
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                cpu = max(1, int(-(-timeout // 1)))
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                with KerasReader(path, probe=False) as reader:
+                    state = reader._export()
+                    # What the parent will read through HDF5 is read here first, where a loop can be cut.
+                    through_hdf5 = [t for t in reader.tensors() if state["locations"].get(t.key) is None]
+                    if sum(t.nbytes for t in through_hdf5) <= PROBE_READ_BYTES:
+                        for t in through_hdf5:
+                            reader.read_raw(t.key)
+                    data = json.dumps(state).encode()
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except BaseException:  # noqa: BLE001 - errors are the parent's to report: it meets them again
+                pass
+            os._exit(0)
+        os.close(fd)
+        status = _wait(pid, path, timeout)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig in (signal.SIGXCPU, signal.SIGKILL):
+                raise PtoolsError(
+                    f"{path}: its HDF5 structure could not be read in {timeout:g} s of CPU time (a damaged file "
+                    "sends the HDF5 library into an endless loop)",
+                    hint="the file is corrupt; re-export it",
+                )
+            raise PtoolsError(
+                f"{path}: the HDF5 library crashed reading this file (signal {sig})",
+                hint="the file is corrupt; re-export it",
+            )
+        size = os.path.getsize(out)
+        if size == 0 or size > MAX_INDEX_BYTES:
+            return None  # the child met an error: this process meets it again and reports it
+        try:
+            state = json.loads(Path(out).read_bytes())
+        except ValueError:
+            return None
+        return state if isinstance(state, dict) else None
+    finally:
+        try:
+            os.unlink(out)
+        except OSError:
             pass
-        os._exit(0)
-    looping = PtoolsError(
-        f"{path}: its HDF5 structure could not be read in {timeout:g} s of CPU time (a damaged file sends the "
-        "HDF5 library into an endless loop)",
-        hint="the file is corrupt; re-export it",
-    )
-    deadline = time.monotonic() + timeout * PROBE_WALL_FACTOR
+
+
+def _wait(pid: int, path: Path, timeout: float) -> int:
+    """The child's exit status; it is killed past the wall-clock backstop."""
+    deadline = time.monotonic() + max(PROBE_WALL_SECONDS, 10 * timeout)
+    delay = 0.001
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            break
+            return status
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise looping
-        time.sleep(0.005)
-    if os.WIFSIGNALED(status):
-        if os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
-            raise looping
-        raise PtoolsError(
-            f"{path}: the HDF5 library crashed reading this file (signal {os.WTERMSIG(status)})",
-            hint="the file is corrupt; re-export it",
-        )
+            raise PtoolsError(
+                f"{path}: its HDF5 structure could not be read in {max(PROBE_WALL_SECONDS, 10 * timeout):g} s "
+                "(the reading process stalled)",
+                hint="the file is corrupt or its storage does not answer",
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _member_data_offset(path: Path, zf: zipfile.ZipFile, name: str) -> int:
+    """Where a stored zip member's bytes start in the archive (after its local header)."""
+    import struct
+
+    info = zf.getinfo(name)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+    if len(head) != 30 or head[:4] != b"PK\x03\x04" or info.compress_type != zipfile.ZIP_STORED:
+        raise PtoolsError(f"{path}: {name} has no stored local header")
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    return info.header_offset + 30 + name_len + extra_len
 
 
 def _file_size(path: Path) -> int:
@@ -627,7 +814,7 @@ def _weights_member(path: Path, zf: zipfile.ZipFile) -> Any:
 
     info = zf.getinfo("model.weights.h5")
     if info.compress_type == zipfile.ZIP_STORED:
-        return zf.open(info)
+        return _MemberView(path, _member_data_offset(path, zf, "model.weights.h5"), info.file_size)
     limit = max(4 * _file_size(path), 512 * MIB)
     if info.file_size > limit:
         raise PtoolsError(
@@ -641,16 +828,74 @@ def _weights_member(path: Path, zf: zipfile.ZipFile) -> Any:
     return io.BytesIO(data)
 
 
+class _MemberView:
+    """A stored zip member as a seekable binary file, read straight from the archive.
+
+    zipfile's own member file updates a CRC on every read and, before Python 3.12, answers a backward
+    seek by reading again from the member's start; h5py seeks back and forth, which made indexing a
+    100 MB `.keras` take seconds. The CRC is checked once, separately (_check_member_crc)."""
+
+    def __init__(self, path: Path, start: int, size: int) -> None:
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close(), which h5py calls
+        self._start, self._size, self._pos = start, size, 0
+        if start + size > _file_size(path):
+            self._f.close()
+            raise PtoolsError(f"{path}: model.weights.h5 runs past the end of the archive")
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        data = os.pread(self._f.fileno(), n, self._start + self._pos)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(memoryview(buf).cast("B")))
+        memoryview(buf).cast("B")[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+
 def _check_member_crc(path: Path, zf: zipfile.ZipFile, name: str) -> None:
     """h5py reads the member at random offsets, so zipfile never gets to check its CRC: do it once, streaming."""
     import zlib
 
     info = zf.getinfo(name)
     crc = 0
-    with zf.open(info) as f:
-        f._expected_crc = None  # type: ignore[attr-defined]  # we compare ourselves, with a clear message
-        while chunk := f.read(1 << 20):
-            crc = zlib.crc32(chunk, crc)
+    if info.compress_type == zipfile.ZIP_STORED:  # one pass over the raw bytes (zipfile would CRC them twice)
+        view = _MemberView(path, _member_data_offset(path, zf, name), info.file_size)
+        try:
+            while chunk := view.read(8 << 20):
+                crc = zlib.crc32(chunk, crc)
+        finally:
+            view.close()
+    else:
+        with zf.open(info) as f:
+            f._expected_crc = None  # type: ignore[attr-defined]  # we compare ourselves, with a clear message
+            while chunk := f.read(1 << 20):
+                crc = zlib.crc32(chunk, crc)
     if crc != info.CRC:
         raise PtoolsError(
             f"{path}: {name} is corrupt (zip CRC-32 {crc:08x}, expected {info.CRC:08x})",
