@@ -159,3 +159,56 @@ def test_nested_model_layers_become_their_own_layers(tmp_path: Path) -> None:
             g.create_dataset(n.decode(), data=np.ones(shape, np.float32))
     keys = {t.key: t.shape for t in plan(p, ConvertOptions()).out_tensors()}
     assert keys == {"c1.weight": (2, 2, 3, 3), "c1.bias": (2,), "c2.weight": (2, 2, 3, 3), "c2.bias": (2,)}
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+READ_ALIKE = [
+    KERAS / "k3_model.keras",
+    KERAS / "k3.weights.h5",
+    KERAS / "k3_sharded.weights.json",
+    KERAS / "legacy_model.h5",
+    FIXTURES / "port" / "textnet_tfk.h5",
+    FIXTURES / "port" / "xception_k20.h5",
+    FIXTURES / "convert" / "wrappers.keras",
+]
+
+
+@pytest.mark.parametrize("path", READ_ALIKE, ids=lambda p: p.name)
+def test_the_probe_childs_index_reads_what_hdf5_reads(path: Path) -> None:
+    # The parent takes the forked child's index and reads plain datasets at the byte offsets it found,
+    # without parsing the HDF5 structure itself: names, layers and every value as h5py gives them.
+    with KerasReader(path, probe=False) as direct, KerasReader(path) as probed:
+        assert [(t.key, t.dtype, t.shape) for t in probed.tensors()] == [
+            (t.key, t.dtype, t.shape) for t in direct.tensors()
+        ]
+        assert [(k.name, k.class_name, k.variables) for k in probed.layers()] == [
+            (k.name, k.class_name, k.variables) for k in direct.layers()
+        ]
+        assert probed.model_config == direct.model_config and probed.metadata() == direct.metadata()
+        for t in direct.tensors():
+            a, b = probed.read_raw(t.key), direct.read_raw(t.key)
+            assert a[1] == b[1] and a[0].dtype == b[0].dtype and np.array_equal(a[0], b[0])
+        assert probed._h5 is None  # no HDF5 parsing in this process
+        assert all(probed._locations.values())
+
+
+def test_a_dataset_the_child_cannot_place_is_read_through_hdf5(tmp_path: Path) -> None:
+    p = tmp_path / "c.weights.h5"
+    with h5py.File(p, "w") as f:
+        f.create_group("layers/dense/vars").create_dataset("0", data=np.arange(12, dtype=">f4").reshape(3, 4))
+        f["layers/dense/vars"].create_dataset("1", data=np.arange(4.0, dtype="f4"), chunks=(2,), compression="gzip")
+    with KerasReader(p) as r:
+        assert r._locations["dense/kernel"] is not None and r._locations["dense/bias"] is None
+        np.testing.assert_array_equal(r.read("dense/kernel"), np.arange(12).reshape(3, 4))  # big-endian, by offset
+        np.testing.assert_array_equal(r.read("dense/bias"), np.arange(4.0))  # chunked + gzip: through h5py
+        assert r.read("dense/kernel").dtype == np.float32
+
+
+def test_a_damaged_keras_member_fails_its_crc(tmp_path: Path) -> None:
+    data = bytearray((KERAS / "k3_model.keras").read_bytes())
+    with zipfile.ZipFile(KERAS / "k3_model.keras") as z:
+        info = z.getinfo("model.weights.h5")
+    data[info.header_offset + 200] ^= 0xFF  # inside the stored member's bytes
+    (tmp_path / "bad.keras").write_bytes(data)
+    with pytest.raises(PtoolsError, match=r"bad\.keras: model\.weights\.h5 is corrupt \(zip CRC-32"):
+        KerasReader(tmp_path / "bad.keras")
