@@ -99,9 +99,14 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
     # Layer configs come from the file: a damaged or hand-edited one must end in one line naming it.
     with config_errors(canon.path):
         recorded = {m.config_key: m.input_shape for m in canon.layers.values()}
-        by_config = shapes.flatten_shapes(canon.model_config, recorded)
+        by_config = shapes.flatten_segments(canon.model_config, recorded)
         # keyed by the canonical layer (a nested model's inner layers are `base/dense`, `dense` in the config)
-        flat = {name: by_config[m.config_key] for name, m in canon.layers.items() if m.config_key in by_config}
+        segments = {name: by_config[m.config_key] for name, m in canon.layers.items() if m.config_key in by_config}
+        flat = {
+            name: s[0][0] for name, s in segments.items() if isinstance(s, list) and len(s) == 1 and s[0][0] is not None
+        }
+        multi = {name: s for name, s in segments.items() if isinstance(s, list) and name not in flat}
+        unknown = {name for name, s in segments.items() if s == shapes.UNKNOWN}
         flat_source = {layer: "config" for layer in flat}
         for r in rules:
             if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names
@@ -119,17 +124,39 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
                     layouts.copy_item(_heuristic_prefix(layer), rel.replace("/", "."), t) for rel, t in vars_.items()
                 ]
                 continue
-            lopts = LayerOptions(flatten_shape=flat.get(layer), forget_bias=opts.forget_bias, keras3=canon.keras3)
+            per_feature = meta.class_name in shapes.PER_FEATURE
+            lopts = LayerOptions(
+                flatten_shape=None if per_feature else flat.get(layer),
+                flatten_segments=None if per_feature else multi.get(layer),  # type: ignore[arg-type]
+                forget_bias=opts.forget_bias,
+                keras3=canon.keras3,
+            )
             its, ns = layouts.convert_layer(meta, vars_, _heuristic_prefix(layer), lopts)
+            if per_feature and (layer in flat or layer in multi):
+                seg_opts = LayerOptions(flatten_shape=flat.get(layer), flatten_segments=multi.get(layer))  # type: ignore[arg-type]
+                ns += layouts.feature_items(its, seg_opts, layer)
+                for it in its:
+                    if it.flatten_source is not None:
+                        it.flatten_shape = tuple(flat[layer]) if layer in flat else None
+                        it.decided_by = "config"
+            elif per_feature and layer in unknown:
+                for it in its:
+                    if len(it.shape_after) == 1 and not it.synthetic:
+                        it.undetermined = layouts.Undetermined(
+                            "flatten",
+                            f"the config says a Flatten feeds `{layer}` ({meta.class_name}) but not the shape it "
+                            "flattens, so the (H, W, C) order of its per-feature weights is unknown",
+                            "--model (traced), or a --map rule with a transform for it",
+                        )
             for it in its:
                 if it.transform.startswith("dense_after_flatten"):
-                    it.flatten_source = flat_source.get(layer)
-                    it.decided_by = flat_source.get(layer)
-                    it.flatten_shape = tuple(flat[layer])
+                    it.flatten_source = flat_source.get(layer, "config")
+                    it.decided_by = it.flatten_source
+                    it.flatten_shape = tuple(flat[layer]) if layer in flat else None
             items += its
             notes += ns
         notes = _with_config_settings(notes, canon)
-        questions.mark_flatten_questions(items, canon, set(flat))
+        questions.mark_flatten_questions(items, canon, set(flat) | set(multi), unknown)
     targets, how, fixed = _apply_rules(items, rules)
     p = Plan(canon, items, targets, how, notes, canon.skipped, rule_skipped)
     if opts.model or opts.template:

@@ -183,6 +183,23 @@ def dense_after_flatten(k: np.ndarray, pre_shape: tuple[int, ...]) -> np.ndarray
     return np.ascontiguousarray(r.reshape(-1, out).T)
 
 
+def nchw_feature_order(segments: list[tuple[tuple[int, ...] | None, int]]) -> np.ndarray:
+    """For each feature u of a vector torch assembles from NCHW flattens (and plain parts), in order, the index
+    of the same feature in TF's vector, whose map parts are flattened (H, W, C)."""
+    perm: list[np.ndarray] = []
+    start = 0
+    for shape, n in segments:
+        u = np.arange(n, dtype=np.int64)
+        if shape is not None and len(shape) >= 2:
+            c = int(shape[-1])
+            hw = n // c
+            perm.append(start + (u % hw) * c + u // hw)  # torch's c*HW + s is TF's s*C + c
+        else:
+            perm.append(start + u)
+        start += n
+    return np.concatenate(perm) if perm else np.zeros(0, np.int64)
+
+
 def dense_rows(k: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """A Dense kernel (n_in, out) for an nn.Linear whose j-th input must get Keras row `rows[j]`
     (ptools.convert.trace.keras_rows works them out from the traced target)."""
@@ -250,6 +267,7 @@ class Item:
     decided_by: str | None = None  # what settled a layout question: "config", "target shape", "--model trace"
     flatten_source: str | None = None  # "config" | "rule": a Dense permuted for a Flatten, and who said so
     flatten_shape: tuple[int, ...] | None = None  # the Keras (..., C) shape that Flatten flattened, when known
+    flatten_segments: list[Any] | None = None  # several parts ([(shape | None, n)]): a Concatenate, or per-feature
 
     def choose(self, choice: Choice, decided_by: str) -> None:
         """Settle an undetermined layout with one of its choices."""
@@ -392,6 +410,9 @@ def infer_class(layer: str, vars_: dict[str, SourceTensor]) -> str | None:
 @dataclass
 class LayerOptions:
     flatten_shape: tuple[int, ...] | None = None  # pre-Flatten (H, W, C) for the first Dense after a Flatten
+    # a vector input made of Flatten outputs and other parts ([(pre-Flatten shape | None, length)]), when the
+    # layer is a Dense fed by a Concatenate, or a per-feature layer (BatchNorm, LayerNorm, PReLU) on the way
+    flatten_segments: list[tuple[tuple[int, ...] | None, int]] | None = None
     forget_bias: float = 1.0  # TF1 LSTMCell forget_bias (a runtime constant, not stored)
     keras3: bool = False  # written by Keras 3, where Conv and DepthwiseConv2D kernels are both `kernel`
 
@@ -697,6 +718,30 @@ def _dense(
                     f"first Linear after Flatten of {tuple(pre)} (H,W,C): rows permuted to torch.flatten order of NCHW",
                 )
             )
+        elif opts.flatten_segments and sum(n for _, n in opts.flatten_segments) == k.shape[0]:
+            segs = opts.flatten_segments
+            rows = nchw_feature_order(segs)
+            parts = " + ".join(f"{tuple(sh)}" if sh else f"{n}" for sh, n in segs)
+            it = _item(
+                prefix,
+                "weight",
+                k,
+                lambda a, rows=rows: dense_rows(a, rows),
+                f"dense_after_flatten segments [{parts}]: rows of each flattened (H,W,C) part NHWC->NCHW, transpose",
+                (k.shape[1], k.shape[0]),
+                meta.name,
+            )
+            it.flatten_segments = segs
+            items.append(it)
+            notes.append(
+                Note(
+                    meta.name,
+                    "flatten",
+                    [[list(sh) if sh else None, n] for sh, n in segs],
+                    f"first Linear after a Concatenate of Flattens [{parts}]: each part's rows in torch.flatten order "
+                    "of NCHW",
+                )
+            )
         elif pre is not None and len(pre) >= 2:
             it = _kernel_item(prefix, k, meta.name)
             it.undetermined = Undetermined(
@@ -713,6 +758,34 @@ def _dense(
         items.append(_item(prefix, "bias", v["bias"], _copy, "copy", v["bias"].shape, meta.name))
     notes += _settings_notes(meta, "Linear")
     return items + _leftovers(meta, v, prefix, {"kernel", "bias"}), notes
+
+
+def feature_items(items: list[Item], opts: LayerOptions, layer: str) -> list[Note]:
+    """A per-feature layer (BatchNorm, LayerNorm, PReLU, Normalization) on a vector of Flatten outputs: its
+    vectors are in TF's (H, W, C) feature order; reorder them as torch.flatten of NCHW gives the features."""
+    segs = opts.flatten_segments
+    if not segs and opts.flatten_shape:
+        segs = [(opts.flatten_shape, int(np.prod(opts.flatten_shape)))]
+    if not segs:
+        return []
+    n = sum(m for _, m in segs)
+    perm = nchw_feature_order(segs)
+    done = False
+    for it in items:
+        if tuple(it.shape_after) != (n,) or it.undetermined is not None or it.synthetic:
+            continue
+        make = it.make
+        it.make = lambda make=make, perm=perm: np.ascontiguousarray(make()[perm])
+        it.chunks = None
+        it.transform += ", features NHWC->NCHW (after Flatten)"
+        it.flatten_source, it.flatten_segments = "config", segs
+        done = True
+    if not done:
+        return []
+    parts = " + ".join(f"{tuple(sh)}" if sh else f"{m}" for sh, m in segs)
+    return [
+        Note(layer, "flatten", parts, f"per-feature weights of Flatten [{parts}] put in torch.flatten order of NCHW")
+    ]
 
 
 def _norm(

@@ -52,7 +52,9 @@ def _layer_outputs(items: list[Item], canon: Canonical) -> dict[str, tuple[str, 
             out[layer] = ("dense", {k.shape_before[1]})
         elif any(i.role == "weight_hh_l0" for i in its):  # an RNN: its output has `units` features
             hh = next(i for i in its if i.role == "weight_hh_l0")
-            out[layer] = ("dense", {hh.shape_after[1]})
+            units = hh.shape_after[1]
+            both = any(i.role == "weight_hh_l0_reverse" for i in its)  # Bidirectional: concat or merged
+            out[layer] = ("dense", {units, 2 * units} if both else {units})
         elif cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization") and its:
             out[layer] = ("norm", {its[0].shape_after[0]} if its[0].shape_after else set())
         else:
@@ -82,6 +84,58 @@ def _feeding_conv(layer: str, n_in: int, order: list[str], outs: dict[str, tuple
     return None
 
 
+def _mark_per_feature(
+    items: list[Item], canon: Canonical, order: list[str], outs: dict[str, tuple[str, set[int]]], keras_order: bool
+) -> None:
+    """Weights only: a BatchNorm/LayerNorm/PReLU whose vectors have n values that no layer before it outputs
+    may sit on a Flatten of a map, where its per-feature values are in TF's (H, W, C) order."""
+    by_layer: dict[str, list[Item]] = {}
+    for it in items:
+        by_layer.setdefault(it.layer, []).append(it)
+    for layer, its in by_layer.items():
+        meta = canon.layers.get(layer)
+        cls = meta.class_name if meta is not None else None
+        if cls not in ("BatchNormalization", "LayerNormalization", "PReLU"):
+            continue
+        vecs = [i for i in its if len(i.shape_after) == 1 and not i.synthetic and i.undetermined is None]
+        if not vecs:
+            continue
+        n = vecs[0].shape_after[0]
+        if not _composite(n) or (_chained(layer, n, order, outs) if keras_order else _any_output(n, outs)):
+            continue
+        for i in vecs:
+            i.undetermined = Undetermined(
+                "flatten",
+                f"`{layer}` ({cls}) holds {n} values per vector and no layer before it in this file outputs {n} "
+                "features: they may belong to a Flatten of a map, in TF's (H, W, C) order, which torch's NCHW "
+                "flatten does not keep, and the file has no model config to say which",
+                "--model (traced, with --input-size CxHxW unless it has an example_input_array), or a --map rule "
+                f'{{"pattern": "{i.sources[0]}", "transform": "copy"}} when no Flatten feeds it',
+                rule=f'{{"pattern": "{i.sources[0]}", "transform": "copy"}}',
+            )
+
+
+def _chained(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str, set[int]]]) -> bool:
+    """The nearest earlier weighted layer (norms skipped) outputs exactly n_in features: a Dense -> Dense
+    chain, or a conv map pooled to its channels; no Flatten of a map with C > 1 and H*W > 1 sits between."""
+    before = list(reversed(order[: order.index(layer)])) if layer in order else []
+    nearest = next((p for p in before if outs.get(p, ("other", set()))[0] in ("dense", "conv", "other")), None)
+    if nearest is None:
+        return False
+    kind, chans = outs[nearest]
+    return kind in ("dense", "conv") and n_in in chans
+
+
+def _any_output(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> bool:
+    """Name-sorted files: some Dense, RNN or conv in the file outputs exactly n_in features."""
+    return any(kind in ("dense", "conv") and n_in in chans for kind, chans in outs.values())
+
+
+def _composite(n: int) -> bool:
+    """n features can be a flattened map with C > 1 channels and H*W > 1 positions (whose order matters)."""
+    return n >= 4 and any(n % d == 0 for d in range(2, int(n**0.5) + 1))
+
+
 def _any_conv(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> Any:
     """Name-sorted files (TF1 Saver): model order is unknown, so any conv map that could be flattened counts,
     unless some Dense produces exactly n_in values."""
@@ -95,7 +149,9 @@ def _any_conv(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> Any:
     return None
 
 
-def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[str]) -> None:
+def mark_flatten_questions(
+    items: list[Item], canon: Canonical, flattened: set[str], unknown: set[str] | None = None
+) -> None:
     """Set `undetermined` on every Dense kernel whose row order the file does not settle."""
     from ptools.checkpoint.keras.h5 import config_layers_by_name
 
@@ -103,6 +159,10 @@ def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[s
     after_flatten = shapes.dense_after_flatten(canon.model_config)
     outs = _layer_outputs(items, canon)
     order = list(canon.layers)
+    # Keras weight files list layers in model order; TF checkpoints only roughly (by object-graph keys).
+    keras_order = canon.model_order and canon.format != "tf-bundle"
+    if not in_config:
+        _mark_per_feature(items, canon, order, outs, keras_order)
     for it in items:
         meta = canon.layers.get(it.layer)
         if meta is None or not _is_dense_kernel(it, meta.class_name) or it.layer in flattened:
@@ -117,7 +177,7 @@ def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[s
             f"model has an example_input_array), or a --map rule {rule}"
         )
         if meta.config_key in in_config:
-            flat = after_flatten.get(meta.config_key)
+            flat = after_flatten.get(meta.config_key) or ("a Flatten" if it.layer in (unknown or set()) else None)
             if flat is not None:  # the config says a Flatten feeds it but not the size of what it flattens
                 it.undetermined = Undetermined(
                     "flatten",
@@ -127,8 +187,19 @@ def mark_flatten_questions(items: list[Item], canon: Canonical, flattened: set[s
                     rule=rule,
                 )
             continue
+        if _chained(it.layer, n_in, order, outs) if keras_order else _any_output(n_in, outs):
+            continue
         found = _feeding_conv(it.layer, n_in, order, outs) if canon.model_order else _any_conv(n_in, outs)
         if found is None:
+            if _composite(n_in):
+                it.undetermined = Undetermined(
+                    "flatten",
+                    f"no layer before it in this file outputs its {n_in} inputs, so they may be a Flatten of a map "
+                    "(the model input, or the output of a layer without weights): TF orders those (H, W, C) and "
+                    "nn.Linear after torch.flatten needs (C, H, W), and the file has no model config to say which",
+                    settle,
+                    rule=rule,
+                )
             continue
         conv, c = found
         where = "before it" if canon.model_order else "in this file (TF1 files do not keep model order)"
@@ -163,17 +234,18 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
     if not asks:
         return
     example = trace.example_input(p.model, input_size)
-    feeds: dict[str, trace.LinearFeed] | None = None
+    runs: list[dict[str, trace.LinearFeed]] = []
     if example is not None:
-        feeds = trace.trace_linear_inputs(p.model, example)
+        runs.append(trace.trace_linear_inputs(p.model, example))
     else:
+        # The Keras config's input shapes, in each layout the target might take (a sequence may be (N, C, L)
+        # or (N, L, C)): every one it runs on is traced, and they must agree.
         for candidate in trace.config_examples(p.source.model_config):
             try:
-                feeds = trace.trace_linear_inputs(p.model, candidate)
-                break
+                runs.append(trace.trace_linear_inputs(p.model, candidate))
             except PtoolsError:
                 continue
-    if feeds is None:
+    if not runs:
         for it in asks:
             _open_flatten_question(
                 it,
@@ -183,51 +255,91 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
         return
     for it in asks:
         key = p.targets.get(id(it), "")
-        module = key.rsplit(".", 1)[0] if key.endswith(".weight") else None
-        feed = feeds.get(module or "")
-        n_in, n_out = it.shape_before
-        if feed is None or feed.in_features != n_in:
-            _open_flatten_question(it, f"the traced --model does not call `{module or key}` as an nn.Linear")
+        module = key.rsplit(".", 1)[0] if "." in key else None
+        verdicts = [_traced_rows(it, feeds.get(module or ""), module or key) for feeds in runs]
+        first = verdicts[0]
+        if any(not _same(v, first) for v in verdicts[1:]):
+            _open_flatten_question(
+                it,
+                "the target runs on the config's input shape both channels-first and channels-last, and the two "
+                "traces disagree on what feeds it (give --input-size)",
+            )
             continue
-        if not feed.flattened_map:
-            if it.undetermined is not None or it.flatten_source == "config":
-                if it.flatten_source == "config":
-                    _open_flatten_question(
-                        it,
-                        f"the config says a Flatten feeds it, but the traced --model feeds `{module}` a tensor the "
-                        "trace cannot follow back to a map",
-                    )
-                    continue
-                it.undetermined = None  # the Linear is fed a vector: a plain transpose is right
-                it.decided_by = "--model trace"
-            continue
+        kind, value, origin = first
+        if kind == "open":
+            _open_flatten_question(it, value)
+        elif kind == "vector":
+            it.undetermined = None  # the Linear is fed a vector: a plain transpose is right
+            it.decided_by = "--model trace"
+        elif kind == "rows":
+            _apply_rows(it, value, module, origin)
+
+
+def _same(a: tuple[str, Any, str], b: tuple[str, Any, str]) -> bool:
+    if a[0] != b[0]:
+        return False
+    return bool(np.array_equal(a[1], b[1])) if a[0] == "rows" else a[1] == b[1]
+
+
+def _traced_rows(it: Item, feed: Any, module: str) -> tuple[str, Any, str]:
+    """("rows", Keras row per input, origin) | ("vector", None, "") | ("keep", None, "") | ("open", why, "")."""
+    from ptools.convert import trace
+
+    vector = len(it.shape_before) == 1
+    n_in = it.shape_before[0] if it.shape_before else 0
+    if feed is None or feed.in_features != n_in:
+        kind = "a per-feature module (BatchNorm1d, LayerNorm, PReLU)" if vector else "an nn.Linear"
+        return "open", f"the traced --model does not call `{module}` as {kind}", ""
+    if feed.map_input and vector:
+        return ("vector", None, "") if it.undetermined is not None else ("keep", None, "")
+    if not feed.flattened_map:
+        if it.flatten_source == "config":
+            return (
+                "open",
+                f"the config says a Flatten feeds it, but the traced --model feeds `{module}` a tensor the trace "
+                "cannot follow back to a map",
+                "",
+            )
+        return ("vector", None, "") if it.undetermined is not None else ("keep", None, "")
+    if it.flatten_segments:
+        rows = trace.keras_rows_segments(feed, it.flatten_segments)
+    else:
         pre = it.flatten_shape
         channels = pre[-1] if pre else (it.undetermined.channels if it.undetermined is not None else None)
         rows = trace.keras_rows(feed, channels, pre)
-        if rows is None:
-            origin = "x".join(str(d) for d in feed.origin or ())
-            _open_flatten_question(
-                it,
-                f"the traced --model flattens a {origin} map into `{module}`, and whether that map is "
-                f"channels-first or channels-last (C = {channels}) cannot be told from it",
-            )
-            continue
-        raw = it.raw
-        assert raw is not None
-        origin = "x".join(str(d) for d in feed.origin or ())
-        identity = bool(np.array_equal(rows, np.arange(n_in)))
-        it.make = lambda raw=raw, rows=rows: layouts.dense_rows(raw(), rows)
-        it.chunks = None
-        it.transform = (
-            f"transpose (the traced {module} flattens a {origin} map in TF's order)"
-            if identity
-            else f"rows reordered for the traced input of {module} (flattened {origin} map)"
+    origin = " + ".join("x".join(str(d) for d in o.shape) for o in feed.origins)
+    if rows is None:
+        return (
+            "open",
+            f"the traced --model flattens {origin} into `{module}`, and which Keras features each of its inputs "
+            "holds cannot be told from it (channels-first or channels-last, or parts in another order)",
+            "",
         )
-        if it.flatten_source == "rule":
-            it.transform += "; the --map transform is overridden by the target"
-        it.shape_after = (n_out, n_in)
-        it.undetermined = None
-        it.decided_by = "--model trace"
+    return "rows", rows, origin
+
+
+def _apply_rows(it: Item, rows: np.ndarray, module: str | None, origin: str) -> None:
+    raw = it.raw
+    assert raw is not None
+    vector = len(it.shape_before) == 1
+    n_in = it.shape_before[0]
+    identity = bool(np.array_equal(rows, np.arange(n_in)))
+    if vector:
+        it.make = lambda raw=raw, rows=rows: np.ascontiguousarray(np.asarray(raw()).reshape(-1)[rows])
+    else:
+        it.make = lambda raw=raw, rows=rows: layouts.dense_rows(raw(), rows)
+        it.shape_after = (it.shape_before[1], n_in)
+    it.chunks = None
+    what = "copy" if vector else "transpose"
+    it.transform = (
+        f"{what} (the traced {module} takes a flattened {origin} map in TF's order)"
+        if identity
+        else f"{'features' if vector else 'rows'} reordered for the traced input of {module} (flattened {origin})"
+    )
+    if it.flatten_source == "rule":
+        it.transform += "; the --map transform is overridden by the target"
+    it.undetermined = None
+    it.decided_by = "--model trace"
 
 
 def _open_flatten_question(it: Item, why: str) -> None:

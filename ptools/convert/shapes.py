@@ -284,3 +284,84 @@ def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shap
             if pre is not None and len(pre) >= 2 and all(isinstance(d, int) for d in pre):
                 result[name] = pre
     return result
+
+
+# Layers that keep each feature of a vector where it is (their weights, if any, are one per feature).
+_FEATURE_WISE = _SKIP_THROUGH | {
+    "Softmax",
+    "GaussianDropout",
+    "AlphaDropout",
+    "SpatialDropout1D",
+    "Rescaling",
+    "UnitNormalization",
+    "BatchNormalization",
+    "LayerNormalization",
+    "PReLU",
+    "Normalization",
+}
+PER_FEATURE = {"BatchNormalization", "LayerNormalization", "PReLU", "Normalization"}
+_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+Segment = tuple[Shape | None, int]  # (pre-Flatten (..., C) shape, or None: not from a map; number of features)
+UNKNOWN = "unknown"
+
+
+def flatten_segments(
+    model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]
+) -> dict[str, list[Segment] | str]:
+    """{layer: the segments of its input features} for every Dense and per-feature layer (BatchNorm, LayerNorm,
+    PReLU, Normalization) whose vector input holds features of a Flatten of a rank >= 2 map, in TF's (H, W, C)
+    order: straight, through feature-wise layers and merges, or as parts of a Concatenate. UNKNOWN where a
+    Flatten feeds it but the flattened shape cannot be worked out."""
+    g = _graph(model_config, recorded)
+    if g is None:
+        return {}
+    classes, feeds, out_shapes = g
+    memo: dict[str, list[Segment] | str | None] = {}
+
+    def segs(name: str, depth: int = 0) -> list[Segment] | str | None:
+        if name in memo:
+            return memo[name]
+        if depth > 500:
+            return None
+        memo[name] = None  # cycles (malformed configs) end here
+        cls, srcs = classes.get(name), feeds.get(name, [])
+        out: list[Segment] | str | None = None
+        if cls == "Flatten" and len(srcs) == 1:
+            pre = tuple(recorded[name][1:]) if recorded.get(name) else out_shapes.get(srcs[0])  # type: ignore[index]
+            if pre is not None and len(pre) >= 2 and all(isinstance(d, int) for d in pre):
+                out = [(pre, math.prod(pre))]  # type: ignore[arg-type]
+            elif pre is not None and len(pre) == 1:
+                out = segs(srcs[0], depth + 1)
+            else:
+                out = UNKNOWN
+        elif cls in _FEATURE_WISE and len(srcs) == 1:
+            shape = out_shapes.get(name)
+            out = segs(srcs[0], depth + 1) if shape is None or len(shape) == 1 else None
+        elif cls in _MERGES and srcs:
+            parts = [segs(s, depth + 1) for s in srcs]
+            out = parts[0] if all(p == parts[0] for p in parts) else (UNKNOWN if any(parts) else None)
+        elif cls == "Concatenate" and srcs:
+            parts = [segs(s, depth + 1) for s in srcs]
+            if any(parts):
+                joined: list[Segment] = []
+                for s, p in zip(srcs, parts, strict=True):
+                    shape = out_shapes.get(s)
+                    if p == UNKNOWN or shape is None or len(shape) != 1 or not isinstance(shape[0], int):
+                        joined = []
+                        break
+                    joined += p if isinstance(p, list) else [(None, shape[0])]
+                out = joined or UNKNOWN
+        memo[name] = out
+        return out
+
+    result: dict[str, list[Segment] | str] = {}
+    for name, cls in classes.items():
+        if cls != "Dense" and cls not in PER_FEATURE:
+            continue
+        srcs = feeds.get(name, [])
+        if len(srcs) != 1:
+            continue
+        found = segs(srcs[0])
+        if found == UNKNOWN or (isinstance(found, list) and any(sh is not None for sh, _ in found)):
+            result[name] = found  # type: ignore[assignment]
+    return result

@@ -22,19 +22,39 @@ import numpy as np
 from ptools.errors import PtoolsError
 
 
+@dataclass(frozen=True)
+class Origin:
+    """A map whose elements the trace follows: ids base .. base + prod(shape) - 1, C-order."""
+
+    base: int
+    shape: tuple[int, ...]  # per sample
+    cf: bool  # it came out of a conv-like module (so it is channels-first)
+
+
 @dataclass
 class LinearFeed:
-    """What a Linear consumed on the traced call."""
+    """What a Linear (or a per-feature BatchNorm1d / LayerNorm / PReLU) consumed on the traced call."""
 
     module: str
     in_features: int
-    origin: tuple[int, ...] | None = None  # per-sample shape of the map it is a flattening of; None: not one
-    order: np.ndarray | None = None  # input feature j = element order[j] (C-order linear index) of that map
-    origin_cf: bool = False  # that map came out of a conv-like module (so it is channels-first)
+    order: np.ndarray | None = None  # input feature j = element id order[j] of one of `origins`; -1: of none
+    origins: tuple[Origin, ...] = ()
+    map_input: bool = False  # a per-channel module applied to a map (BatchNorm2d...): its weights are per channel
+
+    @property
+    def origin(self) -> tuple[int, ...] | None:
+        """The one map it is a flattening of (None: none, or several)."""
+        if len(self.origins) != 1 or self.order is None or (self.order < 0).any():
+            return None
+        return self.origins[0].shape
+
+    @property
+    def origin_cf(self) -> bool:
+        return len(self.origins) == 1 and self.origins[0].cf
 
     @property
     def flattened_map(self) -> bool:
-        return self.origin is not None and len(self.origin) >= 2
+        return any(len(o.shape) >= 2 for o in self.origins)
 
 
 def keras_rows(feed: LinearFeed, channels: int | None, pre_shape: tuple[int, ...] | None = None) -> np.ndarray | None:
@@ -45,17 +65,64 @@ def keras_rows(feed: LinearFeed, channels: int | None, pre_shape: tuple[int, ...
     says which (the caller then leaves the question open)."""
     if feed.origin is None or feed.order is None or not channels:
         return None
-    origin, order = feed.origin, np.asarray(feed.order, dtype=np.int64)
-    n = int(np.prod(origin))
-    if n != feed.in_features or n % channels or len(order) != n:
+    return _rows_of(
+        feed.origins[0],
+        np.asarray(feed.order, dtype=np.int64) - feed.origins[0].base,
+        channels,
+        pre_shape,
+        feed.in_features,
+    )
+
+
+def keras_rows_segments(feed: LinearFeed, segments: list[tuple[tuple[int, ...] | None, int]]) -> np.ndarray | None:
+    """keras_rows for a vector Keras assembled from parts ([pre-Flatten shape | None, length] each, in order,
+    as a Concatenate of Flattens and vectors): the traced input must hold the same parts in the same order,
+    each map part from one traced map; rows are worked out part by part."""
+    if feed.order is None or sum(n for _, n in segments) != feed.in_features or len(feed.order) != feed.in_features:
+        return None
+    order = np.asarray(feed.order, dtype=np.int64)
+    by_base = {o.base: o for o in feed.origins}
+    rows = np.empty(feed.in_features, dtype=np.int64)
+    start = 0
+    for shape, n in segments:
+        part = order[start : start + n]
+        if shape is None or len(shape) < 2:
+            if (part >= 0).any():
+                return None  # the target puts map elements where Keras has a plain vector
+            rows[start : start + n] = np.arange(start, start + n)
+        else:
+            if (part < 0).any():
+                return None
+            owners = {b for b in by_base if ((part >= b) & (part < b + int(np.prod(by_base[b].shape)))).all()}
+            if len(owners) != 1:
+                return None
+            origin = by_base[owners.pop()]
+            local = _rows_of(origin, part - origin.base, shape[-1], tuple(shape), n)
+            if local is None:
+                return None
+            rows[start : start + n] = local + start
+        start += n
+    return rows
+
+
+def _rows_of(
+    origin: Origin,
+    order: np.ndarray,
+    channels: int,
+    pre_shape: tuple[int, ...] | None,
+    n_in: int,
+) -> np.ndarray | None:
+    n = int(np.prod(origin.shape))
+    if n != n_in or n % channels or len(order) != n:
         return None
     hw = n // channels
-    cf_ok = origin[0] == channels and (pre_shape is None or tuple(origin) == (pre_shape[-1], *pre_shape[:-1]))
-    cl_ok = origin[-1] == channels and (pre_shape is None or tuple(origin) == tuple(pre_shape))
+    feed_origin, origin_cf = origin.shape, origin.cf
+    cf_ok = feed_origin[0] == channels and (pre_shape is None or tuple(feed_origin) == (pre_shape[-1], *pre_shape[:-1]))
+    cl_ok = feed_origin[-1] == channels and (pre_shape is None or tuple(feed_origin) == tuple(pre_shape))
     cf_rows = (order % hw) * channels + order // hw  # element c*HW + s of an NCHW map is Keras row s*C + c
     cl_rows = order  # a channels-last map is in Keras' own order
     if cf_ok and cl_ok and not np.array_equal(cf_rows, cl_rows):
-        if not feed.origin_cf:
+        if not origin_cf:
             return None
         cl_ok = False
     if cf_ok:
@@ -145,7 +212,16 @@ def _mixing_funcs() -> set[Any]:
     import torch.nn.functional as F
 
     T = torch.Tensor
-    return {F.linear, torch.matmul, T.matmul, torch.mm, T.mm, torch.bmm, torch.einsum, T.__matmul__}
+    return {
+        F.linear,
+        torch.matmul,
+        T.matmul,
+        torch.mm,
+        T.mm,
+        torch.bmm,
+        torch.einsum,
+        T.__matmul__,
+    }
 
 
 def _channels_first_modules() -> tuple[type, ...]:
@@ -176,65 +252,109 @@ def trace_linear_inputs(model: Any, example: Any) -> dict[str, LinearFeed]:
 
     layout = _layout_funcs()
     mixing = _mixing_funcs()
-    tags: dict[int, tuple[torch.Tensor, torch.Tensor, tuple[int, ...], bool]] = {}  # id -> (t, index, origin, cf)
+    tags: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (tensor, element ids of the origins)
+    origins: list[Origin] = []
     channels_first: dict[int, torch.Tensor] = {}  # id -> tensor: outputs of conv-like modules, and what keeps them
+    joins = {torch.cat, torch.concat, torch.concatenate, torch.hstack}
+
+    def tag_of(t: Any) -> Any:
+        tag = tags.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return tag[1] if tag is not None and tag[0] is t else None  # an id can be recycled
 
     class Follow(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
-            if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
+            if not isinstance(out, torch.Tensor) or not args:
+                return out
+            if func in joins and isinstance(args[0], (list, tuple)):
+                self._join(
+                    args[0],
+                    out,
+                    kwargs.get(
+                        "dim",
+                        args[1] if len(args) > 1 else (1 if func is torch.hstack else 0),
+                    ),
+                )
+                return out
+            if not isinstance(args[0], torch.Tensor):
                 return out
             src = args[0]
-            tag = tags.get(id(src))
-            if tag is not None and tag[0] is not src:
-                tag = None  # a recycled id
+            index = tag_of(src)
             cf = channels_first.get(id(src)) is src
             if func in layout:
-                if tag is None and src.dim() >= 3:
+                if index is None and src.dim() >= 3:
                     # The first layout op on a map: index its elements in their own (C-order) layout.
-                    origin = tuple(int(d) for d in src.shape[1:])
-                    per_sample = torch.arange(int(np.prod(origin)), dtype=torch.int64).reshape(origin)
+                    shape = tuple(int(d) for d in src.shape[1:])
+                    origin = Origin(sum(int(np.prod(o.shape)) for o in origins), shape, cf)
+                    origins.append(origin)
+                    per_sample = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape) + origin.base
                     index = per_sample.unsqueeze(0).expand(src.shape).contiguous()
-                    tag = (src, index, origin, cf)
-                if tag is not None:
+                if index is not None:
                     try:
-                        moved = func(tag[1], *args[1:], **kwargs)
+                        moved = func(index, *args[1:], **kwargs)
                     except (RuntimeError, TypeError, ValueError):
                         return out
                     if isinstance(moved, torch.Tensor) and tuple(moved.shape) == tuple(out.shape):
-                        tags[id(out)] = (out, moved, tag[2], tag[3])
+                        tags[id(out)] = (out, moved)
             elif func not in mixing and tuple(out.shape) == tuple(src.shape):
-                if tag is not None:
-                    tags[id(out)] = (out, tag[1], tag[2], tag[3])
+                if index is not None:
+                    tags[id(out)] = (out, index)
                 if cf:
                     channels_first[id(out)] = out
             return out
 
+        @staticmethod
+        def _join(parts: Any, out: Any, dim: Any) -> None:
+            """torch.cat of vectors along the feature axis: the ids of tagged parts, -1 for the others."""
+            if not isinstance(dim, int) or out.dim() != 2 or dim not in (1, -1):
+                return
+            indices = [tag_of(t) for t in parts]
+            if all(i is None for i in indices) or any(not isinstance(t, torch.Tensor) or t.dim() != 2 for t in parts):
+                return
+            pieces = [
+                i if i is not None else torch.full(t.shape, -1, dtype=torch.int64)
+                for i, t in zip(indices, parts, strict=True)
+            ]
+            joined = torch.cat(pieces, dim=1)
+            if tuple(joined.shape) == tuple(out.shape):
+                tags[id(out)] = (out, joined)
+
     feeds: dict[str, LinearFeed] = {}
     handles = []
+    per_feature = (nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.PReLU)
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-
-            def hook(mod: Any, inputs: Any, name: str = name) -> None:
-                if name in feeds or not inputs or not isinstance(inputs[0], torch.Tensor):
-                    return
-                x = inputs[0]
-                tag = tags.get(id(x))
-                if tag is not None and tag[0] is x and x.dim() == 2:
-                    order = tag[1][0].numpy().copy()
-                    feeds[name] = LinearFeed(name, int(mod.in_features), tag[2], order, tag[3])
-                else:
-                    feeds[name] = LinearFeed(name, int(mod.in_features))
-
-            handles.append(module.register_forward_pre_hook(hook))
-        elif isinstance(module, _channels_first_modules()):
+        if isinstance(module, _channels_first_modules()):
 
             def mark(mod: Any, inputs: Any, output: Any) -> None:
                 if isinstance(output, torch.Tensor) and output.dim() >= 3:
                     channels_first[id(output)] = output
 
             handles.append(module.register_forward_hook(mark))
+        if isinstance(module, per_feature):
+
+            def hook(mod: Any, inputs: Any, name: str = name) -> None:
+                if name in feeds or not inputs or not isinstance(inputs[0], torch.Tensor):
+                    return
+                x = inputs[0]
+                if x.dim() > 2 and not isinstance(mod, nn.Linear):
+                    # A BatchNorm2d/PReLU per channel (dim 1), a LayerNorm over the last dim of a map: never flattened
+                    n = int(x.shape[-1]) if isinstance(mod, nn.LayerNorm) else int(x.shape[1])
+                    feeds[name] = LinearFeed(name, n, map_input=True)
+                    return
+                n = int(x.shape[-1]) if x.dim() >= 1 else 0
+                index = tag_of(x)
+                if index is not None and x.dim() == 2:
+                    order = index[0].numpy().copy()
+                    mine = tuple(
+                        o for o in origins if ((order >= o.base) & (order < o.base + int(np.prod(o.shape)))).any()
+                    )
+                    feeds[name] = LinearFeed(name, n, order, mine)
+                else:
+                    feeds[name] = LinearFeed(name, n)
+
+            handles.append(module.register_forward_pre_hook(hook))
+
     was_training = model.training
     model.eval()
     try:

@@ -166,3 +166,20 @@ class Transfer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.base["b_bn"](self.base["b_conv"](x)))
         return self.head(x.mean((2, 3)))
+
+
+class FlattenParts(nn.Module):
+    """flatten_parts*: Conv(3->3, 2) on 5x4x3 -> flatten (NCHW) -> BN -> LN -> PReLU(36), then Dense on
+    cat([vec(4), that])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 2)
+        self.bn = nn.BatchNorm1d(36, eps=1e-3)
+        self.ln = nn.LayerNorm(36, eps=1e-3)
+        self.prelu = nn.PReLU(36)
+        self.head = nn.Linear(40, 3)
+
+    def forward(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        x = self.prelu(self.ln(self.bn(torch.flatten(self.conv(img), 1))))
+        return self.head(torch.cat([vec, x], dim=1))

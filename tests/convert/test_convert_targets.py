@@ -230,3 +230,46 @@ def test_a_saved_model_brings_its_keras_config() -> None:
     )
     eps = {n.layer: n.value for n in p.notes if n.setting == "eps"}
     assert eps["sep1_bn"] == pytest.approx(1e-5) and eps["stem_bn"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("name", ["flatten_parts.keras", "flatten_parts_tfk.h5"])
+def test_per_feature_weights_and_concatenated_flattens_follow_the_flatten_order(
+    runner, tmp_path: Path, name: str
+) -> None:
+    # Before: BatchNorm/LayerNorm/PReLU after a Flatten kept TF's (H, W, C) feature order, and a Dense fed
+    # by Concatenate([vector, Flatten]) was transposed as is: wrong for an NCHW flatten, exit 0.
+    from safetensors.torch import load_file
+
+    src = FIX / "convert" / name
+    data = np.load(FIX / "convert" / (name.replace(".", "_") + "_io.npz"))
+    x = (torch.from_numpy(data["img"]).permute(0, 3, 1, 2), torch.from_numpy(data["vec"]))
+    for extra in ([], ["--model", "tests.convert.ports_convert:FlattenParts"]):
+        out = tmp_path / f"w{len(extra)}.safetensors"
+        r = runner.invoke(app, ["convert", str(src), str(out), *extra])
+        assert r.exit_code == 0, r.output
+        model = ports.FlattenParts().eval()
+        model.load_state_dict(load_file(out), strict=True)
+        with torch.no_grad():
+            assert np.abs(model(*x).numpy() - data["y"]).max() <= 1e-5
+    # The port flattens NHWC: the same file converted for it keeps TF's order.
+    p = _port(src, tmp_path / "port")
+    out = tmp_path / "p.safetensors"
+    r = runner.invoke(
+        app, ["convert", str(src), str(out), "--model", f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"]
+    )
+    assert r.exit_code == 0, r.output
+    model = port_api._import_module(tmp_path / "port" / "model.py", p.class_name)
+    model.load_state_dict(load_file(out), strict=True)
+    args = [
+        torch.from_numpy(np.moveaxis(data["img"], -1, 1).copy()) if v.name.startswith("img") else x[1] for v in p.inputs
+    ]
+    with torch.no_grad():
+        assert np.abs(model.eval()(*args).numpy() - data["y"]).max() <= 1e-5
+
+
+def test_weights_only_flatten_parts_are_open_questions(runner, tmp_path: Path) -> None:
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / "flatten_parts_tfk_weights.h5"), str(out), "--json"])
+    assert r.exit_code == 1 and not out.exists()
+    open_ = {s for u in json.loads(r.stdout)["undetermined"] for s in u["source"]}
+    assert "head/kernel" in open_ and "bn/gamma" in open_ and "ln/gamma" in open_
