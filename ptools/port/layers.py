@@ -196,8 +196,8 @@ def _conv_out(n: int | None, k: int, s: int, d: int, padding: str) -> int | None
         if keff > n:
             raise Unsupported(f"kernel {k} larger than the input {n} with VALID padding")
         return (n - keff) // s + 1
-    if padding == "causal":
-        return n
+    if padding == "causal":  # (k - 1) * d zeros before, then a VALID conv
+        return (n - 1) // s + 1
     return -(-n // s)
 
 
