@@ -236,7 +236,14 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
     example = trace.example_input(p.model, input_size)
     runs: list[dict[str, trace.LinearFeed]] = []
     if example is not None:
-        runs.append(trace.trace_linear_inputs(p.model, example))
+        try:
+            runs.append(trace.trace_linear_inputs(p.model, example))
+        except PtoolsError:
+            # --input-size gives a shape, not a dtype: a model that starts with an Embedding takes token ids.
+            tokens = trace.token_input(p.model, input_size)
+            if tokens is None:
+                raise
+            runs.append(trace.trace_linear_inputs(p.model, tokens))
     else:
         # The Keras config's input shapes, in each layout the target might take (a sequence may be (N, C, L)
         # or (N, L, C)): every one it runs on is traced, and they must agree.

@@ -146,6 +146,16 @@ def example_input(model: Any, input_size: tuple[int, ...] | None) -> Any:
     return None
 
 
+def token_input(model: Any, input_size: tuple[int, ...] | None) -> Any:
+    """--input-size as token ids (zeros, int64) for a model with an nn.Embedding; None otherwise."""
+    import torch
+    from torch import nn
+
+    if input_size is None or not any(isinstance(m, nn.Embedding) for m in model.modules()):
+        return None
+    return torch.zeros(1, *input_size, dtype=torch.long)
+
+
 def config_examples(model_config: dict[str, Any] | None) -> list[Any]:
     """Inputs for tracing a target when the user gave none: the Keras model's own input shapes (batch of 1,
     in its `inputs` order), images channels-first as PyTorch ports take them, sequences both ways.
