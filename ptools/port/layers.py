@@ -503,6 +503,8 @@ def layernorm(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode:
         code.settings.append("normalised channels-last, then back")
     code.outputs.append(Value(ctx.out, v.shape, cf=v.cf))
     center, scale = cfg.get("center", True), cfg.get("scale", True)
+    # center=False, scale=False: Keras stores nothing for the layer; the module's weight 1 and bias 0 say so.
+    code.needs_file_weights = bool(center or scale)
 
     def weights(ws: Weights) -> dict:
         a = expect(ws, (["gamma"] if scale else []) + (["beta"] if center else []))
