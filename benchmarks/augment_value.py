@@ -321,6 +321,10 @@ def gan_job(cache: Path, name: str, data: Path | None, seed: int, steps: int) ->
     key = key_of("gan", args, tree_hash(data) if data is not None else "builtin", code)
     entry = cache / "gans" / f"{name}-{key}"
     cmd = [sys.executable, "-m", "ptools", *args, "--out", str(entry / "run"), "--force"]
+    # Several trainings side by side: one torch thread each (the preset would take the cores idle at its start).
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "threads.toml").write_text("threads = 1\n")
+    cmd += ["--config", str(entry / "threads.toml")]
     if data is not None:
         if not (entry / "data").is_dir():
             entry.mkdir(parents=True, exist_ok=True)

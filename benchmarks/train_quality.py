@@ -496,6 +496,8 @@ def main() -> None:
             else None
         )
         dirs = [args.out / f"seed{seed}" for seed in args.seeds]
+        if not args.serial and len(args.seeds) > 1:
+            overrides = {"threads": 1, **overrides}  # side by side: one core each (the preset would take both)
         commands = [
             quick_start_command(d, args.steps, s, overrides, data, args.preset)
             for d, s in zip(dirs, args.seeds, strict=True)

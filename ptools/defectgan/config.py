@@ -123,7 +123,9 @@ class DefectGANConfig:
     ema: float = 0.999
 
     # runtime (may change on resume)
-    threads: int = 0  # torch intra-op threads on CPU (0: torch's default)
+    # torch intra-op threads on CPU: 0 torch's default (every core), -1 the cores idle when the run starts
+    # (cpu_threads below), N exactly N
+    threads: int = 0
     amp: str = "auto"
     compile: bool = False
     channels_last: bool = True  # CUDA only
@@ -157,9 +159,9 @@ class DefectGANConfig:
             "keep",
             "log_every",
             "sparsity_warmup",
-            "threads",
         ):
             need(getattr(self, name) >= 0, f"{name} must be >= 0 (got {getattr(self, name)})")
+        need(self.threads >= -1, f"threads must be -1 (idle cores), 0 (torch's default) or more (got {self.threads})")
         # G has total stride 4; D halves the size d_layers times and needs at least a 1x1 map at the end.
         need(self.image_size % 4 == 0, f"image_size must be divisible by 4 for the generator (got {self.image_size})")
         need(
@@ -287,3 +289,45 @@ def to_toml(config: DefectGANConfig) -> str:
             text = repr(value)
         lines.append(f"{name} = {text}")
     return "\n".join(lines) + "\n"
+
+
+def cpu_threads(threads: int) -> int:
+    """torch intra-op threads for a `threads` setting: N > 0 as given; 0 torch's own default; -1 the cores
+    this process may use that are idle now (at least 1): on a free 2-core machine the small preset runs
+    3.7 step/s with two threads against 2.1 with one, while on a busy one a second thread mostly waits for a
+    core another process holds (0.22 step/s)."""
+    import os
+
+    if threads > 0:
+        return threads
+    if threads == 0:
+        import torch
+
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    idle = _idle_cores()
+    return max(1, min(cores, round(idle)))
+
+
+def _idle_cores(window: float = 0.25) -> float:
+    """How many cores were idle over the next `window` seconds (Linux /proc/stat); elsewhere, the cores
+    minus the 1-minute load average (0 when neither can be read)."""
+    import os
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(window)
+        idle1, total1 = sample()
+        return (os.cpu_count() or 1) * (idle1 - idle0) / max(1, total1 - total0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return (os.cpu_count() or 1) - os.getloadavg()[0]
+    except OSError:
+        return 0.0

@@ -83,7 +83,9 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     except RuntimeError as e:
         raise PtoolsError(f"{path}: generator weights do not fit its own config: {str(e).splitlines()[0]}") from None
     if torch.device(device).type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)
+        from ptools.defectgan.config import cpu_threads
+
+        torch.set_num_threads(cpu_threads(config.threads))
     return g.to(device).eval(), config
 
 

@@ -44,9 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # - nearest x2 + 3x3 conv instead of the 4x4 stride-2 transposed conv: the restorations' 2x2
         #   checkerboard energy near the defect fell from 1.94x the real normal's to 1.40x (photos, 500 steps)
         "g_upsample": "nearest",
-        # one torch thread: 3.9 step/s against 0.22 with two, measured back to back on the busy 2-core
-        # machine this was tuned on (small convs only lose from threading when the cores are shared)
-        "threads": 1,
+        # the cores idle when the run starts: alone on 2 cores two threads run 3.7 step/s against 2.1 with
+        # one (1500 steps: 6.7 instead of 12 minutes); on a busy machine one thread, as a second one mostly
+        # waits for a core another process holds (0.22 step/s against 3.9 with one, measured back to back)
+        "threads": -1,
     },
 }
 

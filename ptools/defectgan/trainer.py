@@ -38,7 +38,7 @@ from ptools.defectgan.checkpoint import (
     save_checkpoint,
     step_name,
 )
-from ptools.defectgan.config import DefectGANConfig, diff_fields, to_toml
+from ptools.defectgan.config import DefectGANConfig, cpu_threads, diff_fields, to_toml
 from ptools.defectgan.models import build_models
 from ptools.defectgan.monitor import (
     SAMPLE_COLUMNS,
@@ -281,10 +281,9 @@ def _train(
             hint="lower --batch-size or add samples",
         )
 
-    # One intra-op thread on CPU when asked: the small models' ops are too short to split, and on a
-    # busy 2-core machine a second thread mostly waits for the core another process holds.
+    # CPU threads as the config says (the small preset: the cores idle at the start; see cpu_threads).
     if dev.type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(cpu_threads(config.threads))
 
     # ---- models: the same init on every rank (seeded), init -> spectral norm -> device ----
     seed_everything(config.seed)

@@ -52,7 +52,7 @@ def test_unknown_keys_and_wrong_types_are_errors(overrides, word):
         ({"batch_size": 0}, "batch_size"),
         ({"w_mask": -1.0}, "w_mask"),
         ({"ema": 1.0}, "ema"),
-        ({"threads": -1}, "threads"),
+        ({"threads": -2}, "threads"),
     ],
 )
 def test_validate_names_the_field(overrides, word):
@@ -83,3 +83,27 @@ def test_a_checkpoint_from_before_a_new_field_resumes_with_its_default():
         "g_upsample: checkpoint 'transposed' != now 'nearest'"
     ]
     assert DefectGANConfig.from_dict(saved).g_upsample == "transposed"
+
+
+def test_threads_minus_one_takes_the_cores_idle_at_the_start(monkeypatch):
+    import os
+
+    from ptools.defectgan import config as cfg
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for idle, expected in ((2.0, 2), (1.6, 2), (1.4, 1), (0.3, 1), (0.0, 1), (7.5, 2)):
+        monkeypatch.setattr(cfg, "_idle_cores", lambda idle=idle: idle)
+        assert cfg.cpu_threads(-1) == expected, idle
+    assert cfg.cpu_threads(3) == 3  # an explicit count is kept, whatever the load
+    assert DefectGANConfig(labels=["a"], threads=-1).validate().threads == -1
+    with pytest.raises(Exception, match="threads must be -1"):
+        DefectGANConfig(labels=["a"], threads=-2).validate()
+
+
+def test_idle_cores_are_measured_between_zero_and_the_core_count():
+    import os
+
+    from ptools.defectgan.config import _idle_cores
+
+    idle = _idle_cores(0.05)
+    assert 0.0 <= idle <= (os.cpu_count() or 1) + 1e-9
