@@ -281,9 +281,11 @@ def _train(
             hint="lower --batch-size or add samples",
         )
 
-    # CPU threads as the config says (the small preset: the cores idle at the start; see cpu_threads).
+    # CPU threads as the config says (the small preset: the cores idle at the start, shared among the
+    # processes of a CPU torchrun, which all measure at the same moment; see cpu_threads).
     if dev.type == "cpu" and config.threads:
-        torch.set_num_threads(cpu_threads(config.threads))
+        threads = cpu_threads(config.threads)
+        torch.set_num_threads(max(1, threads // world) if config.threads < 0 else threads)
 
     # ---- models: the same init on every rank (seeded), init -> spectral norm -> device ----
     seed_everything(config.seed)
