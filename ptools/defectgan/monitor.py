@@ -202,7 +202,7 @@ class Progress:
             f"{self.total - step:,} steps will take about {format_duration(left)}"
         )
         if left > 86_400:
-            hint = "a GPU, --preset small, or fewer --steps" if self.device == "cpu" else "fewer --steps"
+            hint = "a GPU, --preset small, or fewer --steps" if self.device.startswith("cpu") else "fewer --steps"
             self.console.print(f"[yellow]{text}[/yellow] (consider {hint})", highlight=False, soft_wrap=wrap)
         else:
             self.console.print(text, highlight=False, soft_wrap=wrap)

@@ -441,7 +441,9 @@ def _train(
         if metrics is not None:
             metrics.close()
         return result
-    bar = Progress(config.steps, start_step, config.log_every, enabled=show_progress, device=str(dev))
+    n = torch.get_num_threads()
+    shown_device = f"cpu ({n} thread{'' if n == 1 else 's'})" if dev.type == "cpu" else str(dev)
+    bar = Progress(config.steps, start_step, config.log_every, enabled=show_progress, device=shown_device)
     epoch = sampler.epoch
     batch_iter = None
     batches_done = 0  # batches taken in the current loader iteration (for the sampler's state)

@@ -140,12 +140,13 @@ def test_progress_prints_an_estimate_and_lines_by_time(monkeypatch, capsys):
 
     clock = iter(float(t) for t in range(0, 10_000, 20))  # every update 20 s after the previous one
     monkeypatch.setattr(monitor.time, "perf_counter", lambda: next(clock))
-    bar = monitor.Progress(500_000, 0, every=50, enabled=True, device="cpu")
+    bar = monitor.Progress(500_000, 0, every=50, enabled=True, device="cpu (2 threads)")
     for step in range(1, 8):
         bar.update(step, {"d_loss": 1.0})
     err = capsys.readouterr().err
     # 1 step per 20 s: 499,99x steps left = ~115 days, said once, with what to do about it
     assert err.count("will take about") == 1 and "days" in err and "--preset small" in err
+    assert "step/s on cpu (2 threads) over the first steps" in err  # the threads the run took
     # --log-every 50 is never reached, yet a line comes at least every 30 s (updates are 20 s apart: every other)
     assert [f"step {k}/500000" in err for k in range(1, 8)] == [False, True, False, True, False, True, False]
 
