@@ -99,7 +99,8 @@ def from_reader(reader: Any) -> FileWeights:
         else:
             parts = h5_path.strip("/").split("/")
             parts = parts[1:] if parts[0] == "model_weights" else parts
-            group = parts[0] if len(parts) > 1 else top
+            # the h5 group of the top-level layer; a layer name may hold "/" ("Conv/BatchNorm")
+            group = top if "/".join(parts).startswith(top + "/") else parts[0] if len(parts) > 1 else top
             path = (top,) if group == top else (group, top)
             var = info.key[len(top) + 1 :] if info.key.startswith(top + "/") else h5_path
         arrays.setdefault(path, []).append((var, np.asarray(reader.read(info.key))))

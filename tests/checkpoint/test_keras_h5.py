@@ -212,3 +212,15 @@ def test_a_damaged_keras_member_fails_its_crc(tmp_path: Path) -> None:
     (tmp_path / "bad.keras").write_bytes(data)
     with pytest.raises(PtoolsError, match=r"bad\.keras: model\.weights\.h5 is corrupt \(zip CRC-32"):
         KerasReader(tmp_path / "bad.keras")
+
+
+def test_layer_names_holding_a_slash_keep_their_weights() -> None:
+    """tf_keras' MobileNetV3 names a BN layer "Conv/BatchNorm": its h5 group sits inside the group of the layer
+    "Conv" (model_weights/Conv/BatchNorm/Conv/BatchNorm/gamma:0), and its weights are its own, not Conv's."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "port" / "slashnames_tfk.h5"
+    with KerasReader(path) as reader:
+        keys = {t.key: t.shape for t in reader.tensors()}
+    assert keys["Conv/kernel"] == (3, 3, 3, 8)
+    assert keys["Conv/BatchNorm/gamma"] == (8,) and keys["Conv/BatchNorm/moving_variance"] == (8,)
+    assert keys["expanded_conv/depthwise/BatchNorm/beta"] == (8,)
+    assert not any("BatchNorm/BatchNorm" in k or k.startswith("Conv/Conv") for k in keys)

@@ -145,14 +145,19 @@ def associate_legacy_weights(
     for group in layer_names:
         names = weight_names.get(group, [])
         cleaned = [_strip_suffix(w) for w in names]
-        scopes = [c.split("/", 1)[0] if "/" in c else group for c in cleaned]
+        # A layer name may hold "/" (keras.applications' MobileNetV3: "Conv/BatchNorm", its weights
+        # "Conv/BatchNorm/gamma:0"): a weight named under the whole group name is the group's own.
+        scopes = [group if c.startswith(group + "/") else c.split("/", 1)[0] if "/" in c else group for c in cleaned]
         cfg = configs.get(group)
         if cfg is not None:
             nested = _is_model_config(cfg)
         else:
             nested = any(not _scope_suffix_of(s, group) for s in scopes)
         for stored, clean, scope in zip(names, cleaned, scopes, strict=True):
-            var = clean.split("/", 1)[1] if "/" in clean else clean
+            if clean.startswith(group + "/"):
+                var = clean[len(group) + 1 :]
+            else:
+                var = clean.split("/", 1)[1] if "/" in clean else clean
             if not nested:
                 refs.append(WeightRef(group, stored, group, var))
                 continue
