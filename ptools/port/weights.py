@@ -97,10 +97,7 @@ def from_reader(reader: Any) -> FileWeights:
                 path += (seg,)
             var = rest
         else:
-            parts = h5_path.strip("/").split("/")
-            parts = parts[1:] if parts[0] == "model_weights" else parts
-            # the h5 group of the top-level layer; a layer name may hold "/" ("Conv/BatchNorm")
-            group = top if "/".join(parts).startswith(top + "/") else parts[0] if len(parts) > 1 else top
+            group = str(info.extra.get("h5_group", top))  # the legacy .h5 group of the top-level layer
             path = (top,) if group == top else (group, top)
             var = info.key[len(top) + 1 :] if info.key.startswith(top + "/") else h5_path
         arrays.setdefault(path, []).append((var, np.asarray(reader.read(info.key))))

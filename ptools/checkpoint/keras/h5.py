@@ -145,19 +145,14 @@ def associate_legacy_weights(
     for group in layer_names:
         names = weight_names.get(group, [])
         cleaned = [_strip_suffix(w) for w in names]
-        # A layer name may hold "/" (keras.applications' MobileNetV3: "Conv/BatchNorm", its weights
-        # "Conv/BatchNorm/gamma:0"): a weight named under the whole group name is the group's own.
-        scopes = [group if c.startswith(group + "/") else c.split("/", 1)[0] if "/" in c else group for c in cleaned]
+        scopes = [_weight_scope(c, group) for c in cleaned]
         cfg = configs.get(group)
         if cfg is not None:
             nested = _is_model_config(cfg)
         else:
             nested = any(not _scope_suffix_of(s, group) for s in scopes)
         for stored, clean, scope in zip(names, cleaned, scopes, strict=True):
-            if clean.startswith(group + "/"):
-                var = clean[len(group) + 1 :]
-            else:
-                var = clean.split("/", 1)[1] if "/" in clean else clean
+            var = clean[len(scope) + 1 :] if clean.startswith(scope + "/") else clean
             if not nested:
                 refs.append(WeightRef(group, stored, group, var))
                 continue
@@ -168,6 +163,15 @@ def associate_legacy_weights(
                     owner = base
             refs.append(WeightRef(group, stored, owner, var))
     return refs
+
+
+def _weight_scope(name: str, group: str) -> str:
+    """The scope of a stored weight name (`conv/kernel` -> `conv`). A layer name may hold "/" (tf_keras'
+    MobileNetV3: "Conv/BatchNorm", weights "Conv/BatchNorm/gamma:0"): a name under the whole group name is
+    the group's own."""
+    if name.startswith(group + "/"):
+        return group
+    return name.split("/", 1)[0] if "/" in name else group
 
 
 def _require_h5py(path: Path | str | None = None) -> Any:
@@ -479,10 +483,10 @@ class KerasReader(CheckpointReader):
                 if r.stored not in lgroup:
                     raise PtoolsError(f"{self.path}: weight {lname}/{r.stored} listed in weight_names but missing")
                 layer = layer_for(r.layer)
-                scope = r.stored.split("/", 1)[0] if "/" in r.stored else r.layer
+                scope = _weight_scope(_strip_suffix(r.stored), lname)
                 if scope != r.layer and r.layer == lname:
                     layer.stored_as = scope
-                key = self._add(f"{r.layer}/{r.var}", lgroup[r.stored], role, r.layer)
+                key = self._add(f"{r.layer}/{r.var}", lgroup[r.stored], role, r.layer, {"h5_group": lname})
                 layer.weights.append(key)
                 layer.variables[r.var] = key
 
