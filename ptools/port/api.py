@@ -66,17 +66,6 @@ _VAR_ORDER = {
 }
 
 
-def _untuple(obj: Any) -> Any:
-    """tf_keras' SavedModel metadata writes tuples as {"class_name": "__tuple__", "items": [...]}."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") in ("__tuple__", "TensorShape") and "items" in obj:
-            return [_untuple(v) for v in obj["items"]]
-        return {k: _untuple(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_untuple(v) for v in obj]
-    return obj
-
-
 def _sniff(path: Path) -> None:
     """Say what a file is when it is not a Keras model, before a reader reports a confusing detail."""
     import zipfile
@@ -109,27 +98,18 @@ def _saved_model(path: Path) -> tuple[dict[str, Any], FileWeights, str | None]:
     """A tf_keras SavedModel folder: the model config from keras_metadata.pb (the root object's metadata),
     the weights from variables/ (a TF bundle, read without TensorFlow), by layer (see from_saved_model)."""
     from ptools.checkpoint.base import open_checkpoint
-    from ptools.checkpoint.tf.proto import iter_fields
+    from ptools.checkpoint.keras.saved_model import keras_metadata
     from ptools.convert.api import config_errors
 
-    meta_file = path / "keras_metadata.pb"
-    if not meta_file.is_file():
+    if not (path / "keras_metadata.pb").is_file():
         raise PtoolsError(
             f"{path}: no keras_metadata.pb, so no Keras architecture (not saved by tf_keras model.save)",
             hint="port needs a Keras model; for the weights alone use `ptools convert`",
         )
-    root: dict[str, Any] | None = None
-    try:
-        for fnum, _, value in iter_fields(meta_file.read_bytes()):
-            if fnum == 1 and isinstance(value, bytes):
-                fields = {f: v for f, _, v in iter_fields(value)}
-                if fields.get(3) == b"root" and isinstance(fields.get(5), bytes):
-                    root = json.loads(fields[5])
-    except (ValueError, IndexError, PtoolsError) as e:
-        raise PtoolsError(f"{meta_file}: corrupt Keras metadata ({e})") from None
-    if root is None:
-        raise PtoolsError(f"{meta_file}: no metadata for the root model")
-    cfg = _untuple(root.get("model_config") or {"class_name": root.get("class_name"), "config": root.get("config")})
+    meta = keras_metadata(path)
+    if meta is None:
+        raise PtoolsError(f"{path / 'keras_metadata.pb'}: no metadata for the root model")
+    cfg, version = meta
     reader = open_checkpoint(path)
     try:
         with config_errors(path):
@@ -138,7 +118,7 @@ def _saved_model(path: Path) -> tuple[dict[str, Any], FileWeights, str | None]:
             weights = FileWeights({(layer,): ws for layer, ws in _by_name_scope(reader).items()}, "leaf")
     finally:
         reader.close()
-    return cfg, weights, root.get("keras_version")
+    return cfg, weights, version
 
 
 def _by_name_scope(reader: Any) -> dict[str, Weights]:
