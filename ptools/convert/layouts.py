@@ -900,9 +900,9 @@ def _rnn_bias_zeros(prefix: str, n: int, layer: str, name: str) -> Item:
     )
 
 
-def _lstm(
-    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
-) -> tuple[list[Item], list[Note]]:
+def _plain_rnn_items(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str) -> list[Item]:
+    """Kernels transposed, Keras' single bias as bias_ih and zeros for bias_hh: LSTM and SimpleRNN, whose gate
+    order (if any) torch shares."""
     items: list[Item] = []
     k, rk, b = v.get("kernel"), v.get("recurrent_kernel"), v.get("bias")
     if k is not None:
@@ -914,6 +914,13 @@ def _lstm(
     if b is not None:
         items.append(_item(prefix, "bias_ih_l0", b, _copy, "copy", b.shape, meta.name))
         items.append(_rnn_bias_zeros(prefix, b.shape[0], meta.name, "bias_hh_l0"))
+    return items
+
+
+def _lstm(
+    meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
+) -> tuple[list[Item], list[Note]]:
+    items = _plain_rnn_items(meta, v, prefix)
     notes = [Note(meta.name, "structure", "LSTM", "nn.LSTM(batch_first=True): same gate order i,f,g,o")]
     notes += _rnn_notes(meta, "LSTM")
     return items + _leftovers(meta, v, prefix, {"kernel", "recurrent_kernel", "bias"}), notes
@@ -994,17 +1001,7 @@ def _gru(meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOp
 def _simple_rnn(
     meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
 ) -> tuple[list[Item], list[Note]]:
-    items: list[Item] = []
-    k, rk, b = v.get("kernel"), v.get("recurrent_kernel"), v.get("bias")
-    if k is not None:
-        items.append(_item(prefix, "weight_ih_l0", k, dense_kernel, "transpose", (k.shape[1], k.shape[0]), meta.name))
-    if rk is not None:
-        items.append(
-            _item(prefix, "weight_hh_l0", rk, dense_kernel, "transpose", (rk.shape[1], rk.shape[0]), meta.name)
-        )
-    if b is not None:
-        items.append(_item(prefix, "bias_ih_l0", b, _copy, "copy", b.shape, meta.name))
-        items.append(_rnn_bias_zeros(prefix, b.shape[0], meta.name, "bias_hh_l0"))
+    items = _plain_rnn_items(meta, v, prefix)
     act = meta.config.get("activation", "tanh")
     notes = [Note(meta.name, "structure", "SimpleRNN", f"nn.RNN(batch_first=True, nonlinearity={act!r})")]
     if act not in ("tanh", "relu"):
