@@ -143,17 +143,26 @@ def _classify_exit(code: int, stderr: str, exc: BaseException | None) -> str | N
     return None
 
 
-def judge_port(src: Path, out: Path, io: dict, case: dict, opts: argparse.Namespace) -> dict[str, Any]:
-    res: dict[str, Any] = {"tool": "port"}
+def _run_json(args: list[str], res: dict[str, Any], opts: argparse.Namespace) -> tuple[int, dict] | dict[str, Any]:
+    """Run a ptools command with --json: (its exit code, its document), or `res` finished with the verdict
+    (hang, crash, rejected) when there is no document to judge."""
     try:
-        code, stdout, stderr, exc = invoke(["port", str(src), str(out), "--json", "--force"], opts.timeout)
+        code, stdout, stderr, exc = invoke(args, opts.timeout)
     except Timeout:
         return res | {"verdict": "hang"}
     res["exit"] = code
     bad = _classify_exit(code, stderr, exc)
     if bad:
         return res | {"verdict": bad, "message": _short(repr(exc)) if exc else _error_line(stderr)}
-    doc = json.loads(stdout)
+    return code, json.loads(stdout)
+
+
+def judge_port(src: Path, out: Path, io: dict, case: dict, opts: argparse.Namespace) -> dict[str, Any]:
+    res: dict[str, Any] = {"tool": "port"}
+    ran = _run_json(["port", str(src), str(out), "--json", "--force"], res, opts)
+    if isinstance(ran, dict):
+        return ran
+    code, doc = ran
     if code == 1:
         un = doc.get("unsupported", [])
         named = bool(un) and all(u.get("layer") and u.get("class") for u in un)
@@ -180,33 +189,19 @@ def judge_convert_model(src: Path, port: dict, out: Path, io: dict, opts: argpar
     res: dict[str, Any] = {"tool": "convert --model"}
     dst = out / "convert_model.safetensors"
     target = f"{port['dir'] / 'model.py'}:{port['class_name']}"
-    try:
-        code, stdout, stderr, exc = invoke(
-            ["convert", str(src), str(dst), "--model", target, "--json", "--force"], opts.timeout
-        )
-    except Timeout:
-        return res | {"verdict": "hang"}
-    res["exit"] = code
-    bad = _classify_exit(code, stderr, exc)
-    if bad:
-        return res | {"verdict": bad, "message": _short(repr(exc)) if exc else _error_line(stderr)}
-    doc = json.loads(stdout)
+    ran = _run_json(["convert", str(src), str(dst), "--model", target, "--json", "--force"], res, opts)
+    if isinstance(ran, dict):
+        return ran
+    code, doc = ran
     if code == 1 and _needs_input_size(doc) and port["doc"]["inputs"] and len(port["doc"]["inputs"]) == 1:
         # What a user does next: the refusal asks for --input-size, the port's docstring gives it.
         size = "x".join(str(d) for d in port["doc"]["inputs"][0]["shape"])
         res["input_size"] = size
-        try:
-            code, stdout, stderr, exc = invoke(
-                ["convert", str(src), str(dst), "--model", target, "--input-size", size, "--json", "--force"],
-                opts.timeout,
-            )
-        except Timeout:
-            return res | {"verdict": "hang"}
-        res["exit"] = code
-        bad = _classify_exit(code, stderr, exc)
-        if bad:
-            return res | {"verdict": bad, "message": _short(repr(exc)) if exc else _error_line(stderr)}
-        doc = json.loads(stdout)
+        args = ["convert", str(src), str(dst), "--model", target, "--input-size", size, "--json", "--force"]
+        ran = _run_json(args, res, opts)
+        if isinstance(ran, dict):
+            return ran
+        code, doc = ran
     if code == 1:
         return res | _convert_refusal(doc)
     try:
@@ -293,15 +288,10 @@ def judge_convert_plain(
     flat_fed = flat_fed or {}
     res: dict[str, Any] = {"tool": "convert"}
     dst = out / "convert_plain.safetensors"
-    try:
-        code, stdout, stderr, exc = invoke(["convert", str(src), str(dst), "--json", "--force"], opts.timeout)
-    except Timeout:
-        return res | {"verdict": "hang"}
-    res["exit"] = code
-    bad = _classify_exit(code, stderr, exc)
-    if bad:
-        return res | {"verdict": bad, "message": _short(repr(exc)) if exc else _error_line(stderr)}
-    doc = json.loads(stdout)
+    ran = _run_json(["convert", str(src), str(dst), "--json", "--force"], res, opts)
+    if isinstance(ran, dict):
+        return ran
+    code, doc = ran
     if code == 1:
         return res | _convert_refusal(doc)
     if port is None or not port.get("state"):
