@@ -498,7 +498,9 @@ class Builder:
             raise Skip
         w = self.rng.choice(same)
         t = [v.t + w.t, v.t * w.t, v.t - w.t][self.rng.randint(0, 2)]
-        self.add(t, v.kind, v.deps | w.deps)
+        # element-wise, as the merge layers: the Flatten order both operands share survives (a record that
+        # dropped it judged a Dense after `flatten -> x * y -> dense` as wrong when convert reordered its rows)
+        self.add(t, v.kind, v.deps | w.deps, v.flat if v.flat == w.flat else None)
         self.extras.append("tensor-arith")
 
     def op_nested(self, v: Val) -> None:
