@@ -9,6 +9,7 @@ multiple k > 1 of the channels of the conv map before it is an open question, se
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,7 +102,24 @@ def _mark_per_feature(
         if not vecs:
             continue
         n = vecs[0].shape_after[0]
-        if not _composite(n) or (_chained(layer, n, order, outs) if keras_order else _any_output(n, outs)):
+        if not _composite(n):
+            continue
+        nearest = _chained(layer, n, order, outs) if keras_order else None
+        if nearest is not None:
+            why = _reshaped_between(canon, nearest, layer) if outs[nearest][0] == "dense" else None
+            if why is not None:
+                for i in vecs:
+                    i.undetermined = Undetermined(
+                        "flatten",
+                        f"`{layer}` ({cls}) holds {n} values per vector, as many as `{nearest}` before it outputs, "
+                        f"but {why}: if they reshape that vector into a map and flatten it again, its values are "
+                        "in TF's (H, W, C) order, which torch's NCHW flatten does not keep",
+                        "--model (traced, with --input-size CxHxW unless it has an example_input_array), or a "
+                        f'--map rule {{"pattern": "{i.sources[0]}", "transform": "copy"}} when they keep it a vector',
+                        rule=f'{{"pattern": "{i.sources[0]}", "transform": "copy"}}',
+                    )
+            continue
+        if not keras_order and _any_output(n, outs):
             continue
         for i in vecs:
             i.undetermined = Undetermined(
@@ -115,15 +133,73 @@ def _mark_per_feature(
             )
 
 
-def _chained(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str, set[int]]]) -> bool:
-    """The nearest earlier weighted layer (norms skipped) outputs exactly n_in features: a Dense -> Dense
-    chain, or a conv map pooled to its channels; no Flatten of a map with C > 1 and H*W > 1 sits between."""
+def _chained(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str, set[int]]]) -> str | None:
+    """The nearest earlier weighted layer (norms skipped) when it outputs exactly n_in features: a Dense -> Dense
+    chain, or a conv map pooled to its channels (a Flatten of a map with C > 1 and H*W > 1 gives more)."""
     before = list(reversed(order[: order.index(layer)])) if layer in order else []
     nearest = next((p for p in before if outs.get(p, ("other", set()))[0] in ("dense", "conv", "other")), None)
     if nearest is None:
-        return False
+        return None
     kind, chans = outs[nearest]
-    return kind in ("dense", "conv") and n_in in chans
+    return nearest if kind in ("dense", "conv") and n_in in chans else None
+
+
+# What a layer without weights can do to a vector, by its Keras default name (legacy .h5 layer names, Keras 3
+# group names: the class in snake case, `_N` for the N-th): keep it a vector of the same features in the same
+# order, flatten a map, or work on maps only. Any other name (Reshape, Lambda, a name the user chose, a TF2
+# checkpoint's unnamed layer) may turn the vector into a map.
+_KEEPS_VECTOR = {
+    "input", "input_layer", "dropout", "alpha_dropout", "gaussian_dropout", "gaussian_noise", "activation",
+    "re_lu", "relu", "leaky_re_lu", "elu", "softmax", "thresholded_re_lu", "activity_regularization", "masking",
+    "add", "subtract", "multiply", "average", "maximum", "minimum", "identity", "rescaling",
+}  # fmt: skip
+_ELEMENTWISE_OPS = ("tf.__operators__.", "tf.math.", "tf.nn.")  # tf_keras TFOpLambda layers
+_MAPS_ONLY = re.compile(
+    r"^(max_pooling[123]d|average_pooling[123]d|global_(average|max)_pooling[123]d|zero_padding[123]d|"
+    r"cropping[123]d|up_sampling[123]d|spatial_dropout[123]d|random_\w+|resizing|center_crop)$"
+)
+
+
+def _weightless_kind(name: str) -> str:
+    """ "vector" (keeps a vector as it is), "flatten", "maps" (a map in, a map out), or "reshape" (may make
+    a map of a vector: Reshape, Lambda, or unknown)."""
+    base = re.sub(r"_\d+$", "", name)
+    if base in _KEEPS_VECTOR or name.startswith(_ELEMENTWISE_OPS):
+        return "vector"
+    if base == "flatten":
+        return "flatten"
+    return "maps" if _MAPS_ONLY.match(base) else "reshape"
+
+
+def _reshaped_between(canon: Canonical, nearest: str, layer: str) -> str | None:
+    """Why the vector `nearest` outputs may reach `layer` as a Flatten of a map, or None when it cannot.
+
+    A weights-only file records the layers without weights only as names, or as places without names, or
+    (Keras 3) as names without places. Turning a vector into a map and flattening it again takes two of them,
+    one that may reshape (Reshape, Lambda, a name that does not say) and then one that may flatten: a Dense ->
+    Dropout -> Activation -> Dense chain is settled by its names, a Dense -> Reshape -> Flatten -> Dense one is not.
+    """
+    seq = canon.sequence
+    if seq is not None and nearest in seq and layer in seq and seq.index(nearest) < seq.index(layer):
+        weighted = {t.layer for t in canon.tensors.values()}
+        between = [n for n in seq[seq.index(nearest) + 1 : seq.index(layer)] if n not in weighted]
+        kinds = [_weightless_kind(n) if n else "reshape" for n in between]
+        makers = [i for i, k in enumerate(kinds) if k == "reshape"]
+        if not makers or not any(k in ("reshape", "flatten") for k in kinds[makers[0] + 1 :]):
+            return None
+        if all(between):
+            named = ", ".join(f"`{n}`" for n in between)
+            return f"the file lists layers without weights between them ({named}) and not what they do"
+        return (
+            f"the file holds {len(between)} layers without weights between them and not what they are (a TF "
+            "checkpoint keeps no layer classes)"
+        )
+    if seq is None and canon.unplaced:
+        kinds = [_weightless_kind(n) for n in canon.unplaced]
+        if kinds.count("reshape") >= 1 and kinds.count("reshape") + kinds.count("flatten") >= 2:
+            named = ", ".join(f"`{n}`" for n, k in zip(canon.unplaced, kinds, strict=True) if k != "vector")
+            return f"the file holds layers without weights that can ({named}) and not where they sit"
+    return None
 
 
 def _any_output(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> bool:
@@ -159,8 +235,12 @@ def mark_flatten_questions(
     after_flatten = shapes.dense_after_flatten(canon.model_config)
     outs = _layer_outputs(items, canon)
     order = list(canon.layers)
-    # Keras weight files list layers in model order; TF checkpoints only roughly (by object-graph keys).
+    # Keras weight files list layers in model order; TF checkpoints only roughly (by object-graph keys),
+    # unless their object graph numbers the model's layers (tf_keras `layer-N`, Keras 3 `_operations/N`).
     keras_order = canon.model_order and canon.format != "tf-bundle"
+    if canon.sequence is not None and canon.format == "tf-bundle":
+        placed = [n for n in dict.fromkeys(canon.sequence) if n in canon.layers]
+        order, keras_order = placed + [n for n in order if n not in placed], True
     if not in_config:
         _mark_per_feature(items, canon, order, outs, keras_order)
     for it in items:
@@ -187,7 +267,20 @@ def mark_flatten_questions(
                     rule=rule,
                 )
             continue
-        if _chained(it.layer, n_in, order, outs) if keras_order else _any_output(n_in, outs):
+        nearest = _chained(it.layer, n_in, order, outs) if keras_order else None
+        if nearest is not None:
+            why = _reshaped_between(canon, nearest, it.layer) if outs[nearest][0] == "dense" else None
+            if why is not None and _composite(n_in):
+                it.undetermined = Undetermined(
+                    "flatten",
+                    f"its {n_in} inputs match the {n_in} outputs of `{nearest}` before it, but {why}: if they "
+                    "reshape that vector into a map and flatten it again, TF ordered the rows (H, W, C) and "
+                    "nn.Linear after torch.flatten of an NCHW map needs (C, H, W)",
+                    settle,
+                    rule=rule,
+                )
+            continue
+        if not keras_order and _any_output(n_in, outs):
             continue
         found = _feeding_conv(it.layer, n_in, order, outs) if canon.model_order else _any_conv(n_in, outs)
         if found is None:

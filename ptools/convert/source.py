@@ -91,6 +91,11 @@ class Canonical:
     skipped: list[SourceTensor] = field(default_factory=list)  # optimizer/counter/ema left out
     keras3: bool = False  # written by Keras 3 (its Conv and DepthwiseConv2D kernels are both `kernel`)
     model_order: bool = True  # tensors are in model order (False: TF1 name-based bundles, sorted by name)
+    # Every layer in model order, weightless ones included ("" for one the file does not name: a TF2
+    # checkpoint's `layer-N`), where the file places them (legacy .h5 layer_names, TF2 object graphs); else None.
+    sequence: list[str] | None = None
+    # Keras 3 weights files list their weightless layers by class (`reshape`, `flatten_1`) but not in order.
+    unplaced: list[str] = field(default_factory=list)
 
     def weights(self) -> list[SourceTensor]:
         return [t for t in self.tensors.values() if t.role == "weight"]
@@ -225,7 +230,29 @@ def from_reader(reader: CheckpointReader, include_optimizer: bool = False, ema: 
         or version.startswith("3")
         or any(_KERAS3_PATH.search(k) for k in object_keys),
         model_order=reader.format != "tf-bundle" or bool(object_keys),
+        **_sequence(reader, tensors),
     )
+
+
+def _sequence(reader: CheckpointReader, tensors: dict[str, SourceTensor]) -> dict[str, Any]:
+    """`sequence` / `unplaced` for Canonical: where the file's layers without weights sit."""
+    layer_of_key = {t.source_key: t.layer for t in tensors.values()}
+
+    def place(keys: list[str], name: str) -> list[str]:
+        # A slot with weights holds their layers (a nested model's, in their order); one without, its name.
+        return list(dict.fromkeys(layer_of_key[k] for k in keys if k in layer_of_key)) or [name]
+
+    if reader.format == "keras-h5":
+        return {"sequence": [n for kl in _reader_layers(reader) for n in place(kl.weights, kl.name)]}
+    if reader.format == "keras-v3":
+        return {"unplaced": [kl.group or kl.name for kl in _reader_layers(reader) if not kl.weights]}
+    graph = reader.object_graph() if reader.format == "tf-bundle" else None
+    if not graph:
+        return {}
+    from ptools.checkpoint.tf.vars import layer_slots
+
+    slots = layer_slots(graph)
+    return {} if slots is None else {"sequence": [n for keys in slots for n in place(keys, "")]}
 
 
 _K3_NESTED = re.compile(r"^(.*/layers/[^/]+)/(.+)$")

@@ -246,3 +246,80 @@ def test_piped_report_is_one_line_per_row(runner) -> None:
     assert any(
         "batch_normalization_1/moving_variance" in ln and "batch_normalization_1_1.running_var" in ln for ln in rows
     )
+
+
+class _Chain(torch.nn.Module):
+    """The torch twin of the chain_* fixtures: d1 -> (NCHW map (4, 1, 2) flattened | tanh) -> head."""
+
+    def __init__(self, reshape: bool) -> None:
+        super().__init__()
+        self.reshape = reshape
+        self.d1, self.head = torch.nn.Linear(5, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.d1(x)
+        # Keras' Reshape((1, 2, 4)) is an NHWC map; a PyTorch port holds it NCHW, then flattens that.
+        h = h.view(-1, 1, 2, 4).permute(0, 3, 1, 2).flatten(1) if self.reshape else torch.tanh(h)
+        return self.head(h)
+
+
+CHAIN_FILES = ["tfk_weights.h5", "tfk_ckpt", "k3.weights.h5", "k3_ckpt"]
+
+
+def _chain_file(name: str, fmt: str) -> Path:
+    return FIX / (f"{name}_{fmt}" if "." in fmt else f"{name}_{fmt}.index")
+
+
+@pytest.mark.parametrize("fmt", CHAIN_FILES)
+def test_weights_only_vector_reshaped_and_flattened_is_an_open_question(runner, tmp_path: Path, fmt: str) -> None:
+    # Dense(8) -> Reshape((1, 2, 4)) -> Flatten -> Dense, weights only: head's 8 inputs match d1's 8 outputs,
+    # so a chain rule alone would write its rows as stored (the vector's order), which is wrong for a port
+    # that holds the map NCHW; the layers between them are all that tells, and the file cannot settle it.
+    src, family = _chain_file("chain_reshape", fmt), fmt[:3].rstrip("_.")
+    p = plan(src, ConvertOptions())
+    assert not p.ok and [i.sources[0].rsplit("/", 2)[-2] for i in p.undetermined] == ["head"]
+    r = runner.invoke(app, ["convert", str(src), str(tmp_path / "w.safetensors"), "--json"])
+    assert r.exit_code == 1 and not (tmp_path / "w.safetensors").exists()
+    why = json.loads(r.stdout)["undetermined"][0]["why"]
+    said = ("`to_map`, `flat`", "2 layers without weights", "`flatten`, `reshape`")  # by name, place, class
+    assert "8 outputs of `" in why and any(s in why for s in said)
+    # The rule the message suggests settles it, and the result reproduces Keras through an NCHW port.
+    head = p.undetermined[0].sources[0]
+    rules = tmp_path / "rules.json"
+    rule = {"pattern": head, "transform": "dense_after_flatten", "flatten_shape": [1, 2, 4]}
+    rules.write_text(json.dumps({"rules": [rule]}))
+    p = plan(src, ConvertOptions(rules=rules))
+    assert p.ok
+    assert _max_error(p, _Chain(reshape=True), f"chain_reshape_{family}_io.npz", nhwc=False) <= 1e-5
+
+
+@pytest.mark.parametrize("fmt", CHAIN_FILES)
+def test_weights_only_vector_through_dropout_and_activation(fmt: str) -> None:
+    # Dense -> Dropout -> Activation -> Dense: names (legacy .h5, Keras 3 groups) say the vector stays a vector;
+    # a TF2 checkpoint numbers two unnamed layers between them, which could be a Reshape and a Flatten.
+    src, family = _chain_file("chain_mlp", fmt), fmt[:3].rstrip("_.")
+    p = plan(src, ConvertOptions())
+    if fmt.endswith("ckpt"):
+        assert not p.ok and "2 layers without weights between them" in p.undetermined[0].undetermined.why
+        return
+    assert p.ok, [i.undetermined for i in p.undetermined]
+    assert _max_error(p, _Chain(reshape=False), f"chain_mlp_{family}_io.npz", nhwc=False) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("dropout_3", "vector"),
+        ("leaky_re_lu", "vector"),
+        ("tf.math.multiply_2", "vector"),
+        ("flatten_1", "flatten"),
+        ("max_pooling2d_4", "maps"),
+        ("reshape_3", "reshape"),
+        ("lambda", "reshape"),
+        ("my_head_act", "reshape"),  # a name the user chose says nothing
+    ],
+)
+def test_weightless_layer_kinds_by_keras_names(name: str, kind: str) -> None:
+    from ptools.convert.questions import _weightless_kind
+
+    assert _weightless_kind(name) == kind

@@ -81,6 +81,8 @@ class KerasLayer:
     variables: dict[str, str] = field(default_factory=dict)
     # The scope the file stores the weights under when it is not the layer name (Keras 2.0: `conv2d_1_1`).
     stored_as: str | None = None
+    # Keras 3 files: the layer's group under `layers/`, its class in snake case (`reshape_1`) whatever its name.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,7 @@ class KerasReader(CheckpointReader):
                     list(k.input_shape) if k.input_shape else None,
                     k.variables,
                     k.stored_as,
+                    k.group,
                 ]
                 for k in self._layers
             ],
@@ -386,8 +389,8 @@ class KerasReader(CheckpointReader):
             TensorInfo(key=k, dtype=d, shape=tuple(sh), nbytes=n, extra=e) for k, d, sh, n, e in state["infos"]
         ]
         self._layers = [
-            KerasLayer(name, cls, cfg or {}, list(ws), tuple(ish) if ish else None, dict(vs), sa)
-            for name, cls, cfg, ws, ish, vs, sa in state["layers"]
+            KerasLayer(name, cls, cfg or {}, list(ws), tuple(ish) if ish else None, dict(vs), sa, group)
+            for name, cls, cfg, ws, ish, vs, sa, group in state["layers"]
         ]
         self._locations = {k: tuple(v) if v else None for k, v in state["locations"].items()}
         from ptools.checkpoint.pickle.restricted import GlobalRef, ScanResult
@@ -527,7 +530,7 @@ class KerasReader(CheckpointReader):
                 unnamed.remove(lcfg)
             lname = lname or lcfg.get("config", {}).get("name") or gname
             cls = lcfg.get("class_name", cls)
-            layer = KerasLayer(lname, cls, lcfg.get("config", {}), input_shape=_input_shape(lcfg))
+            layer = KerasLayer(lname, cls, lcfg.get("config", {}), input_shape=_input_shape(lcfg), group=gname)
             self._index_v3_vars(g, lname, cls, layer.config, layer, prefix=lname)
             self._layers.append(layer)
         if "vars" in f and len(f["vars"]):

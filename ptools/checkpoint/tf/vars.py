@@ -249,3 +249,48 @@ def select(variables: list[VariableInfo], include_optimizer: bool, ema: bool) ->
         elif include_optimizer:
             out.append(v)
     return out
+
+
+_LAYER_CHILD = re.compile(r"^layer-(\d+)$")
+
+
+def layer_slots(graph: list[TrackableNode]) -> list[list[str]] | None:
+    """The model's layers in model order, each as the checkpoint keys of the variables beneath it (empty for a
+    layer without weights), or None when the graph holds no Keras layer list.
+
+    tf_keras tracks a model's layers as `layer-N` children (those with weights also as `layer_with_weights-M`),
+    Keras 3 as `_operations/N`; both number them in `model.layers` order, weightless layers included, which is
+    how a reader learns what sits between two weighted layers. The first list found from the root is the
+    model's own; each node is claimed by the first layer that reaches it, so the walk stays linear.
+    """
+    n = len(graph)
+    seen, queue, found = {0}, deque([0]), None
+    while queue and found is None:
+        i = queue.popleft()
+        layers = sorted((int(m.group(1)), c) for c, name in graph[i].children if (m := _LAYER_CHILD.match(name)))
+        ops = [c for c, name in graph[i].children if name == "_operations" and 0 <= c < n]
+        if layers:
+            found = [c for _, c in layers]
+        elif ops:
+            found = [c for _, c in sorted((int(name), c) for c, name in graph[ops[0]].children if name.isdigit())]
+        for c, name in graph[i].children:
+            if 0 <= c < n and c not in seen and not _is_optimizer(graph[c], name):
+                seen.add(c)
+                queue.append(c)
+    if not found:
+        return None
+    claimed: set[int] = {0}
+    slots = []
+    for root in found:
+        keys: list[str] = []
+        stack = [root] if 0 <= root < n and root not in claimed else []
+        claimed.update(stack)
+        while stack:
+            i = stack.pop()
+            keys += [a.checkpoint_key for a in graph[i].attributes]
+            for c, name in graph[i].children:
+                if 0 <= c < n and c not in claimed and not _is_optimizer(graph[c], name):
+                    claimed.add(c)
+                    stack.append(c)
+        slots.append(keys)
+    return slots
