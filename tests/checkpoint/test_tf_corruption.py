@@ -263,3 +263,36 @@ def test_sliced_variable_structure_errors(tmp_path: Path) -> None:
         reader.read("outside")
     with pytest.raises(PtoolsError, match="is missing"):  # checked before any allocation
         reader.read("huge")
+
+
+def test_layer_slots_of_a_hostile_object_graph() -> None:
+    # Cycles, shared subtrees, ids out of range and non-ASCII digits in `_operations` names: the model's layer
+    # list is still read in order, each node claimed once, and nothing raises.
+    import random
+
+    from ptools.checkpoint.tf.proto import SerializedTensor, TrackableNode
+    from ptools.checkpoint.tf.vars import layer_slots
+
+    def var(key: str) -> TrackableNode:
+        return TrackableNode(attributes=[SerializedTensor("VARIABLE_VALUE", key, key)])
+
+    graph = [
+        TrackableNode(children=[(1, "model")]),
+        TrackableNode(children=[(2, "_operations"), (0, "root")]),
+        TrackableNode(children=[(4, "1"), (3, "0"), (5, "²"), (99, "2"), (4, "3")]),
+        TrackableNode(children=[(6, "_kernel"), (1, "loop")]),
+        TrackableNode(children=[]),
+        var("stray"),
+        var("k0"),
+    ]
+    assert layer_slots(graph) == [["k0"], [], [], []]
+    rng = random.Random(40961)
+    for _ in range(300):
+        n = rng.randint(1, 30)
+        names = ["layer-0", "layer-7", "_operations", "0", "1", "kernel", "x", "layer-٣"]
+        nodes = [
+            TrackableNode(children=[(rng.randint(-2, n + 2), rng.choice(names)) for _ in range(rng.randint(0, 4))])
+            for _ in range(n)
+        ]
+        slots = layer_slots(nodes)
+        assert slots is None or all(isinstance(s, list) for s in slots)

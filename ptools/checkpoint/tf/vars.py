@@ -251,7 +251,7 @@ def select(variables: list[VariableInfo], include_optimizer: bool, ema: bool) ->
     return out
 
 
-_LAYER_CHILD = re.compile(r"^layer-(\d+)$")
+_LAYER_CHILD = re.compile(r"^layer-([0-9]+)$")
 
 
 def layer_slots(graph: list[TrackableNode]) -> list[list[str]] | None:
@@ -261,25 +261,30 @@ def layer_slots(graph: list[TrackableNode]) -> list[list[str]] | None:
     tf_keras tracks a model's layers as `layer-N` children (those with weights also as `layer_with_weights-M`),
     Keras 3 as `_operations/N`; both number them in `model.layers` order, weightless layers included, which is
     how a reader learns what sits between two weighted layers. The first list found from the root is the
-    model's own; each node is claimed by the first layer that reaches it, so the walk stays linear.
+    model's own; the walk above it and each node below is claimed once, so it stays linear and a child that
+    points back up cannot pull the model into a layer.
     """
     n = len(graph)
-    seen, queue, found = {0}, deque([0]), None
+    seen, queue, done = {0}, deque([0]), set()
+    found: list[int] | None = None
     while queue and found is None:
         i = queue.popleft()
+        done.add(i)
         layers = sorted((int(m.group(1)), c) for c, name in graph[i].children if (m := _LAYER_CHILD.match(name)))
         ops = [c for c, name in graph[i].children if name == "_operations" and 0 <= c < n]
         if layers:
             found = [c for _, c in layers]
         elif ops:
-            found = [c for _, c in sorted((int(name), c) for c, name in graph[ops[0]].children if name.isdigit())]
+            done.add(ops[0])
+            digits = [(int(name), c) for c, name in graph[ops[0]].children if name.isascii() and name.isdigit()]
+            found = [c for _, c in sorted(digits)]
         for c, name in graph[i].children:
             if 0 <= c < n and c not in seen and not _is_optimizer(graph[c], name):
                 seen.add(c)
                 queue.append(c)
     if not found:
         return None
-    claimed: set[int] = {0}
+    claimed = done
     slots = []
     for root in found:
         keys: list[str] = []
