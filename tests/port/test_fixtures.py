@@ -25,7 +25,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "port"
 MODELS = ["xception", "unet", "mobilenet", "textnet", "defectgan", "misc", "rnn_k2", "prep", "seq2seq"]
 # Nested models, operations on tensors, several inputs, preprocessing: Keras 3 and tf_keras files only.
 GRAPHS = ["arith", "seqops", "twoin", "transfer", "transfer_seq", "siamese", "prep2", "textmask", "attention"]
-GRAPHS += ["acts", "maskmerge", "slashnames"]
+GRAPHS += ["acts", "maskmerge", "slashnames", "convact"]
 FILES = [f"{m}{suffix}" for m in MODELS for suffix in (".keras", "_tfk.h5", "_k20.h5")]
 FILES += [f"{m}{suffix}" for m in GRAPHS for suffix in (".keras", "_tfk.h5")]
 SAVED = ["xception", "textnet", "transfer", "prep2", "attention"]
