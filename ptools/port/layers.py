@@ -295,9 +295,11 @@ def conv(cfg: dict[str, Any], ins: list[Value], ctx: Ctx, nd: int) -> LayerCode:
     x = as_cf(v)
     if pre:
         x = f"{pre}({x})"
-    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({x})", cfg, v, code.settings))
     out_sizes = tuple(_conv_out(n, kk, ss, dd, padding) for n, kk, ss, dd in zip(sizes, k, s, d, strict=True))
-    code.outputs.append(Value(ctx.out, (*out_sizes, cout), cf=True))
+    out = Value(ctx.out, (*out_sizes, cout), cf=True)
+    # The activation sees the conv's channels-first output (a softmax's dim), whatever layout its input had.
+    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({x})", cfg, out, code.settings))
+    code.outputs.append(out)
     code.weights = lambda ws: _conv_weights(ws, use_bias, ctx.attr, conv_kernel)
     return code
 
@@ -347,8 +349,9 @@ def conv_transpose(cfg: dict[str, Any], ins: list[Value], ctx: Ctx) -> LayerCode
     if any(x != 1 for x in d):
         kwargs["dilation"] = one(d)
     code.modules.append((ctx.attr, call(cls, cin, cout, **kwargs)))
-    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({as_cf(v)})", cfg, v, code.settings))
-    code.outputs.append(Value(ctx.out, (*out_sizes, cout), cf=True))
+    out = Value(ctx.out, (*out_sizes, cout), cf=True)
+    code.lines.append(_act_line(ctx, f"self.{ctx.attr}({as_cf(v)})", cfg, out, code.settings))
+    code.outputs.append(out)
     code.weights = lambda ws: _conv_weights(ws, use_bias, ctx.attr, conv_kernel)
     return code
 
