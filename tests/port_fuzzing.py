@@ -222,7 +222,7 @@ def judge_convert_model(src: Path, port: dict, out: Path, io: dict, opts: argpar
 
 def _needs_input_size(doc: dict) -> bool:
     return any("--input-size" in (u.get("settle") or "") for u in doc.get("undetermined", [])) and all(
-        u.get("kind") == "flatten" for u in doc.get("undetermined", [])
+        u.get("kind") in ("flatten", "norm_axes") for u in doc.get("undetermined", [])
     )
 
 

@@ -192,6 +192,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
         p.renames = res.renames
         if p.model is not None:
             questions.settle_flatten_by_trace(p, opts.input_size)
+            questions.settle_norm_axes_by_trace(p, opts.input_size)
     else:
         seen: dict[str, Item] = {}
         for it in items:

@@ -788,6 +788,47 @@ def feature_items(items: list[Item], opts: LayerOptions, layer: str) -> list[Not
     ]
 
 
+def _may_cover_all_axes(axis: Any) -> bool:
+    """Could a LayerNormalization `axis` config be every non-batch axis of its input (rank unknown here)?"""
+    if axis is None:
+        return True  # no config (weights only): nothing rules it out
+    axes = axis if isinstance(axis, list) else [axis]
+    if not all(isinstance(a, int) for a in axes) or len(axes) < 2:
+        return False
+    # [1, 2, ..., k] on a rank k+1 input, or [-k, ..., -1]: contiguous, in order, from the first or to the last
+    return axes == list(range(1, len(axes) + 1)) or axes == list(range(-len(axes), 0))
+
+
+def norm_axes_rules(key: str, perm_text: str) -> str:
+    """The --map rules that settle a LayerNormalization's order, for a message."""
+    return f'a --map rule {{"pattern": "{key}", "transform": "copy"}} (channels-last) or "{perm_text}" (channels-first)'
+
+
+def _norm_axes_question(meta: LayerMeta, t: SourceTensor, it: Item) -> Undetermined | None:
+    """A LayerNormalization over several axes holds gamma/beta over (..., C) in Keras' axis order. A PyTorch
+    nn.LayerNorm normalises the trailing dims of whatever it is given: a channels-last tensor wants them as
+    they are, a channels-first one (C, ...) when every non-batch axis is normalised. Square shapes (L == C)
+    load strictly either way, so the target has to say which (its shape, or a --model trace)."""
+    if sum(d != 1 for d in t.shape) < 2 or not _may_cover_all_axes(meta.config.get("axis")):
+        return None  # one real axis (a reshape settles it), or axes a channels-first tensor cannot trail
+    nd = len(t.shape)
+    perm = (nd - 1, *range(nd - 1))
+    cf_shape = tuple(t.shape[i] for i in perm)
+    perm_text = f"permute({','.join(str(i) for i in perm)})"
+    keep = Choice("channels-last", "copy", tuple(t.shape), it.make)
+    cf = Choice("channels-first", perm_text, cf_shape, lambda: np.ascontiguousarray(np.transpose(t.load(), perm)))
+    return Undetermined(
+        "norm_axes",
+        f"`{meta.name}` (LayerNormalization) normalises {nd} axes together, stored {_shape_text(tuple(t.shape))} in "
+        f"Keras' (..., C) order: an nn.LayerNorm applied to a channels-first tensor wants "
+        f"{_shape_text(cf_shape)} (C first), one applied channels-last wants them as stored, and the file does not "
+        "say which layout the PyTorch model normalises in",
+        f"--model (its shape, or a trace of where the LayerNorm is applied), or {norm_axes_rules(t.key, perm_text)}",
+        choices=[keep, cf],
+        rule=f'{{"pattern": "{t.key}", "transform": "copy"}}',
+    )
+
+
 def _norm(
     meta: LayerMeta, v: dict[str, SourceTensor], prefix: str, opts: LayerOptions
 ) -> tuple[list[Item], list[Note]]:
@@ -798,7 +839,10 @@ def _norm(
     c = ref.shape if ref is not None else ()
     for var, role in NORM_VARS.items():
         if var in v:
-            items.append(_item(prefix, role, v[var], _copy, "copy", v[var].shape, meta.name))
+            it = _item(prefix, role, v[var], _copy, "copy", v[var].shape, meta.name)
+            if cls == "LayerNormalization":
+                it.undetermined = _norm_axes_question(meta, v[var], it)
+            items.append(it)
     notes: list[Note] = []
     eps = meta.config.get("epsilon", 1e-3)
     torch_cls = {"BatchNormalization": "BatchNorm2d", "GroupNormalization": "GroupNorm"}.get(cls, "LayerNorm")

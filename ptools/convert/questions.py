@@ -317,7 +317,6 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
     one the config alone placed after a Flatten becomes an open question (exit 1), as does one whose traced
     map the trace cannot orient.
     """
-    from ptools.convert import trace
 
     asks = [
         it
@@ -326,25 +325,7 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
     ]
     if not asks:
         return
-    example = trace.example_input(p.model, input_size)
-    runs: list[dict[str, trace.LinearFeed]] = []
-    if example is not None:
-        try:
-            runs.append(trace.trace_linear_inputs(p.model, example))
-        except PtoolsError:
-            # --input-size gives a shape, not a dtype: a model that starts with an Embedding takes token ids.
-            tokens = trace.token_input(p.model, input_size)
-            if tokens is None:
-                raise
-            runs.append(trace.trace_linear_inputs(p.model, tokens))
-    else:
-        # The Keras config's input shapes, in each layout the target might take (a sequence may be (N, C, L)
-        # or (N, L, C)): every one it runs on is traced, and they must agree.
-        for candidate in trace.config_examples(p.source.model_config):
-            try:
-                runs.append(trace.trace_linear_inputs(p.model, candidate))
-            except PtoolsError:
-                continue
+    runs = _trace_runs(p, input_size)
     if not runs:
         for it in asks:
             _open_flatten_question(
@@ -373,6 +354,73 @@ def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None
             it.decided_by = "--model trace"
         elif kind == "rows":
             _apply_rows(it, value, module, origin)
+
+
+def _trace_runs(p: Plan, input_size: tuple[int, ...] | None) -> list[dict[str, Any]]:
+    """The traced calls of the --model target: one on --input-size or its example, else one per layout of the
+    Keras config's input shapes that it runs on."""
+    from ptools.convert import trace
+
+    example = trace.example_input(p.model, input_size)
+    runs: list[dict[str, trace.LinearFeed]] = []
+    if example is not None:
+        try:
+            runs.append(trace.trace_linear_inputs(p.model, example))
+        except PtoolsError:
+            # --input-size gives a shape, not a dtype: a model that starts with an Embedding takes token ids.
+            tokens = trace.token_input(p.model, input_size)
+            if tokens is None:
+                raise
+            runs.append(trace.trace_linear_inputs(p.model, tokens))
+    else:
+        # The Keras config's input shapes, in each layout the target might take (a sequence may be (N, C, L)
+        # or (N, L, C)): every one it runs on is traced, and they must agree.
+        for candidate in trace.config_examples(p.source.model_config):
+            try:
+                runs.append(trace.trace_linear_inputs(p.model, candidate))
+            except PtoolsError:
+                continue
+    return runs
+
+
+def settle_norm_axes_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None:
+    """With --model: a LayerNormalization over several axes whose target shape fits both orders (L == C) takes
+    the order of the tensor its nn.LayerNorm is traced on: channels-first (out of a conv-like module, every
+    dim but the batch normalised) wants (C, ...), channels-first with fewer dims normalised keeps Keras' order
+    of the trailing spatial axes; a tensor the trace cannot orient leaves the question open (exit 1)."""
+    asks = [it for it in p.written if it.undetermined is not None and it.undetermined.kind == "norm_axes"]
+    if not asks:
+        return
+    try:
+        runs = _trace_runs(p, input_size)
+    except PtoolsError as e:
+        runs, failed = [], e.message
+    else:
+        failed = "no input it runs on (give --input-size)"
+    for it in asks:
+        q = it.undetermined
+        assert q is not None
+        key = p.targets.get(id(it), "")
+        module = key.rsplit(".", 1)[0] if "." in key else key
+        picks = set()
+        for feeds in runs:
+            feed = feeds.get(module)
+            if feed is None or not feed.map_input or not feed.map_cf or feed.norm_dims != len(it.shape_before):
+                picks.add(None)
+            else:
+                picks.add("channels-first" if feed.norm_dims == feed.map_rank - 1 else "channels-last")
+        pick = picks.pop() if len(picks) == 1 else None
+        if pick is None:
+            if runs:
+                q.why = f"{q.why}; the traced --model does not apply `{module}` to a conv's channels-first output"
+            else:
+                q.why = f"{q.why}; --model could not be traced: {failed}"
+                rules = layouts.norm_axes_rules(it.sources[0], q.choices[1].transform)
+                q.settle = (
+                    f"--input-size (the input shape without the batch), so that --model can be traced, or {rules}"
+                )
+            continue
+        it.choose(next(c for c in q.choices if c.name == pick), "--model trace")
 
 
 def _same(a: tuple[str, Any, str], b: tuple[str, Any, str]) -> bool:

@@ -40,6 +40,9 @@ class LinearFeed:
     order: np.ndarray | None = None  # input feature j = element id order[j] of one of `origins`; -1: of none
     origins: tuple[Origin, ...] = ()
     map_input: bool = False  # a per-channel module applied to a map (BatchNorm2d...): its weights are per channel
+    map_cf: bool = False  # that map came out of a conv-like module: channels-first
+    map_rank: int = 0  # its rank, batch included
+    norm_dims: int = 0  # a LayerNorm: how many trailing dims it normalises
 
     @property
     def origin(self) -> tuple[int, ...] | None:
@@ -349,8 +352,16 @@ def trace_linear_inputs(model: Any, example: Any) -> dict[str, LinearFeed]:
                 x = inputs[0]
                 if x.dim() > 2 and not isinstance(mod, nn.Linear):
                     # A BatchNorm2d/PReLU per channel (dim 1), a LayerNorm over the last dim of a map: never flattened
-                    n = int(x.shape[-1]) if isinstance(mod, nn.LayerNorm) else int(x.shape[1])
-                    feeds[name] = LinearFeed(name, n, map_input=True)
+                    ln = isinstance(mod, nn.LayerNorm)
+                    n = int(x.shape[-1]) if ln else int(x.shape[1])
+                    feeds[name] = LinearFeed(
+                        name,
+                        n,
+                        map_input=True,
+                        map_cf=channels_first.get(id(x)) is x,
+                        map_rank=x.dim(),
+                        norm_dims=len(mod.normalized_shape) if ln else 0,
+                    )
                     return
                 n = int(x.shape[-1]) if x.dim() >= 1 else 0
                 index = tag_of(x)

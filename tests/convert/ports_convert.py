@@ -183,3 +183,15 @@ class FlattenParts(nn.Module):
     def forward(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         x = self.prelu(self.ln(self.bn(torch.flatten(self.conv(img), 1))))
         return self.head(torch.cat([vec, x], dim=1))
+
+
+class LnAxesCL(nn.Module):
+    """ln_axes: Conv1d(3->2, k3) -> LayerNorm over (L, C) = (2, 2) on a channels-last view, back to (N, C, L)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(3, 2, 3)
+        self.ln = nn.LayerNorm((2, 2), eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, L, C) as Keras
+        return self.ln(self.conv(x.transpose(1, 2)).transpose(1, 2))  # (N, L, C)

@@ -273,3 +273,49 @@ def test_weights_only_flatten_parts_are_open_questions(runner, tmp_path: Path) -
     assert r.exit_code == 1 and not out.exists()
     open_ = {s for u in json.loads(r.stdout)["undetermined"] for s in u["source"]}
     assert "head/kernel" in open_ and "bn/gamma" in open_ and "ln/gamma" in open_
+
+
+# LayerNormalization(axis=[1, 2]) on a (2, 2) Conv1D output: gamma (L, C) also loads strictly where (C, L) is
+# wanted. Before: copied as stored, exit 0 (fuzz seed 47213 model 348: the port's channels-first LayerNorm got
+# it transposed, with and without --model).
+LN_AXES = [("ln_axes_tfk.h5", []), ("ln_axes_tfk_weights.h5", ["--input-size", "3x4"])]  # the port takes (N, C, L)
+
+
+@pytest.mark.parametrize(("name", "size"), LN_AXES)
+def test_a_layernorm_over_several_axes_is_left_to_the_target(runner, tmp_path: Path, name: str, size: list) -> None:
+    src = FIX / "convert" / name
+    out = tmp_path / "plain.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--json"])
+    assert r.exit_code == 1 and not out.exists(), r.output
+    asks = {s: u["kind"] for u in json.loads(r.stdout)["undetermined"] for s in u["source"]}
+    assert asks == {"ln/gamma": "norm_axes", "ln/beta": "norm_axes"}
+    # The port normalises the conv's channels-first output: traced, it gets (C, L) and reproduces Keras.
+    p = _port(FIX / "convert" / "ln_axes_tfk.h5", tmp_path / "port")
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, *size, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["source"][0]: row for row in json.loads(r.stdout)["tensors"]}
+    assert rows["ln/gamma"]["decided_by"] == "--model trace" and rows["ln/gamma"]["transform"] == "permute(1,0)"
+    x, y = _io(FIX / "convert" / "ln_axes_tfk.h5")
+    model = port_api._import_module(tmp_path / "port" / "model.py", p.class_name)
+    assert np.abs(_run(model, out, p, x) - y).max() <= 1e-5
+
+
+def test_a_channels_last_layernorm_target_needs_a_rule(runner, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    src = FIX / "convert" / "ln_axes_tfk.h5"
+    out = tmp_path / "w.safetensors"
+    target = "tests.convert.ports_convert:LnAxesCL"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--json"])
+    assert r.exit_code == 1 and not out.exists(), r.output  # the trace cannot orient a transposed view
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"pattern": "ln/(gamma|beta)", "transform": "copy"}]))
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--map", str(rules)])
+    assert r.exit_code == 0, r.output
+    model = ports.LnAxesCL().eval()
+    model.load_state_dict(load_file(out), strict=True)
+    x, y = _io(src)
+    with torch.no_grad():
+        assert np.abs(model(torch.from_numpy(x)).numpy() - y).max() <= 1e-5
