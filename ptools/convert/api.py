@@ -106,7 +106,7 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             name: s[0][0] for name, s in segments.items() if isinstance(s, list) and len(s) == 1 and s[0][0] is not None
         }
         multi = {name: s for name, s in segments.items() if isinstance(s, list) and name not in flat}
-        unknown = {name for name, s in segments.items() if s == shapes.UNKNOWN}
+        unknown = {name: s for name, s in segments.items() if isinstance(s, str)}  # open: why
         flat_source = {layer: "config" for layer in flat}
         for r in rules:
             if r.flatten_shape:  # an explicit pre-Flatten shape for the Dense whose kernel the rule names
@@ -140,12 +140,17 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
                         it.flatten_shape = tuple(flat[layer]) if layer in flat else None
                         it.decided_by = "config"
             elif per_feature and layer in unknown:
+                why = (
+                    "not the shape it flattens"
+                    if unknown[layer] == shapes.UNKNOWN
+                    else f"{unknown[layer]} (a Flatten's features reach it)"
+                )
                 for it in its:
                     if len(it.shape_after) == 1 and not it.synthetic:
                         it.undetermined = layouts.Undetermined(
                             "flatten",
-                            f"the config says a Flatten feeds `{layer}` ({meta.class_name}) but not the shape it "
-                            "flattens, so the (H, W, C) order of its per-feature weights is unknown",
+                            f"the config says a Flatten feeds `{layer}` ({meta.class_name}) but {why}, so the "
+                            "(H, W, C) order of its per-feature weights is unknown",
                             "--model (traced), or a --map rule with a transform for it",
                         )
             for it in its:

@@ -226,9 +226,11 @@ def _any_conv(n_in: int, outs: dict[str, tuple[str, set[int]]]) -> Any:
 
 
 def mark_flatten_questions(
-    items: list[Item], canon: Canonical, flattened: set[str], unknown: set[str] | None = None
+    items: list[Item], canon: Canonical, flattened: set[str], unknown: dict[str, str] | None = None
 ) -> None:
-    """Set `undetermined` on every Dense kernel whose row order the file does not settle."""
+    """Set `undetermined` on every Dense kernel whose row order the file does not settle. `unknown`: the layers
+    a Flatten feeds in a way the config does not settle, with why (shapes.flatten_segments)."""
+    unknown = unknown or {}
     from ptools.checkpoint.keras.h5 import config_layers_by_name
 
     in_config = set(config_layers_by_name(canon.model_config)) if canon.model_config else set()
@@ -257,11 +259,23 @@ def mark_flatten_questions(
             f"model has an example_input_array), or a --map rule {rule}"
         )
         if meta.config_key in in_config:
-            flat = after_flatten.get(meta.config_key) or ("a Flatten" if it.layer in (unknown or set()) else None)
-            if flat is not None:  # the config says a Flatten feeds it but not the size of what it flattens
+            through = unknown.get(it.layer, shapes.UNKNOWN)
+            if it.layer in unknown and through != shapes.UNKNOWN:  # a Flatten's features reach it, but how?
                 it.undetermined = Undetermined(
                     "flatten",
-                    f"the config says Flatten `{flat}` feeds `{it.layer}` but not the shape it flattens, so the "
+                    f"the config says the features of a Flatten reach `{it.layer}`, but {through}: TF orders "
+                    f"a flattened map's features (H, W, C) and nn.Linear after torch.flatten of an NCHW map "
+                    f"needs (C, H, W), so the row order of its {n_in} inputs is open",
+                    settle,
+                    rule=rule,
+                )
+                continue
+            flat = after_flatten.get(meta.config_key)
+            if flat is not None or it.layer in unknown:  # a Flatten feeds it, of a size the config does not tell
+                which = f"Flatten `{flat}`" if flat is not None else "a Flatten"
+                it.undetermined = Undetermined(
+                    "flatten",
+                    f"the config says {which} feeds `{it.layer}` but not the shape it flattens, so the "
                     f"(H, W, C) row order of its {n_in} inputs is unknown",
                     settle,
                     rule=rule,

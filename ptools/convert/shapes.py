@@ -32,6 +32,23 @@ _PASSTHROUGH = {
     "Minimum",
     "UnitNormalization",
     "SpectralNormalization",
+    "Rescaling",
+    "Normalization",
+    "SpatialDropout1D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Masking",
+    "Identity",
+    "ThresholdedReLU",
+    # identity at inference
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomContrast",
+    "RandomTranslation",
+    "RandomBrightness",
 }
 _SKIP_THROUGH = {"Dropout", "Activation", "ReLU", "LeakyReLU", "ELU", "GaussianNoise", "Identity"}
 
@@ -125,6 +142,16 @@ def output_shape(cls: str, cfg: dict[str, Any], inputs: list[Shape]) -> Shape | 
         p = cfg.get("padding", 1)
         pads = [(p, p)] * 2 if isinstance(p, int) else [(q, q) if isinstance(q, int) else tuple(q) for q in p]
         return (*(None if x[i] is None else x[i] + sum(pads[i]) for i in range(2)), x[-1])
+    if cls in ("Cropping1D", "Cropping2D", "Cropping3D"):
+        nd = len(x) - 1
+        c = cfg.get("cropping", 1)
+        crops = [c] if nd == 1 and isinstance(c, (list, tuple)) and all(isinstance(q, int) for q in c) else c
+        if isinstance(crops, int):
+            crops = [(crops, crops)] * nd
+        crops = [(q, q) if isinstance(q, int) else q for q in crops]
+        if len(crops) != nd or any(len(q) != 2 for q in crops):
+            return None
+        return (*(None if x[i] is None else x[i] - sum(crops[i]) for i in range(nd)), x[-1])
     if cls == "Flatten":
         return (None if any(d is None for d in x) else math.prod(x),)  # type: ignore[arg-type]
     if cls == "Dense":
@@ -156,6 +183,10 @@ def inbound_names(layer_cfg: dict[str, Any]) -> list[str]:
         elif isinstance(obj, list):
             if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
                 names.append(obj[0])
+                # tf_keras keeps a TFOpLambda's other tensor operands in the call kwargs: `x - y` is
+                # ["x", 0, 0, {"y": ["y", 0, 0]}], and y feeds the op as much as x does
+                if len(obj) >= 4:
+                    walk(obj[3])
                 return
             for v in obj:
                 walk(v)
@@ -164,7 +195,8 @@ def inbound_names(layer_cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-_Graph = tuple[dict[str, Any], dict[str, list[str]], dict[str, Shape | None]]
+# (class by layer, inbound layers by layer, output shape by layer, operation by operation node)
+_Graph = tuple[dict[str, Any], dict[str, list[str]], dict[str, Shape | None], dict[str, str]]
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
 
@@ -186,14 +218,16 @@ def _output_names(model_config: dict[str, Any], layers: list[dict[str, Any]]) ->
 
 
 def _graph(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]) -> _Graph | None:
-    """(class by layer, inbound layers by layer, output shape by layer) of a model config, nested models
-    inlined: their inner layers join the graph (fed by what feeds the nested model), and a layer that
-    consumes a nested model is fed by its output layer, so a Flatten inside one is seen."""
+    """(class by layer, inbound layers by layer, output shape by layer, {operation node: operation}) of a model
+    config, nested models inlined: their inner layers join the graph (fed by what feeds
+    the nested model), and a layer that consumes a nested model is fed by its output layer, so a Flatten inside
+    one is seen."""
     if not model_config:
         return None
     classes: dict[str, Any] = {}
     feeds: dict[str, list[str]] = {}
     out_shapes: dict[str, Shape | None] = {}
+    ops: dict[str, str] = {}
 
     def walk(mc: dict[str, Any], outer_srcs: list[str] | None) -> list[str] | None:
         """Add one model's layers; returns its output layer names (None when it cannot be followed)."""
@@ -229,18 +263,23 @@ def _graph(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None
                 continue
             classes[name] = cls
             feeds[name] = srcs
+            op = operation(cls, lc)
+            if op is not None:
+                ops[name] = op
             ins = [out_shapes.get(x) for x in srcs]
             if recorded.get(name) is not None:
                 ins = [tuple(recorded[name][1:])]  # type: ignore[index]
             elif not srcs and cls != "InputLayer" and (lcfg.get("batch_input_shape") or lcfg.get("batch_shape")):
                 ins = [tuple((lcfg.get("batch_input_shape") or lcfg.get("batch_shape"))[1:])]
             out_shapes[name] = output_shape(cls, lcfg, ins)
+            if op in _ELEMENTWISE and _scalar_constants(lc) and ins and all(i is not None and i == ins[0] for i in ins):
+                out_shapes[name] = ins[0]  # x - 3.0, x * y: the shape of x (a scalar constant cannot broadcast)
             prev = [name]
         return [alias.get(n, n) for n in _output_names(mc, layers)]
 
     if walk(model_config, None) is None and not classes:
         return None
-    return classes, feeds, out_shapes
+    return classes, feeds, out_shapes, ops
 
 
 def _flatten_feeding(name: str, classes: dict[str, Any], feeds: dict[str, list[str]]) -> str | None:
@@ -255,7 +294,7 @@ def dense_after_flatten(model_config: dict[str, Any] | None) -> dict[str, str]:
     g = _graph(model_config, {})
     if g is None:
         return {}
-    classes, feeds, _ = g
+    classes, feeds, _, _ = g
     out = {}
     for name, cls in classes.items():
         flat = _flatten_feeding(name, classes, feeds) if cls == "Dense" else None
@@ -270,7 +309,7 @@ def flatten_shapes(model_config: dict[str, Any] | None, recorded: dict[str, Shap
     g = _graph(model_config, recorded)
     if g is None:
         return {}
-    classes, feeds, out_shapes = g
+    classes, feeds, out_shapes, _ = g
     result: dict[str, Shape] = {}
     for name, cls in classes.items():
         if cls != "Dense":
@@ -298,11 +337,80 @@ _FEATURE_WISE = _SKIP_THROUGH | {
     "LayerNormalization",
     "PReLU",
     "Normalization",
+    "ActivityRegularization",
+    "ThresholdedReLU",
+    "Masking",
 }
 PER_FEATURE = {"BatchNormalization", "LayerNormalization", "PReLU", "Normalization"}
 _MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Layers whose outputs are new features (or maps), whatever order their inputs came in: a Flatten before
+# them says nothing about the rows of a Dense after them.
+_FRESH = {
+    "InputLayer", "Dense", "EinsumDense", "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "RNN",
+    "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose",
+    "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+    "SeparableConv2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "MultiHeadAttention",
+}  # fmt: skip
+# Operations that work on each element alone (a tensor operand broadcast): a vector keeps its feature order.
+# tf_keras saves them as TFOpLambda layers naming the TF function, Keras 3 as operation nodes by class.
+_TF_ELEMENTWISE = {
+    "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide",
+    "math.pow", "math.maximum", "math.minimum", "math.negative", "math.abs", "math.sqrt", "math.square",
+    "math.exp", "math.log", "math.tanh", "math.sigmoid", "nn.sigmoid", "math.erf", "math.rsqrt",
+    "math.reciprocal", "math.floor", "math.ceil", "math.sign", "nn.relu", "nn.relu6", "nn.silu", "nn.swish",
+    "nn.gelu", "nn.elu", "nn.selu", "nn.leaky_relu", "math.softplus", "nn.softplus", "nn.softsign",
+    "math.softsign", "clip_by_value", "cast",
+}  # fmt: skip
+_KERAS3_ELEMENTWISE = {
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Power", "Maximum", "Minimum", "Negative",
+    "Absolute", "Abs", "Sqrt", "Square", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Relu6", "Silu", "Swish",
+    "Gelu", "Softplus", "Softsign", "Elu", "Selu", "Erf", "Rsqrt", "Reciprocal", "Floor", "Ceil", "Sign",
+    "Clip", "Cast", "HardSigmoid", "HardSilu", "HardSwish", "LeakyRelu",
+}  # fmt: skip
 Segment = tuple[Shape | None, int]  # (pre-Flatten (..., C) shape, or None: not from a map; number of features)
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # a Flatten feeds it, of a shape the config does not tell
+
+
+_ELEMENTWISE = {f"tf.{f}" for f in _TF_ELEMENTWISE} | {f"keras.ops.{c}" for c in _KERAS3_ELEMENTWISE}
+
+
+def _scalar_constants(layer_cfg: dict[str, Any]) -> bool:
+    """Every non-tensor operand in an operation node's call is a number (or a name, None, a bool)."""
+
+    def ok(obj: Any) -> bool:
+        if obj is None or isinstance(obj, (int, float, str, bool)):
+            return True
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "__keras_tensor__":
+                return True
+            return all(ok(v) for k, v in obj.items() if k in ("args", "kwargs")) if "args" in obj else False
+        if isinstance(obj, list) and len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+            return all(ok(v) for v in obj[3].values()) if len(obj) >= 4 and isinstance(obj[3], dict) else True
+        return False
+
+    nodes = layer_cfg.get("inbound_nodes")
+    if not isinstance(nodes, list) or len(nodes) != 1:
+        return False
+    node = nodes[0]
+    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        return all(ok(a) for a in node.get("args", [])) and all(ok(v) for v in node.get("kwargs", {}).values())
+    if isinstance(node, list) and node and isinstance(node[0], str):  # tf_keras TFOpLambda: ["x", 0, 0, {"y": 3.0}]
+        return ok(node)
+    return isinstance(node, list) and all(ok(t) for t in node)  # [["x", 0, 0, {}], ...]
+
+
+def operation(cls: str, layer_cfg: dict[str, Any]) -> str | None:
+    """The operation of a tf_keras TFOpLambda (`tf.math.subtract`) or a Keras 3 operation node
+    (`keras.ops.Subtract`); None for a layer."""
+    cfg = layer_cfg.get("config")
+    if cls in ("TFOpLambda", "SlicingOpLambda"):
+        fn = cfg.get("function") if isinstance(cfg, dict) else None
+        return f"tf.{fn}" if isinstance(fn, str) else "tf.?"
+    module = layer_cfg.get("module")
+    if isinstance(module, str) and module.startswith("keras.src.ops"):
+        return f"keras.ops.{cls}"
+    return None
 
 
 def flatten_segments(
@@ -310,12 +418,13 @@ def flatten_segments(
 ) -> dict[str, list[Segment] | str]:
     """{layer: the segments of its input features} for every Dense and per-feature layer (BatchNorm, LayerNorm,
     PReLU, Normalization) whose vector input holds features of a Flatten of a rank >= 2 map, in TF's (H, W, C)
-    order: straight, through feature-wise layers and merges, or as parts of a Concatenate. UNKNOWN where a
-    Flatten feeds it but the flattened shape cannot be worked out."""
+    order: straight, through feature-wise layers, merges and element-wise operations, or as parts of a
+    Concatenate. A string where a Flatten feeds it but its order there cannot be worked out: UNKNOWN when the
+    flattened shape is not known, else why (the features pass a layer or operation convert cannot follow)."""
     g = _graph(model_config, recorded)
     if g is None:
         return {}
-    classes, feeds, out_shapes = g
+    classes, feeds, out_shapes, ops = g
     memo: dict[str, list[Segment] | str | None] = {}
 
     def segs(name: str, depth: int = 0) -> list[Segment] | str | None:
@@ -325,6 +434,7 @@ def flatten_segments(
             return None
         memo[name] = None  # cycles (malformed configs) end here
         cls, srcs = classes.get(name), feeds.get(name, [])
+        shape = out_shapes.get(name)
         out: list[Segment] | str | None = None
         if cls == "Flatten" and len(srcs) == 1:
             pre = tuple(recorded[name][1:]) if recorded.get(name) else out_shapes.get(srcs[0])  # type: ignore[index]
@@ -335,9 +445,8 @@ def flatten_segments(
             else:
                 out = UNKNOWN
         elif cls in _FEATURE_WISE and len(srcs) == 1:
-            shape = out_shapes.get(name)
             out = segs(srcs[0], depth + 1) if shape is None or len(shape) == 1 else None
-        elif cls in _MERGES and srcs:
+        elif (cls in _MERGES or ops.get(name) in _ELEMENTWISE) and srcs:
             parts = [segs(s, depth + 1) for s in srcs]
             out = parts[0] if all(p == parts[0] for p in parts) else (UNKNOWN if any(parts) else None)
         elif cls == "Concatenate" and srcs:
@@ -345,12 +454,20 @@ def flatten_segments(
             if any(parts):
                 joined: list[Segment] = []
                 for s, p in zip(srcs, parts, strict=True):
-                    shape = out_shapes.get(s)
-                    if p == UNKNOWN or shape is None or len(shape) != 1 or not isinstance(shape[0], int):
+                    sh = out_shapes.get(s)
+                    if isinstance(p, str) or sh is None or len(sh) != 1 or not isinstance(sh[0], int):
                         joined = []
                         break
-                    joined += p if isinstance(p, list) else [(None, shape[0])]
+                    joined += p if isinstance(p, list) else [(None, sh[0])]
                 out = joined or UNKNOWN
+        elif cls == "Reshape" and len(srcs) == 1 and shape and math.prod(d or 0 for d in shape[:-1]) == 1:
+            out = segs(srcs[0], depth + 1)  # (1, ..., 1, n): the vector as it was
+        elif (cls not in _FRESH or name in ops) and srcs and cls is not None:
+            # A layer or operation convert cannot follow: if a Flatten's features reach it, the rows of a
+            # Dense after it may or may not be in the Flatten's order, and only the user or a target can say.
+            if any(segs(s, depth + 1) for s in srcs):
+                what = f"`{name}` ({ops.get(name) or cls})"
+                out = f"they pass {what}, whose effect on the order of the features convert cannot follow"
         memo[name] = out
         return out
 
@@ -362,6 +479,6 @@ def flatten_segments(
         if len(srcs) != 1:
             continue
         found = segs(srcs[0])
-        if found == UNKNOWN or (isinstance(found, list) and any(sh is not None for sh, _ in found)):
+        if isinstance(found, str) or (isinstance(found, list) and any(sh is not None for sh, _ in found)):
             result[name] = found  # type: ignore[assignment]
     return result
