@@ -509,6 +509,7 @@ class Builder:
     def op_nested(self, v: Val) -> None:
         r, L, k = self.rng, self.L, self.k
         inner = [L.Dense(r.randint(2, 8), activation=self.act(), name=self.name("inner_dense"))]
+        inner_dense = self.last
         if v.kind == "img":
             inner = [
                 L.Conv2D(r.randint(2, 6), 3, padding="same", name=self.name("inner_conv")),
@@ -524,6 +525,8 @@ class Builder:
                 x = layer(x)
             block = k.Model(x0, x, name=self.name("block"))
         t = block(v.t)
+        if v.kind == "vec" and v.flat:  # the inner Dense is fed what feeds the block: `block_8.inner_dense_7`
+            self.flat_fed[f"{block.name}.{inner_dense}"] = [[list(sh) if sh else None, n] for sh, n in v.flat]
         self.add(t, self.kind_of(t.shape[1:]), v.deps)
         self.extras.append("nested")
 
