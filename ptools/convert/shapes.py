@@ -466,7 +466,8 @@ def flatten_segments(
             # A layer or operation convert cannot follow: if a Flatten's features reach it, the rows of a
             # Dense after it may or may not be in the Flatten's order, and only the user or a target can say.
             if any(segs(s, depth + 1) for s in srcs):
-                what = f"`{name}` ({ops.get(name) or cls})"
+                label = ops.get(name) or cls
+                what = f"`{name}`" if label == name else f"`{name}` ({label})"  # tf_keras names ops by function
                 out = f"they pass {what}, whose effect on the order of the features convert cannot follow"
         memo[name] = out
         return out

@@ -195,3 +195,17 @@ class LnAxesCL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, L, C) as Keras
         return self.ln(self.conv(x.transpose(1, 2)).transpose(1, 2))  # (N, L, C)
+
+
+class FlattenOps(nn.Module):
+    """flatten_ops*: x - 0.5, crop ((1, 0), (0, 1)) of 6x5x3 -> flatten (NCHW, 60) -> (elu - flat) / 2 -> nested
+    Dense `block.inner` (60 -> 4) -> Dense `head` (4 -> 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.ModuleDict({"inner": nn.Linear(60, 4)})
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.flatten((x - 0.5)[:, :, 1:, :-1], 1)
+        return self.head(self.block["inner"]((torch.nn.functional.elu(f) - f) / 2.0))

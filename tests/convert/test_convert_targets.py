@@ -319,3 +319,33 @@ def test_a_channels_last_layernorm_target_needs_a_rule(runner, tmp_path: Path) -
     x, y = _io(src)
     with torch.no_grad():
         assert np.abs(model(torch.from_numpy(x)).numpy() - y).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["flatten_ops.keras", "flatten_ops_tfk.h5"])
+def test_flatten_order_followed_through_operations_and_into_a_nested_model(runner, tmp_path: Path, name: str) -> None:
+    # Before (tf_keras): `(elu(flat) - flat) / 2` is a TFOpLambda with `flat` in its call kwargs, which convert
+    # did not follow: the nested Dense got TF's (H, W, C) rows for an NCHW flatten, exit 0 (fuzz seed 47213
+    # model 420). Cropping2D after `img - 0.5` must also give the flattened shape (5, 4, 3).
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(FIX / "convert" / name), str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {t["target"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert rows["block.inner.weight"]["transform"].startswith("dense_after_flatten(5, 4, 3)")
+    assert rows["head.weight"]["transform"] == "transpose"  # fed by the Dense: a plain vector
+    x, y = _io(FIX / "convert" / name)
+    assert _sd_error(out, ports.FlattenOps(), x, y, nhwc=True) <= 1e-5
+
+
+def test_flatten_through_an_operation_convert_cannot_follow_is_an_open_question(runner, tmp_path: Path) -> None:
+    # Flatten -> tf.math.cumsum -> Dense: whether the Dense's rows are the Flatten's order depends on how the
+    # PyTorch model computes the cumsum; before, the rows were written as a plain vector's, exit 0.
+    src = FIX / "convert" / "flatten_cumsum_tfk.h5"
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--json"])
+    assert r.exit_code == 1 and not out.exists()
+    (u,) = json.loads(r.stdout)["undetermined"]
+    assert u["source"] == ["head/kernel"] and u["kind"] == "flatten" and "`tf.math.cumsum`" in u["why"]
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"pattern": "head/kernel", "transform": "transpose"}]}))
+    r = runner.invoke(app, ["convert", str(src), str(out), "--map", str(rules)])
+    assert r.exit_code == 0, r.output
