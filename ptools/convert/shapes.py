@@ -272,8 +272,9 @@ def _graph(model_config: dict[str, Any] | None, recorded: dict[str, Shape | None
             elif not srcs and cls != "InputLayer" and (lcfg.get("batch_input_shape") or lcfg.get("batch_shape")):
                 ins = [tuple((lcfg.get("batch_input_shape") or lcfg.get("batch_shape"))[1:])]
             out_shapes[name] = output_shape(cls, lcfg, ins)
-            if op in _ELEMENTWISE and _scalar_constants(lc) and ins and all(i is not None and i == ins[0] for i in ins):
-                out_shapes[name] = ins[0]  # x - 3.0, x * y: the shape of x (a scalar constant cannot broadcast)
+            if op in _ELEMENTWISE:  # x - 3.0, x * y: the shape of x, unless an operand may broadcast it up
+                same = ins and all(i is not None and i == ins[0] for i in ins)
+                out_shapes[name] = ins[0] if same and _scalar_constants(lc) else None
             prev = [name]
         return [alias.get(n, n) for n in _output_names(mc, layers)]
 
