@@ -79,6 +79,17 @@ def _transpose_len(n: int | None, k: int, s: int, d: int, padding: str, op: int 
     return n * s if op is None else (n - 1) * s + k_eff % 2 + op
 
 
+def _pairs(v: Any, nd: int) -> list[tuple[int, int]] | None:
+    """Keras' padding / cropping argument (n, (a, b) for 1D, ((a, b), ...) or (n, m, ...)) as nd pairs."""
+    if nd == 1 and isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(q, int) for q in v):
+        v = [v]
+    items = [v] * nd if isinstance(v, int) else v
+    if not isinstance(items, (list, tuple)) or len(items) != nd:
+        return None
+    pairs = [(q, q) if isinstance(q, int) else tuple(q) for q in items]
+    return pairs if all(len(q) == 2 and all(isinstance(n, int) for n in q) for q in pairs) else None  # type: ignore[return-value]
+
+
 def output_shape(cls: str, cfg: dict[str, Any], inputs: list[Shape]) -> Shape | None:
     """Output shape of one layer (channels_last), or None when we cannot tell."""
     if cls == "InputLayer":
@@ -138,20 +149,14 @@ def output_shape(cls: str, cfg: dict[str, Any], inputs: list[Shape]) -> Shape | 
         nd = len(x) - 1
         size = _tuple(cfg.get("size", 2), nd)
         return (*(None if x[i] is None else x[i] * size[i] for i in range(nd)), x[-1])
-    if cls in ("ZeroPadding2D",):
-        p = cfg.get("padding", 1)
-        pads = [(p, p)] * 2 if isinstance(p, int) else [(q, q) if isinstance(q, int) else tuple(q) for q in p]
-        return (*(None if x[i] is None else x[i] + sum(pads[i]) for i in range(2)), x[-1])
-    if cls in ("Cropping1D", "Cropping2D", "Cropping3D"):
-        nd = len(x) - 1
-        c = cfg.get("cropping", 1)
-        crops = [c] if nd == 1 and isinstance(c, (list, tuple)) and all(isinstance(q, int) for q in c) else c
-        if isinstance(crops, int):
-            crops = [(crops, crops)] * nd
-        crops = [(q, q) if isinstance(q, int) else q for q in crops]
-        if len(crops) != nd or any(len(q) != 2 for q in crops):
+    if cls in ("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D"):
+        pads = _pairs(cfg.get("padding" if cls.startswith("Zero") else "cropping", 1), len(x) - 1)
+        if pads is None:
             return None
-        return (*(None if x[i] is None else x[i] - sum(crops[i]) for i in range(nd)), x[-1])
+        sign = 1 if cls.startswith("Zero") else -1
+        return (*(None if x[i] is None else x[i] + sign * sum(pads[i]) for i in range(len(pads))), x[-1])
+    if cls == "Embedding":
+        return (*x, cfg.get("output_dim"))
     if cls == "Flatten":
         return (None if any(d is None for d in x) else math.prod(x),)  # type: ignore[arg-type]
     if cls == "Dense":
