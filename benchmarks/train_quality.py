@@ -425,7 +425,8 @@ def quick_start_command(
     out: Path, steps: int, seed: int, overrides: dict[str, Any], data: Path | None = None, preset: str = "small"
 ) -> list[str]:
     """The README's command (plus --seed, --data for the photo set, a TOML --config for `--set` overrides)."""
-    cmd = [sys.executable, "-m", "ptools", "train", "--preset", preset, "--steps", str(steps), "--out", str(out)]
+    cmd = [sys.executable, "-m", "ptools", "train", "--steps", str(steps), "--out", str(out)]
+    cmd += ["--preset", preset] if preset != "default" else []  # "default": what `ptools train` runs bare
     cmd += ["--seed", str(seed), "--device", "cpu", "--force"]
     if data is not None:
         cmd += ["--data", str(data)]
@@ -477,7 +478,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (one run each)")
     parser.add_argument("--eval-n", type=int, default=200, help="held-out pairs (labels in turn)")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="where the runs are written")
-    parser.add_argument("--preset", default="small", help="--preset of the training runs")
+    parser.add_argument("--preset", default="small", help="--preset of the training runs ('default': none)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--serial", action="store_true", help="train the seeds one after the other")
