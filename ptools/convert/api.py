@@ -99,7 +99,8 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
     # Layer configs come from the file: a damaged or hand-edited one must end in one line naming it.
     with config_errors(canon.path):
         recorded = {m.config_key: m.input_shape for m in canon.layers.values()}
-        by_config = shapes.flatten_segments(canon.model_config, recorded)
+        cl_by_config: dict[str, str] = {}
+        by_config = shapes.flatten_segments(canon.model_config, recorded, cl_by_config)
         # keyed by the canonical layer (a nested model's inner layers are `base/dense`, `dense` in the config)
         segments = {name: by_config[m.config_key] for name, m in canon.layers.items() if m.config_key in by_config}
         flat = {
@@ -162,6 +163,8 @@ def plan(src: str | Path, opts: ConvertOptions) -> Plan:
             notes += ns
         notes = _with_config_settings(notes, canon)
         questions.mark_flatten_questions(items, canon, set(flat) | set(multi), unknown)
+        cl = {name: cl_by_config[m.config_key] for name, m in canon.layers.items() if m.config_key in cl_by_config}
+        questions.mark_channels_last_flattens(items, cl)
     targets, how, fixed = _apply_rules(items, rules)
     p = Plan(canon, items, targets, how, notes, canon.skipped, rule_skipped)
     if opts.model or opts.template:

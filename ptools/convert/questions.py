@@ -321,6 +321,29 @@ def mark_flatten_questions(
         )
 
 
+def mark_channels_last_flattens(items: list[Item], channels_last: dict[str, str]) -> None:
+    """Open the row / feature order of the layers a Flatten of a channels-last map feeds ({layer: why}, from
+    shapes.flatten_segments): a port flattens such a map (an nn.Embedding's (N, L, C)) as TF does, unless it
+    moved its channels first, so neither order is the file's to decide. The Flatten's shape is kept on the
+    item, so a traced --model settles it."""
+    for it in items:
+        why = channels_last.get(it.layer)
+        if why is None or it.synthetic or it.flatten_source is None:
+            continue
+        rule = (
+            f'{{"pattern": "{it.sources[0]}", "transform": "{"copy" if len(it.shape_before) == 1 else "transpose"}"}}'
+        )
+        it.undetermined = Undetermined(
+            "flatten",
+            f"{why}: a port that flattens it that way needs the {'features' if len(it.shape_before) == 1 else 'rows'}"
+            f" of `{it.layer}` in TF's order, one that moves the channels first needs them (C, L) ordered, and the "
+            "file cannot say which",
+            "--model (its forward is traced to see what it flattens; add --input-size unless the model has an "
+            f"example_input_array), or a --map rule {rule} for a port that flattens it as TF does",
+            rule=rule,
+        )
+
+
 def settle_flatten_by_trace(p: Plan, input_size: tuple[int, ...] | None) -> None:
     """With --model: run it once and give each Dense after a Flatten the row order its Linear consumes.
 

@@ -358,6 +358,12 @@ _FRESH = {
     "SeparableConv2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
     "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "MultiHeadAttention",
 }  # fmt: skip
+# Layers whose PyTorch counterparts put channels last (nn.Embedding, nn.Linear, batch-first RNNs): a port
+# flattens their (..., C) output in TF's own order, while a conv map is channels-first in a port.
+_CHANNELS_LAST_OUT = {
+    "Embedding", "Dense", "EinsumDense", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "RNN", "TimeDistributed",
+    "MultiHeadAttention",
+}  # fmt: skip
 # Operations that work on each element alone (a tensor operand broadcast): a vector keeps its feature order.
 # tf_keras saves them as TFOpLambda layers naming the TF function, Keras 3 as operation nodes by class.
 _TF_ELEMENTWISE = {
@@ -420,18 +426,41 @@ def operation(cls: str, layer_cfg: dict[str, Any]) -> str | None:
 
 
 def flatten_segments(
-    model_config: dict[str, Any] | None, recorded: dict[str, Shape | None]
+    model_config: dict[str, Any] | None,
+    recorded: dict[str, Shape | None],
+    channels_last: dict[str, str] | None = None,
 ) -> dict[str, list[Segment] | str]:
     """{layer: the segments of its input features} for every Dense and per-feature layer (BatchNorm, LayerNorm,
     PReLU, Normalization) whose vector input holds features of a Flatten of a rank >= 2 map, in TF's (H, W, C)
     order: straight, through feature-wise layers, merges and element-wise operations, or as parts of a
     Concatenate. A string where a Flatten feeds it but its order there cannot be worked out: UNKNOWN when the
-    flattened shape is not known, else why (the features pass a layer or operation convert cannot follow)."""
+    flattened shape is not known, else why (the features pass a layer or operation convert cannot follow).
+    `channels_last`, if given, receives {layer: why} for those of them fed a Flatten of a map that may come
+    from a layer whose PyTorch counterpart outputs channels-last (nn.Embedding, nn.Linear, batch-first RNNs):
+    a port flattens such a map as TF does, not NCHW, so no NCHW reordering is determined for them."""
     g = _graph(model_config, recorded)
     if g is None:
         return {}
     classes, feeds, out_shapes, ops = g
     memo: dict[str, list[Segment] | str | None] = {}
+    cl_why: dict[str, str] = {}  # node -> why its features include a channels-last map's, flattened
+    layout_memo: dict[str, str | None] = {}
+
+    def channels_last_source(name: str, depth: int = 0) -> str | None:
+        """The channels-last layer a map may come from, through layers that keep its layout; else None."""
+        if name in layout_memo:
+            return layout_memo[name]
+        layout_memo[name] = None
+        cls, srcs = classes.get(name), feeds.get(name, [])
+        found: str | None = None
+        if depth > 500 or cls is None:
+            pass
+        elif cls in _CHANNELS_LAST_OUT and name not in ops:
+            found = name
+        elif (cls in _FEATURE_WISE or cls in _MERGES or ops.get(name) in _ELEMENTWISE) and srcs:
+            found = next((f for f in (channels_last_source(s, depth + 1) for s in srcs) if f), None)
+        layout_memo[name] = found
+        return found
 
     def segs(name: str, depth: int = 0) -> list[Segment] | str | None:
         if name in memo:
@@ -446,6 +475,12 @@ def flatten_segments(
             pre = tuple(recorded[name][1:]) if recorded.get(name) else out_shapes.get(srcs[0])  # type: ignore[index]
             if pre is not None and len(pre) >= 2 and all(isinstance(d, int) for d in pre):
                 out = [(pre, math.prod(pre))]  # type: ignore[arg-type]
+                src = channels_last_source(srcs[0])
+                if src is not None:
+                    cl_why[name] = (
+                        f"Flatten `{name}` flattens the {'x'.join(str(d) for d in pre)} output of `{src}` "
+                        f"({classes.get(src)}), whose PyTorch counterpart gives it channels-last, as TF holds it"
+                    )
             elif pre is not None and len(pre) == 1:
                 out = segs(srcs[0], depth + 1)
             else:
@@ -475,6 +510,10 @@ def flatten_segments(
                 label = ops.get(name) or cls
                 what = f"`{name}`" if label == name else f"`{name}` ({label})"  # tf_keras names ops by function
                 out = f"they pass {what}, whose effect on the order of the features convert cannot follow"
+        if isinstance(out, list) and name not in cl_why:
+            why = next((cl_why[s] for s in srcs if s in cl_why), None)
+            if why is not None:
+                cl_why[name] = why
         memo[name] = out
         return out
 
@@ -488,4 +527,6 @@ def flatten_segments(
         found = segs(srcs[0])
         if isinstance(found, str) or (isinstance(found, list) and any(sh is not None for sh, _ in found)):
             result[name] = found  # type: ignore[assignment]
+            if channels_last is not None and isinstance(found, list) and srcs[0] in cl_why:
+                channels_last[name] = cl_why[srcs[0]]
     return result

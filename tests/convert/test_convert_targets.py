@@ -349,3 +349,42 @@ def test_flatten_through_an_operation_convert_cannot_follow_is_an_open_question(
     rules.write_text(json.dumps({"rules": [{"pattern": "head/kernel", "transform": "transpose"}]}))
     r = runner.invoke(app, ["convert", str(src), str(out), "--map", str(rules)])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("name", ["flatten_emb.keras", "flatten_emb_tfk.h5"])
+def test_flatten_of_an_embedding_is_open_without_a_target(runner, tmp_path: Path, name: str) -> None:
+    # Embedding -> Flatten -> Reshape((35,)) -> BatchNorm -> x * 0.5 -> Dense. Before, plain convert reordered
+    # the BatchNorm's features and the Dense's rows for an NCL flatten, exit 0 (fuzz seed 61487 model 74); but
+    # nn.Embedding gives (N, L, C) and a port flattens that as TF does: only the target can say.
+    src = FIX / "convert" / name
+    out = tmp_path / "w.safetensors"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--json"])
+    assert r.exit_code == 1 and not out.exists(), r.output
+    open_ = {"/".join(u["source"]): u for u in json.loads(r.stdout)["undetermined"]}
+    assert set(open_) == {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance", "head/kernel"}
+    assert all("`emb` (Embedding)" in u["why"] and "--model" in u["settle"] for u in open_.values())
+    x, y = _io(src)
+    p = _port(src, tmp_path / "port")
+    tokens = torch.from_numpy(x.astype(np.int64))
+
+    def error(weights: Path) -> float:
+        from safetensors.torch import load_file
+
+        model = port_api._import_module(tmp_path / "port" / "model.py", p.class_name)
+        model.load_state_dict(load_file(weights), strict=True)
+        with torch.no_grad():
+            return float(np.abs(model.eval()(tokens).numpy() - y).max())
+
+    # The rules the refusal names (TF's order, for a port that flattens (N, L, C)) reproduce Keras ...
+    rules = tmp_path / "rules.json"
+    rule = [{"pattern": "bn/.*", "transform": "copy"}, {"pattern": "head/kernel", "transform": "transpose"}]
+    rules.write_text(json.dumps({"rules": rule}))
+    r = runner.invoke(app, ["convert", str(src), str(out), "--map", str(rules)])
+    assert r.exit_code == 0, r.output
+    assert error(out) <= 1e-5
+    # ... and so does the ported module as --model, its trace deciding.
+    out2 = tmp_path / "w2.safetensors"
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    r = runner.invoke(app, ["convert", str(src), str(out2), "--model", target, "--json"])
+    assert r.exit_code == 0, r.output
+    assert error(out2) <= 1e-5
