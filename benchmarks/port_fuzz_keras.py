@@ -367,7 +367,10 @@ class Builder:
                 h = r.choice(d2)
                 target = (h, d // h, n // d)
             t = L.Reshape(target, name=self.name("reshape"))(v.t)
-        self.add(t, self.kind_of(t.shape[1:]), v.deps)
+        # A Reshape of a vector to (n,) keeps its features where they were, a Flatten's order included (seed
+        # 61487 model 74: its record was dropped here, so the Flatten-fed BatchNorm and Dense were missing).
+        keep = v.flat if v.kind == "vec" and tuple(t.shape[1:]) == (n,) else None
+        self.add(t, self.kind_of(t.shape[1:]), v.deps, keep)
 
     def op_dropout(self, v: Val) -> None:
         r, L = self.rng, self.L
