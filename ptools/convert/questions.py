@@ -491,6 +491,10 @@ def _traced_rows(it: Item, feed: Any, module: str) -> tuple[str, Any, str]:
     else:
         pre = it.flatten_shape
         channels = pre[-1] if pre else (it.undetermined.channels if it.undetermined is not None else None)
+        if pre is None and len(feed.origins) == 1 and feed.origins[0].cf:
+            # Without a config the channels are a guess (a conv before it whose channels divide n_in); the
+            # trace saw the conv that made the map, channels-first, so its first dim is C.
+            channels = feed.origins[0].shape[0]
         rows = trace.keras_rows(feed, channels, pre)
     origin = " + ".join("x".join(str(d) for d in o.shape) for o in feed.origins)
     if rows is None:

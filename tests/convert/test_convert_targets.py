@@ -388,3 +388,31 @@ def test_flatten_of_an_embedding_is_open_without_a_target(runner, tmp_path: Path
     r = runner.invoke(app, ["convert", str(src), str(out2), "--model", target, "--json"])
     assert r.exit_code == 0, r.output
     assert error(out2) <= 1e-5
+
+
+def test_traced_conv_map_outranks_the_files_channel_guess(runner, tmp_path: Path) -> None:
+    # Weights only: the conv nearest the Dense in the file is `narrow` (3 channels, which divide its 108
+    # inputs), but the Flatten flattens `wide` (9 channels). The traced port flattens wide's (9, 4, 3) output
+    # channels-last; read with the guessed 3 channels that map looked channels-last already (its last dim is 3)
+    # and the rows were reordered, wrong with exit 0 (fuzz seed 61487 model 369, Conv3D, error 2.3).
+    p = _port(FIX / "convert" / "flatten_guess_tfk.h5", tmp_path / "port")
+    src = FIX / "convert" / "flatten_guess_tfk_weights.h5"
+    out = tmp_path / "w.safetensors"
+    target = f"{tmp_path / 'port' / 'model.py'}:{p.class_name}"
+    r = runner.invoke(app, ["convert", str(src), str(out), "--model", target, "--input-size", "2x4x3", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {t["target"]: t for t in json.loads(r.stdout)["tensors"]}
+    assert rows["head.weight"]["decided_by"] == "--model trace"
+    x, y = _io(FIX / "convert" / "flatten_guess_tfk.h5")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flatten_guess_port", tmp_path / "port" / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = getattr(mod, p.class_name)()
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        got = model.eval()(torch.from_numpy(np.moveaxis(x, -1, 1).copy()))[0].numpy()
+    assert float(np.abs(got - y).max()) <= 1e-5
