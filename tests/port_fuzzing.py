@@ -181,8 +181,27 @@ def judge_port(src: Path, out: Path, io: dict, case: dict, opts: argparse.Namesp
         return res | {"verdict": "WRONG", "message": f"written module fails: {type(e).__name__}: {_short(str(e))}"}
     err, scale = max_error(got, io)
     res |= {"max_err": err, "scale": scale, "class_name": doc["class_name"], "doc": doc}
-    res["verdict"] = "exact" if err <= opts.rtol * scale else "WRONG"
+    res["verdict"] = "exact" if err <= opts.rtol * scale else _torch_or_wrong(model, io, doc, opts, res)
     return res
+
+
+def _torch_or_wrong(model: Any, io: dict, doc: dict, opts: argparse.Namespace, res: dict[str, Any]) -> str:
+    """ "torch-bug" when the module is exact with PyTorch's oneDNN (mkldnn) CPU kernels off: the emitted code is
+    right and torch miscomputes it (seen: a conv on a (N, 1, H, 1) view whose strides make it look
+    channels-last, the class of pytorch#82060 / #120547); else "WRONG"."""
+    import torch
+
+    was = torch._C._get_mkldnn_enabled()  # not mkldnn.flags(): it also sets TF32 knobs, with a warning each time
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        got = run_module(model, io, doc["inputs"], doc["outputs"])
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+    err, scale = max_error(got, io)
+    if err <= opts.rtol * scale:
+        res["message"] = f"exact ({err:.1e}) with torch.backends.mkldnn off: PyTorch's CPU kernel miscomputes it"
+        return "torch-bug"
+    return "WRONG"
 
 
 def judge_convert_model(src: Path, port: dict, out: Path, io: dict, opts: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +233,7 @@ def judge_convert_model(src: Path, port: dict, out: Path, io: dict, opts: argpar
         return res | {"verdict": "WRONG", "message": f"converted weights fail: {type(e).__name__}: {_short(str(e))}"}
     err, scale = max_error(got, io)
     res |= {"max_err": err, "scale": scale}
-    res["verdict"] = "exact" if err <= opts.rtol * scale else "WRONG"
+    res["verdict"] = "exact" if err <= opts.rtol * scale else _torch_or_wrong(model, io, port["doc"], opts, res)
     if res["verdict"] == "WRONG":
         res["message"] = _wrong_tensors(load_file(dst), port)
     return res
