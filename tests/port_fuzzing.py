@@ -19,10 +19,12 @@ the CLI, exactly as a user calls it, on every file:
 - `convert FILE OUT.safetensors` (no target): every written tensor compared with the port's tensor of the
   same layer and role (the documented NCHW row order of a Dense after a Flatten taken into account).
 
-Verdicts: `exact` (max abs error <= --rtol x max(1, output scale)), `WRONG` (exit 0 with a larger error or a
-different tensor: the one forbidden outcome), `refused` (exit 1, each refusal naming its layers / tensors),
-`refused-unnamed`, `rejected` (exit 2 on a genuine Keras file), `crash` (an exception or "internal error"),
-`hang` (over --timeout), and for convert without a target `unjudged` (no port tensor to compare with).
+Verdicts: `exact` (max abs error <= --rtol x max(1, output scale) plus Keras' own float32 round-off, against
+Keras' float64 twin of the model where the Keras side could build one: see output_errors), `WRONG` (exit 0
+with a larger error or a different tensor: the one forbidden outcome), `refused` (exit 1, each refusal naming
+its layers / tensors), `refused-unnamed`, `rejected` (exit 2 on a genuine Keras file), `crash` (an exception
+or "internal error"), `hang` (over --timeout), and for convert without a target `unjudged` (no port tensor to
+compare with).
 Prints a summary table and every failure with the command that replays it; `--jsonl` keeps all results.
 """
 
@@ -112,17 +114,33 @@ def run_module(model: Any, io: dict[str, np.ndarray], inputs: list[dict], output
     return res
 
 
-def max_error(got: list[np.ndarray], io: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(max abs error, output scale) over all outputs; shape differences are an infinite error."""
-    err, scale = 0.0, 1.0
+def output_errors(got: list[np.ndarray], io: dict[str, np.ndarray], rtol: float) -> dict[str, Any]:
+    """How far the port's outputs are from Keras', and whether that is within the judge's tolerance.
+
+    The reference of output i is `ref<i>` (Keras' float64 twin, see port_fuzz_keras.float64_outputs) where the
+    Keras side recorded one, else `out<i>` (Keras in float32). Allowed: rtol x max(1, output scale), plus, for a
+    float64 reference, Keras' own float32 round-off on that output (max |out<i> - ref<i>|): a port is judged
+    exact when it is as close to the exact result as Keras' float32 run is. Without this, a model that
+    amplifies round-off (LayerNormalization over one feature: the round-off of x - mean times 1/sqrt(eps))
+    judged a port that returns the exact result wrong. A shape difference is an infinite error."""
+    err, scale, noise, ok = 0.0, 1.0, 0.0, True
+    pairs = []
     for i, a in enumerate(got):
         y = io[f"out{i}"].astype(np.float32)
         if a.shape != y.shape:
-            return float("inf"), scale
+            return {"max_err": float("inf"), "scale": scale, "ok": False}
         if y.size:
-            err = max(err, float(np.abs(a - y).max()))
             scale = max(scale, float(np.abs(y).max()))
-    return err, scale
+            pairs.append((a, y, io.get(f"ref{i}")))
+    for a, y, ref in pairs:
+        e = float(np.abs(a - (y if ref is None else ref)).max())
+        r = 0.0 if ref is None else float(np.abs(y - ref).max())
+        err, noise = max(err, e), max(noise, r)
+        ok = ok and e <= rtol * scale + r
+    res = {"max_err": err, "scale": scale, "ok": ok}
+    if any(ref is not None for *_, ref in pairs):
+        res["keras_f32_err"] = noise  # reported: the round-off the tolerance allowed for
+    return res
 
 
 def _short(text: str, n: int = 300) -> str:
@@ -179,9 +197,9 @@ def judge_port(src: Path, out: Path, io: dict, case: dict, opts: argparse.Namesp
         got = run_module(model, io, doc["inputs"], doc["outputs"])
     except Exception as e:  # noqa: BLE001 - the written module fails: exit 0 with a broken port
         return res | {"verdict": "WRONG", "message": f"written module fails: {type(e).__name__}: {_short(str(e))}"}
-    err, scale = max_error(got, io)
-    res |= {"max_err": err, "scale": scale, "class_name": doc["class_name"], "doc": doc}
-    res["verdict"] = "exact" if err <= opts.rtol * scale else _torch_or_wrong(model, io, doc, opts, res)
+    judged = output_errors(got, io, opts.rtol)
+    res |= {k: v for k, v in judged.items() if k != "ok"} | {"class_name": doc["class_name"], "doc": doc}
+    res["verdict"] = "exact" if judged["ok"] else _torch_or_wrong(model, io, doc, opts, res)
     return res
 
 
@@ -197,9 +215,11 @@ def _torch_or_wrong(model: Any, io: dict, doc: dict, opts: argparse.Namespace, r
         got = run_module(model, io, doc["inputs"], doc["outputs"])
     finally:
         torch._C._set_mkldnn_enabled(was)
-    err, scale = max_error(got, io)
-    if err <= opts.rtol * scale:
-        res["message"] = f"exact ({err:.1e}) with torch.backends.mkldnn off: PyTorch's CPU kernel miscomputes it"
+    judged = output_errors(got, io, opts.rtol)
+    if judged["ok"]:
+        res["message"] = (
+            f"exact ({judged['max_err']:.1e}) with torch.backends.mkldnn off: PyTorch's CPU kernel miscomputes it"
+        )
         return "torch-bug"
     return "WRONG"
 
@@ -231,9 +251,9 @@ def judge_convert_model(src: Path, port: dict, out: Path, io: dict, opts: argpar
         got = run_module(model, io, port["doc"]["inputs"], port["doc"]["outputs"])
     except Exception as e:  # noqa: BLE001
         return res | {"verdict": "WRONG", "message": f"converted weights fail: {type(e).__name__}: {_short(str(e))}"}
-    err, scale = max_error(got, io)
-    res |= {"max_err": err, "scale": scale}
-    res["verdict"] = "exact" if err <= opts.rtol * scale else _torch_or_wrong(model, io, port["doc"], opts, res)
+    judged = output_errors(got, io, opts.rtol)
+    res |= {k: v for k, v in judged.items() if k != "ok"}
+    res["verdict"] = "exact" if judged["ok"] else _torch_or_wrong(model, io, port["doc"], opts, res)
     if res["verdict"] == "WRONG":
         res["message"] = _wrong_tensors(load_file(dst), port)
     return res
@@ -440,6 +460,14 @@ def summarize(results: list[dict[str, Any]], opts: argparse.Namespace, seconds: 
         con.print(
             f"worst exact run: {worst['max_err']:.2e} (output scale {worst['scale']:.2g}), model {worst['index']}"
         )
+    slack = [r for r in errs if r["max_err"] > opts.rtol * r["scale"]]
+    if slack:  # exact only thanks to Keras' own float32 round-off on the model: shown, not hidden
+        worst = max(slack, key=lambda r: r["max_err"] / r["scale"])
+        con.print(
+            f"{len(slack)} exact runs over rtol within Keras' float32 round-off; worst: model {worst['index']} "
+            f"{worst['format']} {worst['tool']}, error {worst['max_err']:.2e} against float64 Keras, whose float32 "
+            f"run is {worst['keras_f32_err']:.2e} off"
+        )
     failures = [r for r in results if r["verdict"] in FAILURES]
     if failures:
         con.print(f"[red]{len(failures)} failures[/red]:")
@@ -466,7 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tf-python", default=DEFAULT_TF_PYTHON, help="a Python with tensorflow, tf_keras and keras")
     ap.add_argument("--keep", type=Path, help="keep the generated files and ports in this folder")
     ap.add_argument("--jsonl", type=Path, help="append every result as a JSON line to this file")
-    ap.add_argument("--rtol", type=float, default=1e-4, help="exact: max abs error <= rtol * max(1, |Keras output|)")
+    ap.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-4,
+        help="exact: max abs error <= rtol * max(1, |Keras output|) (+ Keras' f32 round-off)",
+    )
     ap.add_argument("--timeout", type=float, default=300, help="seconds per ptools command")
     ap.add_argument("--savedmodel-rate", type=float, default=0.35)
     ap.add_argument("--extra-rate", type=float, default=0.25, help="share of steps drawing ops outside the zoo")
