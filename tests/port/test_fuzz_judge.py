@@ -81,3 +81,39 @@ def test_the_corpus_keeps_a_real_keras_model_whose_float32_run_is_off_by_more_th
     off = float(np.abs(io["out0"] - io["ref0"]).max())
     assert off > 3 * RTOL
     assert float(np.abs(io["ref0"] - io["ref0"].ravel()[0]).max()) < 1e-12  # LayerNorm of one feature: beta
+
+
+def test_a_module_exact_only_without_onednn_is_a_torch_bug_not_a_port_bug() -> None:
+    # Seed 61487 model 987: a conv on a (N, 1, 2, 1) view whose strides look channels-last came out 0.48 under
+    # torch's oneDNN kernels and 0.198 (TF's and a hand sum's value) without them. A stand-in module whose
+    # output depends on that switch is classified by running it again with the switch off.
+    import argparse
+
+    import torch
+
+    from tests.port_fuzzing import _torch_or_wrong
+
+    class Switch(torch.nn.Module):
+        def __init__(self, bad: bool) -> None:
+            super().__init__()
+            self.bad = bad
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + (0.3 if self.bad and torch._C._get_mkldnn_enabled() else 0.0)
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    io = {"in0": x, "out0": x + 0.3}  # Keras' answer: x + 0.3
+    doc = {"inputs": [{"channels_first": False}], "outputs": [{"channels_first": False}]}
+    opts = argparse.Namespace(rtol=RTOL)
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(True)
+    try:
+        # Right only with oneDNN on: the same module without it is wrong, so it is a port bug.
+        assert _torch_or_wrong(Switch(bad=True), io, doc, opts, {}) == "WRONG"
+        io = {"in0": x, "out0": x}  # Keras' answer: x; the module is off by 0.3 only under oneDNN
+        res: dict = {}
+        assert _torch_or_wrong(Switch(bad=True), io, doc, opts, res) == "torch-bug"
+        assert "mkldnn off" in res["message"]
+        assert torch._C._get_mkldnn_enabled()  # the switch is restored
+    finally:
+        torch._C._set_mkldnn_enabled(was)
