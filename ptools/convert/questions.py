@@ -104,9 +104,8 @@ def _mark_per_feature(
         n = vecs[0].shape_after[0]
         if not _composite(n):
             continue
-        nearest = _chained(layer, n, order, outs) if keras_order else None
+        nearest, why = _chain(canon, layer, n, order, outs) if keras_order else (None, None)
         if nearest is not None:
-            why = _reshaped_between(canon, nearest, layer) if outs[nearest][0] == "dense" else None
             if why is not None:
                 for i in vecs:
                     i.undetermined = Undetermined(
@@ -144,27 +143,40 @@ def _chained(layer: str, n_in: int, order: list[str], outs: dict[str, tuple[str,
     return nearest if kind in ("dense", "conv") and n_in in chans else None
 
 
+def _chain(
+    canon: Canonical, layer: str, n: int, order: list[str], outs: dict[str, tuple[str, set[int]]]
+) -> tuple[str | None, str | None]:
+    """(the layer whose n outputs feed `layer` as a chain, why that vector may have been reshaped into a map and
+    flattened on the way, or None), or (None, None) when no chain settles it."""
+    nearest = _chained(layer, n, order, outs)
+    if nearest is None or outs[nearest][0] != "dense":  # a conv map pooled to its channels stays a vector
+        return nearest, None
+    return nearest, _reshaped_between(canon, nearest, layer)
+
+
 # What a layer without weights can do to a vector, by its Keras default name (legacy .h5 layer names, Keras 3
-# group names: the class in snake case, `_N` for the N-th): keep it a vector of the same features in the same
-# order, flatten a map, or work on maps only. Any other name (Reshape, Lambda, a name the user chose, a TF2
-# checkpoint's unnamed layer) may turn the vector into a map.
-_KEEPS_VECTOR = {
-    "input", "input_layer", "dropout", "alpha_dropout", "gaussian_dropout", "gaussian_noise", "activation",
-    "re_lu", "relu", "leaky_re_lu", "elu", "softmax", "thresholded_re_lu", "activity_regularization", "masking",
-    "add", "subtract", "multiply", "average", "maximum", "minimum", "identity", "rescaling",
-}  # fmt: skip
-_ELEMENTWISE_OPS = ("tf.__operators__.", "tf.math.", "tf.nn.")  # tf_keras TFOpLambda layers
+# group names: the class in snake case, `_N` for the N-th; tf_keras names a TFOpLambda by its function): keep it
+# a vector of the same features in the same order (shapes.ORDER_KEEPING), flatten a map, or work on maps only.
+# Any other name (Reshape, Lambda, a name the user chose, a TF2 checkpoint's unnamed layer) may turn the vector
+# into a map.
 _MAPS_ONLY = re.compile(
     r"^(max_pooling[123]d|average_pooling[123]d|global_(average|max)_pooling[123]d|zero_padding[123]d|"
     r"cropping[123]d|up_sampling[123]d|spatial_dropout[123]d|random_\w+|resizing|center_crop)$"
 )
 
 
+def _keeps_vector(base: str) -> bool:
+    from ptools.checkpoint.keras.h5 import to_snake_case
+
+    names = {to_snake_case(c) for c in shapes.ORDER_KEEPING} | {"input"}  # tf_keras names its inputs `input_N`
+    return base in names or base in shapes.ELEMENTWISE_OPS
+
+
 def _weightless_kind(name: str) -> str:
     """ "vector" (keeps a vector as it is), "flatten", "maps" (a map in, a map out), or "reshape" (may make
     a map of a vector: Reshape, Lambda, or unknown)."""
     base = re.sub(r"_\d+$", "", name)
-    if base in _KEEPS_VECTOR or name.startswith(_ELEMENTWISE_OPS):
+    if _keeps_vector(base):
         return "vector"
     if base == "flatten":
         return "flatten"
@@ -281,9 +293,8 @@ def mark_flatten_questions(
                     rule=rule,
                 )
             continue
-        nearest = _chained(it.layer, n_in, order, outs) if keras_order else None
+        nearest, why = _chain(canon, it.layer, n_in, order, outs) if keras_order else (None, None)
         if nearest is not None:
-            why = _reshaped_between(canon, nearest, it.layer) if outs[nearest][0] == "dense" else None
             if why is not None and _composite(n_in):
                 it.undetermined = Undetermined(
                     "flatten",

@@ -385,6 +385,10 @@ UNKNOWN = "unknown"  # a Flatten feeds it, of a shape the config does not tell
 
 
 _ELEMENTWISE = {f"tf.{f}" for f in _TF_ELEMENTWISE} | {f"keras.ops.{c}" for c in _KERAS3_ELEMENTWISE}
+# Layer classes and tf_keras operations (`tf.math.multiply`) after which a vector's features are the same
+# features in the same order: what a weights-only file's layer names are checked against (convert.questions).
+ORDER_KEEPING = _PASSTHROUGH | _FEATURE_WISE | {"InputLayer"}
+ELEMENTWISE_OPS = _ELEMENTWISE
 
 
 def _scalar_constants(layer_cfg: dict[str, Any]) -> bool:
