@@ -506,6 +506,11 @@ def _traced_rows(it: Item, feed: Any, module: str) -> tuple[str, Any, str]:
             # Without a config the channels are a guess (a conv before it whose channels divide n_in); the
             # trace saw the conv that made the map, channels-first, so its first dim is C.
             channels = feed.origins[0].shape[0]
+        elif pre is None:
+            # A guessed C on a map no conv made (the model input, say): a dim that happens to equal it says
+            # nothing about the layout (fuzz seed 90017 model 0: C=12 guessed, a (3, 4, 12) NCHW input read as
+            # channels-last, wrong with exit 0).
+            channels = None
         rows = trace.keras_rows(feed, channels, pre)
     origin = " + ".join("x".join(str(d) for d in o.shape) for o in feed.origins)
     if rows is None:
