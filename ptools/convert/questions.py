@@ -96,7 +96,7 @@ def _mark_per_feature(
     for layer, its in by_layer.items():
         meta = canon.layers.get(layer)
         cls = meta.class_name if meta is not None else None
-        if cls not in ("BatchNormalization", "LayerNormalization", "PReLU"):
+        if cls not in shapes.PER_FEATURE:  # BatchNorm, LayerNorm, PReLU, Normalization
             continue
         vecs = [i for i in its if len(i.shape_after) == 1 and not i.synthetic and i.undetermined is None]
         if not vecs:
