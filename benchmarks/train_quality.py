@@ -28,6 +28,8 @@ means max over RGB of |out - in| > CHANGE_THRESHOLD on the [-1, 1] scale, 0.1 = 
   hf d / r        the same for high-frequency energy (|image - its 3x3 mean|)
   off L1 d / r    mean |out - in| outside the mask and its ring (far-field damage), x 1000
   restore spread  the RGB spread ratio of restored images (vs the real normal) inside the mask
+  cover r         the restoration's spatial map M averaged inside the mask: below 1, part of the defect
+                  is kept as it is (composition M * F + (1 - M) * x)
 
 The judge's accuracy on the held-out real images is printed as the ceiling.
 
@@ -171,18 +173,20 @@ def picture_measures(
     mask: torch.Tensor,
     defaced: torch.Tensor,
     restored: torch.Tensor,
+    restore_map: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per sample: change, halo, speckle and damage measures of a defacement and a restoration.
 
     x_n / x_d: real normal and defect images (N, 3, H, W) in [-1, 1]; mask (N, H, W) bool; defaced =
-    G(x_n, A), restored = G(x_d, normal map). Ratios are formed later, over the sample means.
+    G(x_n, A), restored = G(x_d, normal map); restore_map (N, H, W): that restoration's spatial map M.
+    Ratios are formed later, over the sample means.
     """
     band = ring(mask)
     near = mask | band
     far = ~near
     changed_d = changed_pixels(defaced, x_n)
     changed_r = changed_pixels(restored, x_d)
-    return {
+    out = {
         "iou": iou(changed_d, mask).float(),
         "restore_iou": iou(changed_r, mask).float(),
         "ring_deface": region_mean(changed_d.float(), band),
@@ -204,6 +208,11 @@ def picture_measures(
         "off_deface": region_mean((defaced - x_n).abs().mean(1), far),
         "off_restore": region_mean((restored - x_d).abs().mean(1), far),
     }
+    if restore_map is not None:
+        # How far the restoration opens its map over the defect: where M stays shut the defect is kept
+        # as it is, whatever colour F would paint.
+        out["cover_restore"] = region_mean(restore_map.float(), mask)
+    return out
 
 
 RATIOS = {
@@ -322,8 +331,8 @@ def judge_run(
         normal_map = torch.zeros_like(control)
         normal_map[:, 0] = 1
         defaced, _ = g(x_n, control)
-        restored, _ = g(x_d, normal_map)
-        per = picture_measures(x_n, x_d, mask, defaced, restored)
+        restored, restore_map = g(x_d, normal_map)
+        per = picture_measures(x_n, x_d, mask, defaced, restored, restore_map[:, 0])
         per["deface_label"] = (judged(defaced) == label).float()
         per["restore_normal"] = (judged(restored) == 0).float()
         per["real_defect_ok"] = (judged(x_d) == label).float()
@@ -363,6 +372,7 @@ COLUMNS = (
     ("off_deface", "off L1 d", "{:.1f}", 1000),
     ("off_restore", "off L1 r", "{:.1f}", 1000),
     ("restore_spread", "restore spread", "{:.2f}"),
+    ("cover_restore", "cover r", "{:.2f}"),
     ("real_defect_ok", "judge real defect", "{:.0%}"),
     ("real_normal_ok", "judge real normal", "{:.0%}"),
 )

@@ -95,6 +95,9 @@ class DefectGANConfig:
     # "mean_fg": "mean" + L1 of the foreground F inside the mask (F was far from the real pixels there).
     # "mean"/"mean_fg" went with "dice" in the runs above and did not beat "balanced" on the judge.
     pair_loss: str = "balanced"
+    # L1 of the foreground F to the real partner inside the mask, on top of any pair term (0 = off;
+    # "mean_fg" is "mean" with this at w_pair).
+    w_fg: float = 0.0
 
     # model
     g_width: int = 64
@@ -168,7 +171,7 @@ class DefectGANConfig:
             self.d_layers < 1 or self.image_size % (2**self.d_layers) == 0,
             f"image_size {self.image_size} must be divisible by 2**d_layers = {2**self.d_layers}",
         )
-        for name in ("w_mask", "w_pair"):
+        for name in ("w_mask", "w_pair", "w_fg"):
             need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
         need(self.mask_loss in MASK_LOSSES, f"mask_loss must be one of {', '.join(MASK_LOSSES)}")
         need(self.pair_loss in PAIR_LOSSES, f"pair_loss must be one of {', '.join(PAIR_LOSSES)}")

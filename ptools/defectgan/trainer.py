@@ -570,6 +570,12 @@ def _train(
                             g_pair = losses.paired_l1(out, partners, both_masks, both_weights)
                         g_loss = g_loss + config.w_pair * g_pair
                         scalars["g_pair"] = g_pair
+                    if config.w_fg > 0 and paired:
+                        # F itself, inside the mask, to the real partner: the output's L1 reaches F only
+                        # through M, and a thin defect's few pixels through a half-open M teach it little.
+                        g_fg = losses.masked_l1(fg1, torch.cat([x_d, x_n]), both_masks, both_weights)
+                        g_loss = g_loss + config.w_fg * g_fg
+                        scalars["g_fg"] = g_fg
                 opt_g.zero_grad(set_to_none=True)
                 scaler_g.scale(g_loss).backward()
                 scaler_g.step(opt_g)

@@ -114,3 +114,15 @@ def test_region_mean_is_nan_for_an_empty_region():
     region[0, 0, 0] = True
     out = tq.region_mean(values, region)
     assert out[0].item() == 1 and math.isnan(out[1].item())
+
+
+def test_restore_cover_is_the_map_averaged_over_the_mask_only():
+    x = torch.zeros(1, 3, 8, 8)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2:4, 2:6] = True  # 8 pixels
+    restore_map = torch.zeros(1, 8, 8)
+    restore_map[0, 2, 2:6] = 1.0  # half the defect opened
+    restore_map[0, 6:, :] = 1.0  # and far from it, which does not count
+    out = tq.picture_measures(x, x, mask, x, x, restore_map)
+    assert out["cover_restore"].item() == pytest.approx(0.5)
+    assert "cover_restore" not in tq.picture_measures(x, x, mask, x, x)
