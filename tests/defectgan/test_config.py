@@ -76,7 +76,7 @@ def test_diff_ignores_runtime_fields_only():
 
 def test_a_checkpoint_from_before_a_new_field_resumes_with_its_default():
     saved = DefectGANConfig(labels=["a"]).to_dict()
-    for newer in ("g_upsample", "d_spectral_norm", "w_cls_gp"):
+    for newer in ("g_upsample", "d_spectral_norm", "w_cls_gp", "w_fg"):
         saved.pop(newer)
     assert diff_fields(saved, DefectGANConfig(labels=["a"])) == []
     assert diff_fields(saved, DefectGANConfig(labels=["a"], g_upsample="nearest")) == [

@@ -33,7 +33,14 @@ def test_mask_and_pair_terms_are_on_by_default_and_in_small():
 
 def test_paper_preset_keeps_the_papers_structure():
     paper = replace_fields(DefectGANConfig(), preset_fields("paper"), "paper")
-    assert (paper.g_upsample, paper.w_cls_g, paper.d_spectral_norm, paper.w_cls_gp) == ("transposed", 5.0, False, 0.0)
+    assert (paper.g_upsample, paper.w_cls_g, paper.d_spectral_norm, paper.w_cls_gp, paper.w_fg) == (
+        "transposed",
+        5.0,
+        False,
+        0.0,
+        0.0,
+    )
+    assert (paper.lr_g, paper.lr_d) == (2e-4, 2e-4)
 
 
 def test_unknown_preset_names_the_known_ones():
