@@ -557,24 +557,22 @@ def _train(
                         g_mask = mask_term(logit1, both_masks, both_weights)
                         g_loss = g_loss + config.w_mask * g_mask
                         scalars["g_mask"] = g_mask
+                    # The real partners: defaced x_n -> its real defect, restored x_d -> its real normal.
+                    partners = torch.cat([x_d, x_n])
                     if config.w_pair > 0 and paired:
-                        # The real partners: defaced x_n -> its real defect, restored x_d -> its real normal.
-                        partners = torch.cat([x_d, x_n])
                         if config.pair_loss in ("mean", "mean_fg"):
                             g_pair = losses.paired_l1_mean(out, partners, torch.ones_like(both_weights))
-                            if config.pair_loss == "mean_fg":
-                                # F only shows where M is open, so the output's L1 barely reaches it: teach
-                                # it the real partner's pixels inside the mask directly.
-                                g_pair = g_pair + losses.masked_l1(fg1, partners, both_masks, both_weights)
                         else:
                             g_pair = losses.paired_l1(out, partners, both_masks, both_weights)
                         g_loss = g_loss + config.w_pair * g_pair
                         scalars["g_pair"] = g_pair
-                    if config.w_fg > 0 and paired:
-                        # F itself, inside the mask, to the real partner: the output's L1 reaches F only
-                        # through M, and a thin defect's few pixels through a half-open M teach it little.
-                        g_fg = losses.masked_l1(fg1, torch.cat([x_d, x_n]), both_masks, both_weights)
-                        g_loss = g_loss + config.w_fg * g_fg
+                    # F itself, inside the mask, to the real partner: the output's L1 reaches F only through
+                    # M, and a thin defect's few pixels through a half-open M teach it little ("mean_fg"
+                    # is "mean" plus this term at w_pair).
+                    w_fg = config.w_fg + (config.w_pair if config.pair_loss == "mean_fg" else 0.0)
+                    if w_fg > 0 and paired:
+                        g_fg = losses.masked_l1(fg1, partners, both_masks, both_weights)
+                        g_loss = g_loss + w_fg * g_fg
                         scalars["g_fg"] = g_fg
                 opt_g.zero_grad(set_to_none=True)
                 scaler_g.scale(g_loss).backward()
