@@ -123,11 +123,24 @@ def read_seed_layout(root: Path, labels: list[str] | None = None) -> Pairs:
     return out
 
 
+def shuffled(pairs: Pairs, seed: int) -> Pairs:
+    """Each label's samples in a fixed random order. File order can group them (the photo set's names begin
+    with their surface), and every split below takes contiguous runs, so each run must be a fair draw."""
+    out = Pairs({}, {}, {}, {})
+    for i, label in enumerate(pairs.defect):
+        order = np.random.default_rng([seed, 29, i]).permutation(len(pairs.defect[label]))
+        for part in ("defect", "mask", "normal"):
+            getattr(out, part)[label] = getattr(pairs, part)[label][order]
+        out.files[label] = [pairs.files[label][j] for j in order]
+    return out
+
+
 def split_source(name: str, labels: list[str], pool_root: Path, heldout_root: Path) -> Source:
-    """A training pool, and a held-out set whose first HELDOUT_PER_LABEL samples per label give the held-out
-    defects and whose other samples give the held-out normal images (surfaces no held-out defect is on)."""
-    pool = read_seed_layout(pool_root, labels)
-    both = read_seed_layout(heldout_root, labels)
+    """A training pool, and a held-out set whose first HELDOUT_PER_LABEL samples per label (in a fixed
+    shuffled order) give the held-out defects and whose other samples give the held-out normal images
+    (surfaces no held-out defect is on)."""
+    pool = shuffled(read_seed_layout(pool_root, labels), POOL_SEED)
+    both = shuffled(read_seed_layout(heldout_root, labels), HELDOUT_SEED)
     h = HELDOUT_PER_LABEL
     heldout = Pairs(
         *({k: v[:h] for k, v in part.items()} for part in (both.defect, both.mask, both.normal, both.files))
@@ -197,7 +210,8 @@ class UserData:
 
 def user_data(source: Source, k: int, seed: int) -> UserData:
     """K pairs per label drawn by `seed` (nested: the K = 10 pairs are among the K = 50 ones), and the
-    normal images of the last NORMALS_PER_LABEL pool samples of every label, never a defect pair."""
+    normal images of the last NORMALS_PER_LABEL pool samples of every label (the pool's shuffled order),
+    never a defect pair."""
     pairs = Pairs({}, {}, {}, {})
     normals, normal_files = [], []
     for i, label in enumerate(source.labels):

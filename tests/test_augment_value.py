@@ -92,3 +92,54 @@ def test_a_held_out_image_in_any_arm_stops_the_run(source):
     trained = av.Pairs({"spot": source.heldout.defect["spot"][:1]}, {}, {"spot": data.normals[:1]}, {})
     with pytest.raises(av.LeakageError, match="generator g"):
         av.check_no_leakage([trained], heldout, "generator g")
+
+
+def write_grouped_set(root: Path, labels: list[str], groups: int, per_group: int) -> None:
+    """A seed-layout set whose file names sort by surface group (as the photo set's do: `crack_brick_00016`);
+    a group is readable from the pixels too (its grey level), and every image is unique (one corner pixel)."""
+    from PIL import Image
+
+    for label in labels:
+        for sub in ("normal", "defect", "defect_segmentation"):
+            (root / label / sub).mkdir(parents=True)
+        for g in range(groups):
+            for j in range(per_group):
+                normal = np.full((av.SIZE, av.SIZE, 3), 40 + 50 * g, np.uint8)
+                normal[0, 0] = (j, g, labels.index(label))
+                mask = np.zeros((av.SIZE, av.SIZE), np.uint8)
+                mask[20:30, 20:30] = 255
+                defect = normal.copy()
+                defect[mask > 0] = 250
+                name = f"{label}_g{g}_{j:05d}.png"
+                Image.fromarray(normal).save(root / label / "normal" / name)
+                Image.fromarray(defect).save(root / label / "defect" / name)
+                Image.fromarray(mask).save(root / label / "defect_segmentation" / name)
+
+
+def test_every_split_draws_from_every_surface_whatever_the_file_order(tmp_path, monkeypatch):
+    # File order grouped by surface once gave the photo set held-out defects on two surfaces, held-out
+    # normals on the other two, and a normal pool of one surface: every split must be a fair draw.
+    labels = ["spot", "stain"]
+    write_grouped_set(tmp_path / "pool", labels, groups=4, per_group=30)
+    write_grouped_set(tmp_path / "heldout", labels, groups=4, per_group=30)
+    monkeypatch.setattr(av, "HELDOUT_PER_LABEL", 60)
+    monkeypatch.setattr(av, "NORMALS_PER_LABEL", 30)
+    source = av.split_source("grouped", labels, tmp_path / "pool", tmp_path / "heldout")
+
+    def groups_of(images: np.ndarray) -> np.ndarray:
+        return np.bincount((images[:, 5, 5, 0].astype(int) - 40) // 50, minlength=4)
+
+    data = av.user_data(source, 20, 0)
+    for label in labels:
+        assert groups_of(source.heldout.defect[label]).min() >= 5, label  # 60 of 120: every surface
+        assert groups_of(data.pairs.defect[label]).min() >= 1, label
+    assert groups_of(source.heldout_normals).min() >= 5
+    assert groups_of(data.normals).min() >= 5  # 60 pool normals
+    # The pairs stay pairs through the shuffle: a defect equals its normal outside its mask, files agree.
+    for label in labels:
+        for d, n, m, (fn, fd, fm) in zip(
+            *(getattr(source.pool, p)[label] for p in ("defect", "normal", "mask", "files")), strict=True
+        ):
+            assert np.array_equal(d[~m], n[~m]) and m.sum() == 100
+            assert fn.name == fd.name == fm.name
+            assert (n[0, 0, 0], n[0, 0, 1]) == (int(fn.stem.split("_")[2]), int(fn.stem.split("_")[1][1:]))
