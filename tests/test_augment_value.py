@@ -143,3 +143,22 @@ def test_every_split_draws_from_every_surface_whatever_the_file_order(tmp_path, 
             assert np.array_equal(d[~m], n[~m]) and m.sum() == 100
             assert fn.name == fd.name == fm.name
             assert (n[0, 0, 0], n[0, 0, 1]) == (int(fn.stem.split("_")[2]), int(fn.stem.split("_")[1][1:]))
+
+
+def test_grid_outlines_each_class_in_its_dataset_preview_colour(tmp_path):
+    from PIL import Image
+
+    from ptools.data.preview import label_colours
+
+    labels = ["crack", "spot"]
+    img = np.full((1, av.SIZE, av.SIZE, 3), 100, np.uint8)
+    classes = np.zeros((1, av.SIZE, av.SIZE), np.uint8)
+    classes[0, 10:20, 10:20] = 1  # crack
+    classes[0, 40:50, 40:50] = 2  # spot
+    av.save_grid(tmp_path / "g.png", [("row", img, classes)], labels)
+    grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
+    shown = grid[2 : 2 + av.SIZE, 2 * 2 + av.SIZE : 2 * 2 + 2 * av.SIZE]  # second tile, after 2-px padding
+    colours = label_colours(labels)
+    assert tuple(shown[10, 15]) == colours["crack"] and tuple(shown[40, 45]) == colours["spot"]  # the outlines
+    assert tuple(shown[15, 15]) == (100, 100, 100) and tuple(shown[30, 30]) == (100, 100, 100)  # inside, outside
+    assert f"spot rgb{colours['spot']}" in (tmp_path / "g.txt").read_text()  # the key names the colours
