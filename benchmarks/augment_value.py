@@ -827,7 +827,9 @@ def main() -> None:
     gan_jobs: dict[tuple[int, int], GanJob] = {}
     normals_dirs: dict[int, Path] = {}
     for (k, s), data in users.items():
-        normals_dirs.setdefault(s, work / f"{source.name}-normals-s{s}")
+        # Named by its images: a folder written for another draw (another ptools, another split) is not reused.
+        content = key_of(sorted(pixel_hashes(data.normals)))
+        normals_dirs.setdefault(s, work / f"{source.name}-normals-s{s}-{content}")
         if not normals_dirs[s].is_dir():
             write_normals(data, normals_dirs[s])
         if "gan" in args.arms or "gan-masks" in args.arms:
