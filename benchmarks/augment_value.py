@@ -860,6 +860,10 @@ def main() -> None:
                 extra = generate_extra(quick, normals_dirs[s], labels, args.n, s)
             elif arm == "copypaste":
                 extra = copy_paste(data, labels, args.n, s)
+            if extra is not None and arm != "copypaste":  # generate drew on exactly the user's normal pool
+                drawn_on = set().union(*(pixel_hashes(v) for v in extra.normal.values()))
+                if not drawn_on <= pixel_hashes(data.normals):
+                    raise SystemExit(f"{arm} K={k} seed {s}: generated images on normals outside the user's pool")
             task = Task(
                 arm, k, s, labels, real_x, real_y, real_c, normals, steps=args.steps, real_share=args.real_share
             )
