@@ -96,6 +96,12 @@ class Pairs:
     normal: dict[str, np.ndarray]
     files: dict[str, list[tuple[Path, Path, Path]]]  # (normal, defect, mask) files
 
+    def put(self, source: Pairs, label: str, rows: np.ndarray) -> None:
+        """Set this label's samples to `source`'s samples `rows` of the same label (every part, in that order)."""
+        for part in ("defect", "mask", "normal"):
+            getattr(self, part)[label] = getattr(source, part)[label][rows]
+        self.files[label] = [source.files[label][j] for j in rows]
+
 
 @dataclass
 class Source:
@@ -131,10 +137,7 @@ def shuffled(pairs: Pairs, seed: int) -> Pairs:
     with their surface), and every split below takes contiguous runs, so each run must be a fair draw."""
     out = Pairs({}, {}, {}, {})
     for i, label in enumerate(pairs.defect):
-        order = np.random.default_rng([seed, 29, i]).permutation(len(pairs.defect[label]))
-        for part in ("defect", "mask", "normal"):
-            getattr(out, part)[label] = getattr(pairs, part)[label][order]
-        out.files[label] = [pairs.files[label][j] for j in order]
+        out.put(pairs, label, np.random.default_rng([seed, 29, i]).permutation(len(pairs.defect[label])))
     return out
 
 
@@ -223,10 +226,7 @@ def user_data(source: Source, k: int, seed: int) -> UserData:
         candidates = n - reserve
         if k > candidates:
             raise SystemExit(f"--k {k}: the {source.name} pool has only {candidates} {label} pairs to draw from")
-        take = np.random.default_rng([seed, 17, i]).permutation(candidates)[:k]
-        for part in ("defect", "mask", "normal"):
-            getattr(pairs, part)[label] = getattr(source.pool, part)[label][take]
-        pairs.files[label] = [source.pool.files[label][j] for j in take]
+        pairs.put(source.pool, label, np.random.default_rng([seed, 17, i]).permutation(candidates)[:k])
         normals.append(source.pool.normal[label][candidates:])
         normal_files += [source.pool.files[label][j][0] for j in range(candidates, n)]
     return UserData(k, seed, pairs, np.concatenate(normals), normal_files)
@@ -805,7 +805,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     source = load_source(args.dataset, cache)
-    args.steps = args.steps or STEPS[source.name]
+    if args.steps is None:
+        args.steps = STEPS[source.name]
     labels = source.labels
     eval_x = np.concatenate([source.heldout.defect[label] for label in labels] + [source.heldout_normals])
     eval_y = np.concatenate(
@@ -847,6 +848,7 @@ def main() -> None:
     for (k, s), data in users.items():
         real_x, real_y, real_c = stack_pairs(data.pairs, labels)
         normals = np.concatenate([data.normals, *data.pairs.normal.values()])
+        pool_hashes = pixel_hashes(data.normals)
         for arm in args.arms:
             if arm == "ceiling":
                 continue
@@ -862,7 +864,7 @@ def main() -> None:
                 extra = copy_paste(data, labels, args.n, s)
             if extra is not None and arm != "copypaste":  # generate drew on exactly the user's normal pool
                 drawn_on = set().union(*(pixel_hashes(v) for v in extra.normal.values()))
-                if not drawn_on <= pixel_hashes(data.normals):
+                if not drawn_on <= pool_hashes:
                     raise SystemExit(f"{arm} K={k} seed {s}: generated images on normals outside the user's pool")
             task = Task(
                 arm, k, s, labels, real_x, real_y, real_c, normals, steps=args.steps, real_share=args.real_share
